@@ -53,10 +53,7 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+        let permit = Arc::clone(&self.permits).acquire_owned().await.expect("the semaphore is never closed");
         let handle = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             job()
@@ -97,7 +94,10 @@ mod tests {
                 pool.run(move || {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now, Ordering::SeqCst);
-                    #[expect(clippy::disallowed_methods, reason = "stands in for blocking I/O on the blocking pool")]
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "stands in for blocking I/O on the blocking pool"
+                    )]
                     std::thread::sleep(Duration::from_millis(20));
                     running.fetch_sub(1, Ordering::SeqCst);
                 })

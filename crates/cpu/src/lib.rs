@@ -51,4 +51,5 @@ pub mod rayon_bridge;
 
 pub use blocking_bridge::BlockingPool;
 pub use error::JobError;
+pub use rayon::ThreadPoolBuildError;
 pub use rayon_bridge::{CpuPool, CpuTask};

@@ -127,7 +127,10 @@ mod tests {
             let ran = Arc::clone(&ran);
             pool.spawn(move || {
                 // Wait until the future below has been dropped.
-                #[expect(clippy::disallowed_methods, reason = "a test job on the rayon pool, not in async code")]
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "a test job on the rayon pool, not in async code"
+                )]
                 release_rx.recv().unwrap();
                 ran.fetch_add(1, Ordering::SeqCst);
                 let _ = done_tx.send(());

@@ -1,0 +1,136 @@
+//! The client: one connection, one request at a time or pipelined, every step under a timeout.
+//!
+//! `service call` uses it, and so do the end-to-end tests and the benchmark. Connecting is
+//! bounded by a connect timeout (a dropped SYN otherwise waits for the OS, minutes on Linux), each
+//! request by a request timeout. The client is generic over the stream, so tests run it over
+//! `tokio::io::duplex`, or inject a connector that never completes.
+//!
+//! Waiting for an answer is not cancel-safe as a whole: after a timeout the answer may still
+//! arrive and would be read as the answer to the *next* request. So a timed-out client is
+//! closed, and every later call returns [`ClientError::Closed`].
+
+use std::io;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::time;
+use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
+
+/// The longest answer line the client accepts: the server's answers are bounded by its
+/// `max_line` (ECHO repeats a request), so anything longer is not our server.
+pub const MAX_RESPONSE: usize = 1 << 20;
+
+/// Why a call failed. Each is one line when displayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The connection was not made in time.
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The connection was refused or failed.
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    /// The answer did not arrive in time; the client is closed.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The server closed the connection before answering.
+    #[error("connection closed by the server")]
+    Closed,
+    /// An answer line was longer than [`MAX_RESPONSE`].
+    #[error("answer longer than {MAX_RESPONSE} bytes")]
+    ResponseTooLong,
+    /// Reading or writing failed.
+    #[error("connection failed: {0}")]
+    Io(io::Error),
+}
+
+impl From<LinesCodecError> for ClientError {
+    fn from(error: LinesCodecError) -> Self {
+        match error {
+            LinesCodecError::MaxLineLengthExceeded => Self::ResponseTooLong,
+            LinesCodecError::Io(error) => Self::Io(error),
+        }
+    }
+}
+
+/// A connection to the service.
+pub struct Client<S = TcpStream> {
+    /// `None` once closed by a timeout or an error.
+    connection: Option<Framed<S, LinesCodec>>,
+    request_timeout: Duration,
+}
+
+impl Client<TcpStream> {
+    /// Connects over TCP (resolving `addr` counts against `connect_timeout`).
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let client = Self::connect_with(TcpStream::connect(addr), connect_timeout, request_timeout).await?;
+        if let Some(connection) = &client.connection {
+            // Requests are small and each waits for its answer: do not let Nagle hold them back.
+            connection.get_ref().set_nodelay(true).map_err(ClientError::Connect)?;
+        }
+        Ok(client)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Connects with any connector future, bounded by `connect_timeout`.
+    pub async fn connect_with(
+        connector: impl Future<Output = io::Result<S>>,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        match time::timeout(connect_timeout, connector).await {
+            Ok(Ok(stream)) => Ok(Self::new(stream, request_timeout)),
+            Ok(Err(error)) => Err(ClientError::Connect(error)),
+            Err(_elapsed) => Err(ClientError::ConnectTimeout(connect_timeout)),
+        }
+    }
+
+    /// A client over a stream that is already connected.
+    pub fn new(stream: S, request_timeout: Duration) -> Self {
+        let codec = LinesCodec::new_with_max_length(MAX_RESPONSE);
+        Self { connection: Some(Framed::new(stream, codec)), request_timeout }
+    }
+
+    /// Sends one request and returns its answer line (`OK ...` or `ERR ...`).
+    pub async fn request(&mut self, request: &str) -> Result<String, ClientError> {
+        self.pipeline([request]).await.map(|mut answers| answers.remove(0))
+    }
+
+    /// Sends every request in one write, then reads as many answers, in order, all within one
+    /// request timeout.
+    pub async fn pipeline<'a>(
+        &mut self,
+        requests: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<String>, ClientError> {
+        let timeout = self.request_timeout;
+        let connection = self.connection.as_mut().ok_or(ClientError::Closed)?;
+        let exchange = async {
+            let mut sent = 0;
+            for request in requests {
+                connection.feed(request).await?;
+                sent += 1;
+            }
+            SinkExt::<&str>::flush(connection).await?;
+            let mut answers = Vec::with_capacity(sent);
+            while answers.len() < sent {
+                answers.push(connection.next().await.ok_or(ClientError::Closed)??);
+            }
+            Ok(answers)
+        };
+        let result = match time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(ClientError::Timeout(timeout)),
+        };
+        if result.is_err() {
+            // Late answers would be taken for the next request's: this connection is done.
+            self.connection = None;
+        }
+        result
+    }
+}

@@ -1,0 +1,141 @@
+//! The TCP front: bind, accept, enforce the connection limit, hand streams to the [`App`].
+//!
+//! The accept loop follows the rules of tokio's and hyper's servers:
+//!
+//! * **A limit on open connections** (a `Semaphore`; tokio's `TcpListener` docs and mini-redis's
+//!   `MAX_CONNECTIONS`). A connection over the limit is answered `ERR busy` and closed at once,
+//!   instead of being left in the accept backlog where the client cannot tell slow from dead.
+//! * **Accept errors never end the loop.** Errors about one connection (reset or aborted before
+//!   we accepted it) are skipped; others (out of file descriptors, `EMFILE`) are logged and retried
+//!   after a growing pause, because spinning on them would burn a core and flood the log
+//!   (hyper's `accept` and tokio issue #1172 describe the same).
+//! * **`TCP_NODELAY`** on every stream: answers are already batched by the connection's write
+//!   buffer, and Nagle's algorithm would add up to 40 ms to each small answer.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, StartError};
+use crate::config::Config;
+use crate::stats::Stats;
+
+/// The first pause after an accept error; it doubles up to [`MAX_ACCEPT_BACKOFF`].
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// The whole answer to a connection over the limit.
+const BUSY: &[u8] = b"ERR busy\n";
+
+/// A bound listener and the service behind it.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use service::{Config, Server};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let config = Config { listen: "127.0.0.1:0".parse()?, ..Config::default() };
+/// let server = Server::bind(&config).await?;
+/// println!("listening on {}", server.local_addr());
+/// let stop = CancellationToken::new();
+/// // ...cancel `stop` from elsewhere to shut down gracefully.
+/// server.run(stop).await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    app: App,
+    max_connections: usize,
+}
+
+impl Server {
+    /// Binds `config.listen` and starts the service (the coordinator and watchdog run from now).
+    pub async fn bind(config: &Config) -> Result<Self, StartError> {
+        let app = App::start(config)?;
+        let bind_error = |source| StartError::Bind { addr: config.listen, source };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        Ok(Self { listener, local_addr, app, max_connections: config.max_connections })
+    }
+
+    /// The address actually bound (the port the OS chose, for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The service's counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        self.app.stats()
+    }
+
+    /// Serves until `stop` is cancelled, then shuts down gracefully and returns once every task
+    /// has ended.
+    pub async fn run(self, stop: CancellationToken) {
+        let Self { listener, local_addr, app, max_connections } = self;
+        tracing::info!(%local_addr, "listening");
+        accept_loop(&listener, &app, Arc::new(Semaphore::new(max_connections)), &stop).await;
+        // Closing the listener refuses new connections at once while the old ones drain.
+        drop(listener);
+        tracing::info!("stopped accepting; draining connections");
+        app.stop().await;
+    }
+}
+
+async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>, stop: &CancellationToken) {
+    let mut backoff = MIN_ACCEPT_BACKOFF;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = MIN_ACCEPT_BACKOFF;
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+                }
+                match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(slot) => app.spawn_connection(stream, peer, Some(slot)),
+                    Err(_) => refuse(&stream, peer, app.stats()),
+                }
+            }
+            Err(error) if is_about_one_connection(&error) => {
+                tracing::debug!(%error, "accept: connection gone before it was accepted");
+            }
+            Err(error) => {
+                tracing::error!(%error, retry_in = ?backoff, "accept failed");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Answers a connection over the limit with `ERR busy` and closes it, without a task: the socket
+/// is new, so its send buffer is empty and a non-blocking write of 9 bytes goes through whole.
+fn refuse(stream: &TcpStream, peer: SocketAddr, stats: &Stats) {
+    stats.rejected();
+    tracing::info!(%peer, "connection limit reached; refusing with ERR busy");
+    if let Err(error) = stream.try_write(BUSY) {
+        tracing::debug!(%peer, %error, "could not tell the refused peer");
+    }
+}
+
+/// Errors that concern only the connection being accepted, not the listener.
+fn is_about_one_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}

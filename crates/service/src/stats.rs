@@ -1,0 +1,133 @@
+//! Counters of the running service, reported by `STATS`.
+//!
+//! Plain atomics with relaxed ordering: each counter is independent, and a snapshot that is a
+//! few increments stale is fine for observability. A gauge (connections, running jobs) moves
+//! through a guard, so an early return or a panic cannot leave it counted up.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters shared by every part of the service (behind an `Arc`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    connections: AtomicU64,
+    rejected: AtomicU64,
+    jobs_running: AtomicU64,
+    jobs_done: AtomicU64,
+    jobs_shed: AtomicU64,
+    jobs_failed: AtomicU64,
+    jobs_timed_out: AtomicU64,
+    worst_lag_us: AtomicU64,
+}
+
+/// Which finished-job counter to bump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Answered with a result.
+    Done,
+    /// Refused because the queue was full.
+    Shed,
+    /// Panicked, or was abandoned at shutdown.
+    Failed,
+    /// Missed its deadline.
+    TimedOut,
+}
+
+/// A gauge held up while this guard lives.
+#[must_use = "the gauge goes down again when the guard is dropped"]
+pub struct GaugeGuard<'a>(&'a AtomicU64);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Stats {
+    /// Counts an open connection until the guard drops.
+    pub fn connection(&self) -> GaugeGuard<'_> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(&self.connections)
+    }
+
+    /// Counts a running job until the guard drops.
+    pub fn job_running(&self) -> GaugeGuard<'_> {
+        self.jobs_running.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(&self.jobs_running)
+    }
+
+    /// Counts a connection refused at the connection limit.
+    pub fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a job that is over.
+    pub fn job(&self, outcome: JobOutcome) {
+        let counter = match outcome {
+            JobOutcome::Done => &self.jobs_done,
+            JobOutcome::Shed => &self.jobs_shed,
+            JobOutcome::Failed => &self.jobs_failed,
+            JobOutcome::TimedOut => &self.jobs_timed_out,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keeps the worst runtime lag seen.
+    pub fn record_lag(&self, lag: Duration) {
+        let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        self.worst_lag_us.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    /// The worst runtime lag seen so far.
+    pub fn worst_lag(&self) -> Duration {
+        Duration::from_micros(self.worst_lag_us.load(Ordering::Relaxed))
+    }
+
+    /// Open connections now.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// The `STATS` answer: `key=value` pairs, `queued` supplied by the coordinator's queue.
+    pub fn render(&self, jobs_queued: usize) -> String {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        format!(
+            "connections={} rejected={} jobs_queued={} jobs_running={} jobs_done={} jobs_shed={} \
+             jobs_failed={} jobs_timed_out={} worst_lag_ms={}",
+            load(&self.connections),
+            load(&self.rejected),
+            jobs_queued,
+            load(&self.jobs_running),
+            load(&self.jobs_done),
+            load(&self.jobs_shed),
+            load(&self.jobs_failed),
+            load(&self.jobs_timed_out),
+            self.worst_lag().as_millis(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauges_fall_when_their_guard_drops_and_lag_keeps_the_worst() {
+        let stats = Stats::default();
+        let first = stats.connection();
+        {
+            let _second = stats.connection();
+            assert_eq!(stats.connections(), 2);
+        }
+        assert_eq!(stats.connections(), 1);
+        drop(first);
+        stats.job(JobOutcome::Shed);
+        stats.record_lag(Duration::from_millis(7));
+        stats.record_lag(Duration::from_millis(3));
+        assert_eq!(
+            stats.render(4),
+            "connections=0 rejected=0 jobs_queued=4 jobs_running=0 jobs_done=0 jobs_shed=1 \
+             jobs_failed=0 jobs_timed_out=0 worst_lag_ms=7"
+        );
+    }
+}
