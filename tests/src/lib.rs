@@ -1,1 +1,175 @@
+//! Shared test helpers: the patterns to copy when you test your own commands.
+//!
+//! Two kinds of test, two kinds of helper:
+//!
+//! * **Paused time** ([`Harness`], [`Peer`]): the service runs on a `current_thread` runtime with
+//!   `start_paused = true`, and each connection is a `tokio::io::duplex` pair. When every task is
+//!   waiting, tokio jumps the clock to the next timer ("auto-advance", see
+//!   `tokio::time::pause`), so a 30-second timeout takes microseconds and fires at an exact,
+//!   repeatable virtual instant. Two rules keep that sound:
+//!   - *Only in-memory streams.* A real socket is I/O the runtime cannot see into: while a read
+//!     waits on the kernel the runtime looks idle, auto-advance jumps the clock, and a timeout fires
+//!     although the bytes were on their way. `duplex` streams are plain tokio tasks' memory.
+//!   - *Drive time with `sleep`, not `advance`.* `sleep` lets every other task run up to the same
+//!     instant; `advance` moves the clock under tasks that have not had their turn.
+//!
+//!   Work on other threads (the rayon pool) looks idle in the same way, so paused-time tests use
+//!   jobs that wait on tokio timers, and CPU jobs are tested on real time.
+//! * **Real time** ([`TestServer`]): the real server on `127.0.0.1:0` (loopback only, a port the
+//!   OS picks), reached with the real [`Client`]. Every wait is bounded by [`TEST_TIMEOUT`], so a
+//!   bug fails the test instead of hanging it.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use service::{App, Client, Config, Server};
+use tokio::io::{AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
+use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, LinesCodec};
+use tokio_util::sync::CancellationToken;
+
+/// The bound on any wait in a real-time test.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest answer line a test peer accepts.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Settings for tests: small and explicit, so each test states the bounds it relies on.
+pub fn test_config() -> Config {
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        idle_timeout: Duration::from_secs(10),
+        write_timeout: Duration::from_secs(5),
+        max_line: 256,
+        max_in_flight: 32,
+        queue_capacity: 8,
+        workers: 2,
+        job_timeout: Duration::from_secs(10),
+        shutdown_grace: Duration::from_secs(10),
+        cpu_threads: 2,
+        ..Config::default()
+    }
+}
+
+/// The service without a listener, fed `duplex` connections. For paused-time tests.
+pub struct Harness {
+    /// The running service.
+    pub app: App,
+}
+
+impl Harness {
+    /// Starts the service. Call it inside the test's runtime.
+    pub fn start(config: &Config) -> Self {
+        Self { app: App::start(config).expect("valid test config") }
+    }
+
+    /// Opens a connection whose pipe holds at most `buffer` bytes each way (a small buffer makes
+    /// a peer that does not read block the server's writes quickly).
+    pub fn connect_with_buffer(&self, buffer: usize) -> Peer {
+        let (client, server) = tokio::io::duplex(buffer);
+        self.app.spawn_connection(server, "duplex", None);
+        Peer::new(client)
+    }
+
+    /// Opens a connection with a roomy pipe.
+    pub fn connect(&self) -> Peer {
+        self.connect_with_buffer(64 * 1024)
+    }
+
+    /// Shuts the service down (drain, grace, abort) and waits until every task has ended.
+    pub async fn stop(self) {
+        self.app.stop().await;
+    }
+}
+
+/// The client end of a `duplex` connection, speaking raw bytes: it can send what no well-behaved
+/// client would (partial lines, invalid UTF-8).
+pub struct Peer {
+    answers: FramedRead<ReadHalf<DuplexStream>, LinesCodec>,
+    writer: WriteHalf<DuplexStream>,
+}
+
+impl Peer {
+    fn new(stream: DuplexStream) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        Self { answers: FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_ANSWER)), writer }
+    }
+
+    /// Splits into the answer stream and the writing half, to read and write concurrently.
+    pub fn split(self) -> (FramedRead<ReadHalf<DuplexStream>, LinesCodec>, WriteHalf<DuplexStream>) {
+        (self.answers, self.writer)
+    }
+
+    /// Sends raw bytes.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await
+    }
+
+    /// The next answer line, or `None` once the server has closed the connection.
+    pub async fn answer(&mut self) -> Option<String> {
+        self.answers.next().await.map(|line| line.expect("a well-formed answer line"))
+    }
+
+    /// Sends one request line and returns its answer.
+    pub async fn request(&mut self, line: &str) -> Option<String> {
+        self.send(format!("{line}\n").as_bytes()).await.ok()?;
+        self.answer().await
+    }
+}
+
+/// The real server on `127.0.0.1:0`, on real time. For end-to-end tests.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stats: std::sync::Arc<service::stats::Stats>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Binds a loopback port and serves on a task of this runtime.
+    pub async fn start(config: Config) -> Self {
+        assert!(config.listen.ip().is_loopback(), "tests reach only loopback");
+        let server = Server::bind(&config).await.expect("bind a loopback port");
+        let addr = server.local_addr();
+        let stats = std::sync::Arc::clone(server.stats());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
+        Self { addr, stats, stop, task }
+    }
+
+    /// A connected client with [`TEST_TIMEOUT`] bounds.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect to the test server")
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &service::stats::Stats {
+        &self.stats
+    }
+
+    /// Starts a graceful shutdown and waits (bounded) until the server has finished.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(TEST_TIMEOUT, self.task)
+            .await
+            .expect("the server stops within the test timeout")
+            .expect("the server task does not panic");
+    }
+
+    /// Starts a graceful shutdown without waiting; [`TestServer::stop`] then waits for its end.
+    pub fn begin_stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// Polls `condition` every few milliseconds until it holds, failing after [`TEST_TIMEOUT`]. For
+/// real-time tests that wait on the server's counters.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
