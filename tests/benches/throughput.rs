@@ -1,6 +1,6 @@
 //! Throughput over loopback: requests per second, one at a time and pipelined.
 //!
-//! `cargo bench -p service-tests` starts the real server on `127.0.0.1:0` and prints figures; it
+//! `cargo bench --bench throughput` starts the real server on `127.0.0.1:0` and prints figures; it
 //! asserts nothing about speed (a timing goal is a figure to watch, not a test to flake). Each
 //! scenario runs for a fixed time on a warm connection.
 //!

@@ -1,6 +1,6 @@
 //! The coordinator: a bounded queue of CPU jobs and the workers that run them.
 //!
-//! A request that needs CPU work submits a [`Job`] and awaits its answer on a `oneshot`. The
+//! A request that needs CPU work submits a job (a future) and awaits its answer on a `oneshot`. The
 //! design answers four questions every job queue must:
 //!
 //! * **What if the queue is full?** [`Coordinator::submit`] uses `try_send`: a full queue answers

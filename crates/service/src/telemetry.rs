@@ -6,6 +6,8 @@
 //! With the `console` feature (and `RUSTFLAGS="--cfg tokio_unstable"`), a tokio-console layer is
 //! added beside the log output; it sees every task regardless of `RUST_LOG`.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -20,7 +22,10 @@ pub fn init(format: LogFormat) -> anyhow::Result<()> {
         .from_env()
         .map_err(|error| anyhow::anyhow!("invalid RUST_LOG: {error}"))?;
     let output = match format {
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        // Colours only for a person at a terminal, not for a log collector reading a pipe.
+        LogFormat::Text => {
+            fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).boxed()
+        }
         LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
     let registry = tracing_subscriber::registry().with(output.with_filter(filter));
