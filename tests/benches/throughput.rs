@@ -20,6 +20,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use service::{Client, Config};
 use testkit::{TEST_TIMEOUT, TestServer, test_config};
 use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::codec::{Framed, LinesCodec};
 
 const RUN_FOR: Duration = Duration::from_secs(2);
@@ -36,14 +37,16 @@ async fn requests_per_second(client: &mut Client, depth: usize) -> f64 {
     done as f64 / start.elapsed().as_secs_f64()
 }
 
-/// The baseline: a minimal line server answering PING, flushing after every answer.
-async fn bare_line_server() -> std::net::SocketAddr {
+/// The baseline: a minimal line server answering PING, flushing after every answer. Its
+/// connections live in a `JoinSet` owned by the accept task, so aborting that task ends them all.
+async fn bare_line_server() -> (std::net::SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move {
+    let accept = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
             stream.set_nodelay(true).expect("nodelay");
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let mut lines = Framed::new(stream, LinesCodec::new_with_max_length(1024));
                 while let Some(Ok(_line)) = lines.next().await {
                     if lines.send("OK PONG").await.is_err() {
@@ -53,7 +56,7 @@ async fn bare_line_server() -> std::net::SocketAddr {
             });
         }
     });
-    addr
+    (addr, accept)
 }
 
 async fn report(name: &str, client: &mut Client) {
@@ -70,9 +73,11 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async {
         println!("{:<40} {:>12}", "scenario", "requests/s");
-        let bare = bare_line_server().await;
+        let (bare, bare_server) = bare_line_server().await;
         let mut baseline = Client::connect(bare, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect");
         report("bare tokio line server", &mut baseline).await;
+        bare_server.abort();
+        assert!(bare_server.await.is_err_and(|error| error.is_cancelled()));
 
         let config = Config { max_in_flight: 64, job_timeout: Duration::from_secs(60), ..test_config() };
         let server = TestServer::start(config).await;
