@@ -10,6 +10,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use service::Config;
+use service::protocol::ErrorCode;
 use testkit::{Harness, test_config};
 
 const MAX_LINE: usize = 64;
@@ -27,21 +28,11 @@ fn line() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn is_well_formed(answer: &str) -> bool {
-    const CODES: [&str; 8] = [
-        "unknown-command",
-        "bad-argument",
-        "bad-request",
-        "line-too-long",
-        "busy",
-        "timeout",
-        "internal",
-        "shutting-down",
-    ];
     answer == "OK"
         || answer.starts_with("OK ")
-        || answer
-            .strip_prefix("ERR ")
-            .is_some_and(|rest| CODES.iter().any(|code| rest.split(' ').next() == Some(*code)))
+        || answer.strip_prefix("ERR ").is_some_and(|rest| {
+            ErrorCode::ALL.iter().any(|code| rest.split(' ').next() == Some(code.as_str()))
+        })
 }
 
 #[test]

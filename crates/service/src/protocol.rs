@@ -58,6 +58,18 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code of protocol v1.
+    pub const ALL: [Self; 8] = [
+        Self::UnknownCommand,
+        Self::BadArgument,
+        Self::BadRequest,
+        Self::LineTooLong,
+        Self::Busy,
+        Self::Timeout,
+        Self::Internal,
+        Self::ShuttingDown,
+    ];
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -206,17 +218,7 @@ mod tests {
             Response::err_with(ErrorCode::LineTooLong, "max 10").to_string(),
             "ERR line-too-long max 10"
         );
-        let codes = [
-            ErrorCode::UnknownCommand,
-            ErrorCode::BadArgument,
-            ErrorCode::BadRequest,
-            ErrorCode::LineTooLong,
-            ErrorCode::Busy,
-            ErrorCode::Timeout,
-            ErrorCode::Internal,
-            ErrorCode::ShuttingDown,
-        ];
-        let wire: Vec<_> = codes.iter().map(|code| code.as_str()).collect();
+        let wire: Vec<_> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
         assert_eq!(
             wire,
             [
