@@ -28,11 +28,12 @@ pub enum StartError {
     /// A setting cannot work.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The CPU pool's threads could not be started.
-    #[error("cannot start the CPU pool: {0}")]
+    /// The CPU pool's threads could not be started. (The cause is the error's `source`, so
+    /// `{:#}` prints it once.)
+    #[error("cannot start the CPU pool")]
     CpuPool(#[from] cpu::ThreadPoolBuildError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: std::net::SocketAddr,
