@@ -2,8 +2,9 @@
 //! one answer line, or the connection closes for a reason it states.
 //!
 //! A property test (proptest) sends random mixes of well-formed requests, garbage, invalid
-//! UTF-8 and over-long lines through the real connection handler over `duplex`, on one paused
-//! `current_thread` runtime shared by all cases (the service is started once).
+//! UTF-8 and over-long lines, cut into random pieces, through the real connection handler over
+//! `duplex`, on one paused `current_thread` runtime shared by all cases (the service is started
+//! once).
 
 use std::time::Duration;
 
@@ -45,42 +46,58 @@ fn arbitrary_lines_each_get_one_answer_or_a_stated_close() {
     };
     let mut runner = TestRunner::new(ProptestConfig::with_cases(256));
     runner
-        .run(&prop::collection::vec(line(), 1..20), |lines| {
-            let answers = runtime.block_on(async {
-                let mut peer = harness.connect();
-                let mut input = lines.join(&b'\n');
-                input.push(b'\n');
-                // The server may close early (QUIT, a long line) while we still write: fine.
-                let _ = peer.send(&input).await;
-                let mut answers = Vec::new();
-                while let Some(answer) = peer.answer().await {
-                    answers.push(answer);
+        .run(
+            &(prop::collection::vec(line(), 1..20), prop::collection::vec(1..64usize, 1..8)),
+            |(lines, cuts)| {
+                let answers = runtime.block_on(async {
+                    let mut peer = harness.connect();
+                    let mut input = lines.join(&b'\n');
+                    input.push(b'\n');
+                    // Sent in pieces of the chosen sizes (the last piece takes the rest), so lines
+                    // arrive split across reads. The server may close early (QUIT, a long line)
+                    // while we still write: fine.
+                    let mut rest = &input[..];
+                    for cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+                        let (piece, tail) = rest.split_at((*cut).min(rest.len()));
+                        if peer.send(piece).await.is_err() {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                        rest = tail;
+                    }
+                    let mut answers = Vec::new();
+                    while let Some(answer) = peer.answer().await {
+                        answers.push(answer);
+                    }
+                    answers
+                });
+                prop_assert!(answers.len() <= lines.len(), "more answers than lines: {answers:?}");
+                for (i, answer) in answers.iter().enumerate() {
+                    prop_assert!(is_well_formed(answer), "malformed answer {answer:?}");
+                    let line = &lines[i];
+                    if line.len() > MAX_LINE {
+                        prop_assert!(
+                            answer.starts_with("ERR line-too-long"),
+                            "line {i} is too long: {answer:?}"
+                        );
+                    } else if std::str::from_utf8(line).is_err() {
+                        prop_assert_eq!(answer.as_str(), "ERR bad-request not UTF-8");
+                    }
                 }
-                answers
-            });
-            prop_assert!(answers.len() <= lines.len(), "more answers than lines: {answers:?}");
-            for (i, answer) in answers.iter().enumerate() {
-                prop_assert!(is_well_formed(answer), "malformed answer {answer:?}");
-                let line = &lines[i];
-                if line.len() > MAX_LINE {
-                    prop_assert!(answer.starts_with("ERR line-too-long"), "line {i} is too long: {answer:?}");
-                } else if std::str::from_utf8(line).is_err() {
-                    prop_assert_eq!(answer.as_str(), "ERR bad-request not UTF-8");
+                if answers.len() < lines.len() {
+                    // Closed early: only for QUIT or a line over the limit, which was the last answer.
+                    let last = answers.last().map(String::as_str).unwrap_or_default();
+                    prop_assert!(
+                        last == "OK BYE" || last.starts_with("ERR line-too-long"),
+                        "closed after {last:?}"
+                    );
+                } else {
+                    let last = answers.last().map(String::as_str);
+                    prop_assert!(answers.len() == lines.len(), "{last:?}");
                 }
-            }
-            if answers.len() < lines.len() {
-                // Closed early: only for QUIT or a line over the limit, which was the last answer.
-                let last = answers.last().map(String::as_str).unwrap_or_default();
-                prop_assert!(
-                    last == "OK BYE" || last.starts_with("ERR line-too-long"),
-                    "closed after {last:?}"
-                );
-            } else {
-                let last = answers.last().map(String::as_str);
-                prop_assert!(answers.len() == lines.len(), "{last:?}");
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
         .unwrap();
     runtime.block_on(harness.stop());
 }

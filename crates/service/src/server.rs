@@ -28,6 +28,7 @@ use crate::stats::Stats;
 
 /// The first pause after an accept error; it doubles up to [`MAX_ACCEPT_BACKOFF`].
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// The longest pause between accept retries.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// The whole answer to a connection over the limit.
 const BUSY: &[u8] = b"ERR busy\n";
@@ -89,16 +90,16 @@ impl Server {
 }
 
 async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>, stop: &CancellationToken) {
-    let mut backoff = MIN_ACCEPT_BACKOFF;
+    let mut backoff = Backoff::default();
     loop {
         let accepted = tokio::select! {
             biased;
             () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        match accepted {
+        let error = match accepted {
             Ok((stream, peer)) => {
-                backoff = MIN_ACCEPT_BACKOFF;
+                backoff.succeeded();
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
                 }
@@ -106,19 +107,49 @@ async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>, s
                     Ok(slot) => app.spawn_connection(stream, peer, Some(slot)),
                     Err(_) => refuse(&stream, peer, app.stats()),
                 }
+                continue;
             }
-            Err(error) if is_about_one_connection(&error) => {
-                tracing::debug!(%error, "accept: connection gone before it was accepted");
-            }
-            Err(error) => {
-                tracing::error!(%error, retry_in = ?backoff, "accept failed");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-            }
+            Err(error) => error,
+        };
+        let Some(pause) = backoff.failed(&error) else {
+            tracing::debug!(%error, "accept: connection gone before it was accepted");
+            continue;
+        };
+        tracing::error!(%error, retry_in = ?pause, "accept failed");
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = time::sleep(pause) => {}
         }
+    }
+}
+
+/// How long to pause after an accept error: not at all for errors about one connection, which
+/// say nothing about the listener; otherwise 10 ms, doubling up to 1 s while errors continue, and
+/// back to the start after a success.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: MIN_ACCEPT_BACKOFF }
+    }
+}
+
+impl Backoff {
+    fn succeeded(&mut self) {
+        self.next = MIN_ACCEPT_BACKOFF;
+    }
+
+    /// The pause before the next accept, or `None` to go on at once.
+    fn failed(&mut self, error: &io::Error) -> Option<Duration> {
+        if is_about_one_connection(error) {
+            return None;
+        }
+        let pause = self.next;
+        self.next = (self.next * 2).min(MAX_ACCEPT_BACKOFF);
+        Some(pause)
     }
 }
 
@@ -138,4 +169,23 @@ fn is_about_one_connection(error: &io::Error) -> bool {
         error.kind(),
         io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_back_off_and_per_connection_errors_do_not() {
+        let mut backoff = Backoff::default();
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        // EMFILE: the process is out of file descriptors; retrying at once would spin.
+        let emfile = io::Error::from_raw_os_error(24);
+        assert_eq!(backoff.failed(&reset), None);
+        let pauses: Vec<_> = (0..9).map(|_| backoff.failed(&emfile).unwrap().as_millis()).collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        assert_eq!(backoff.failed(&reset), None, "a per-connection error does not pause either way");
+        backoff.succeeded();
+        assert_eq!(backoff.failed(&emfile), Some(MIN_ACCEPT_BACKOFF));
+    }
 }
