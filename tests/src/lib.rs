@@ -16,15 +16,17 @@
 //!   Work on other threads (the rayon pool) looks idle in the same way, so paused-time tests use
 //!   jobs that wait on tokio timers, and CPU jobs are tested on real time.
 //! * **Real time** ([`TestServer`]): the real server on `127.0.0.1:0` (loopback only, a port the
-//!   OS picks), reached with the real [`Client`]. Every wait is bounded by [`TEST_TIMEOUT`], so a
-//!   bug fails the test instead of hanging it.
+//!   OS picks), reached with the real [`Client`], or with a raw [`Peer`] from
+//!   [`TestServer::connect`]. Every wait is bounded by [`TEST_TIMEOUT`], so a bug fails the test
+//!   instead of hanging it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use service::{App, Client, Config, Server};
-use tokio::io::{AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LinesCodec};
 use tokio_util::sync::CancellationToken;
@@ -69,7 +71,7 @@ impl Harness {
     pub fn connect_with_buffer(&self, buffer: usize) -> Peer {
         let (client, server) = tokio::io::duplex(buffer);
         self.app.spawn_connection(server, "duplex", None);
-        Peer::new(client)
+        Peer::new(client, None)
     }
 
     /// Opens a connection with a roomy pipe.
@@ -83,21 +85,25 @@ impl Harness {
     }
 }
 
-/// The client end of a `duplex` connection, speaking raw bytes: it can send what no well-behaved
-/// client would (partial lines, invalid UTF-8).
-pub struct Peer {
-    answers: FramedRead<ReadHalf<DuplexStream>, LinesCodec>,
-    writer: WriteHalf<DuplexStream>,
+/// The client end of a connection, speaking raw bytes: it can send what no well-behaved client
+/// would (partial lines, invalid UTF-8). Over `duplex` (from [`Harness`]) its waits are unbounded,
+/// since paused time fires any timeout the moment the test waits; over TCP (from
+/// [`TestServer::connect`]) each wait is bounded by [`TEST_TIMEOUT`].
+pub struct Peer<S = DuplexStream> {
+    answers: FramedRead<ReadHalf<S>, LinesCodec>,
+    writer: WriteHalf<S>,
+    patience: Option<Duration>,
 }
 
-impl Peer {
-    fn new(stream: DuplexStream) -> Self {
+impl<S: AsyncRead + AsyncWrite> Peer<S> {
+    fn new(stream: S, patience: Option<Duration>) -> Self {
         let (reader, writer) = tokio::io::split(stream);
-        Self { answers: FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_ANSWER)), writer }
+        let answers = FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_ANSWER));
+        Self { answers, writer, patience }
     }
 
     /// Splits into the answer stream and the writing half, to read and write concurrently.
-    pub fn split(self) -> (FramedRead<ReadHalf<DuplexStream>, LinesCodec>, WriteHalf<DuplexStream>) {
+    pub fn split(self) -> (FramedRead<ReadHalf<S>, LinesCodec>, WriteHalf<S>) {
         (self.answers, self.writer)
     }
 
@@ -108,7 +114,12 @@ impl Peer {
 
     /// The next answer line, or `None` once the server has closed the connection.
     pub async fn answer(&mut self) -> Option<String> {
-        self.answers.next().await.map(|line| line.expect("a well-formed answer line"))
+        let next = self.answers.next();
+        let line = match self.patience {
+            Some(patience) => tokio::time::timeout(patience, next).await.expect("an answer or EOF in time"),
+            None => next.await,
+        };
+        line.map(|line| line.expect("a well-formed answer line"))
     }
 
     /// Sends one request line and returns its answer.
@@ -137,6 +148,15 @@ impl TestServer {
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone()));
         Self { addr, stats, stop, task }
+    }
+
+    /// A raw connection: bytes out, answer lines in, each wait bounded by [`TEST_TIMEOUT`].
+    pub async fn connect(&self) -> Peer<TcpStream> {
+        let stream = tokio::time::timeout(TEST_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .expect("connected in time")
+            .expect("connect to the test server");
+        Peer::new(stream, Some(TEST_TIMEOUT))
     }
 
     /// A connected client with [`TEST_TIMEOUT`] bounds.

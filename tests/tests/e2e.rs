@@ -6,38 +6,11 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use service::Config;
 use testkit::{TEST_TIMEOUT, TestServer, eventually, test_config};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::timeout;
-use tokio_util::codec::{FramedRead, LinesCodec};
-
-/// A raw connection: bytes out, bounded answer lines in.
-struct Raw {
-    answers: FramedRead<OwnedReadHalf, LinesCodec>,
-    writer: OwnedWriteHalf,
-}
-
-impl Raw {
-    async fn connect(server: &TestServer) -> Self {
-        let stream = timeout(TEST_TIMEOUT, TcpStream::connect(server.addr)).await.unwrap().unwrap();
-        let (reader, writer) = stream.into_split();
-        Self { answers: FramedRead::new(reader, LinesCodec::new_with_max_length(1024)), writer }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.writer.write_all(bytes).await
-    }
-
-    /// The next answer line, or `None` at EOF, in time.
-    async fn answer(&mut self) -> Option<String> {
-        let next = timeout(TEST_TIMEOUT, self.answers.next()).await.expect("an answer or EOF in time");
-        next.map(|line| line.expect("a well-formed line"))
-    }
-}
 
 #[tokio::test]
 async fn every_protocol_command() {
@@ -117,7 +90,7 @@ async fn a_connection_over_the_limit_is_answered_busy_and_closed() {
     assert_eq!(first.request("PING").await.unwrap(), "OK PONG");
     assert_eq!(second.request("PING").await.unwrap(), "OK PONG");
 
-    let mut third = Raw::connect(&server).await;
+    let mut third = server.connect().await;
     assert_eq!(third.answer().await.as_deref(), Some("ERR busy"));
     assert_eq!(third.answer().await, None, "closed");
     assert!(server.stats().connections() == 2);
@@ -133,24 +106,24 @@ async fn a_connection_over_the_limit_is_answered_busy_and_closed() {
 #[tokio::test]
 async fn a_line_over_the_limit_is_refused_and_the_connection_closed() {
     let server = TestServer::start(Config { max_line: 64, ..test_config() }).await;
-    let mut raw = Raw::connect(&server).await;
-    raw.send(format!("PING\nECHO {}\nPING\n", "y".repeat(100)).as_bytes()).await.unwrap();
-    assert_eq!(raw.answer().await.as_deref(), Some("OK PONG"));
-    assert_eq!(raw.answer().await.as_deref(), Some("ERR line-too-long max 64 bytes"));
-    assert_eq!(raw.answer().await, None, "closed");
+    let mut peer = server.connect().await;
+    peer.send(format!("PING\nECHO {}\nPING\n", "y".repeat(100)).as_bytes()).await.unwrap();
+    assert_eq!(peer.answer().await.as_deref(), Some("OK PONG"));
+    assert_eq!(peer.answer().await.as_deref(), Some("ERR line-too-long max 64 bytes"));
+    assert_eq!(peer.answer().await, None, "closed");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_huge_line_is_cut_off_without_buffering_it() {
     let server = TestServer::start(Config { max_line: 1024, ..test_config() }).await;
-    let mut raw = Raw::connect(&server).await;
+    let mut peer = server.connect().await;
     // 64 MiB with no newline, more than loopback's socket buffers hold: the server must stop
     // reading (and close) after 1 KiB, or every write would go through.
     let chunk = vec![b'z'; 64 * 1024];
     let writer = async {
         for _ in 0..1024 {
-            if raw.send(&chunk).await.is_err() {
+            if peer.send(&chunk).await.is_err() {
                 return true; // the server closed the connection
             }
         }
@@ -165,21 +138,21 @@ async fn a_huge_line_is_cut_off_without_buffering_it() {
 #[tokio::test]
 async fn bytes_that_are_not_utf8_are_a_bad_request_and_the_connection_goes_on() {
     let server = TestServer::start(test_config()).await;
-    let mut raw = Raw::connect(&server).await;
-    raw.send(b"ECHO \xc3\x28\r\nPING\r\n").await.unwrap();
-    assert_eq!(raw.answer().await.as_deref(), Some("ERR bad-request not UTF-8"));
-    assert_eq!(raw.answer().await.as_deref(), Some("OK PONG"));
+    let mut peer = server.connect().await;
+    peer.send(b"ECHO \xc3\x28\r\nPING\r\n").await.unwrap();
+    assert_eq!(peer.answer().await.as_deref(), Some("ERR bad-request not UTF-8"));
+    assert_eq!(peer.answer().await.as_deref(), Some("OK PONG"));
     server.stop().await;
 }
 
 #[tokio::test]
 async fn quit_answers_bye_and_closes_and_later_requests_are_not_read() {
     let server = TestServer::start(test_config()).await;
-    let mut raw = Raw::connect(&server).await;
-    raw.send(b"PING\nQUIT\nPING\n").await.unwrap();
-    assert_eq!(raw.answer().await.as_deref(), Some("OK PONG"));
-    assert_eq!(raw.answer().await.as_deref(), Some("OK BYE"));
-    assert_eq!(raw.answer().await, None, "closed");
+    let mut peer = server.connect().await;
+    peer.send(b"PING\nQUIT\nPING\n").await.unwrap();
+    assert_eq!(peer.answer().await.as_deref(), Some("OK PONG"));
+    assert_eq!(peer.answer().await.as_deref(), Some("OK BYE"));
+    assert_eq!(peer.answer().await, None, "closed");
     server.stop().await;
 }
 
