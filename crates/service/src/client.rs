@@ -37,6 +37,10 @@ pub enum ClientError {
     /// The server closed the connection before answering.
     #[error("connection closed by the server")]
     Closed,
+    /// A request holds a line break, so it would reach the server as several requests and
+    /// their answers would be taken for later requests'.
+    #[error("a request cannot contain a line break")]
+    LineBreak,
     /// An answer line was longer than [`MAX_RESPONSE`].
     #[error("answer longer than {MAX_RESPONSE} bytes")]
     ResponseTooLong,
@@ -103,22 +107,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     /// Sends every request in one write, then reads as many answers, in order, all within one
-    /// request timeout.
+    /// request timeout. A request with a line break is refused before anything is sent.
     pub async fn pipeline<'a>(
         &mut self,
         requests: impl IntoIterator<Item = &'a str>,
     ) -> Result<Vec<String>, ClientError> {
+        let requests: Vec<&str> = requests.into_iter().collect();
+        if requests.iter().any(|request| request.contains(['\n', '\r'])) {
+            return Err(ClientError::LineBreak);
+        }
         let timeout = self.request_timeout;
         let connection = self.connection.as_mut().ok_or(ClientError::Closed)?;
         let exchange = async {
-            let mut sent = 0;
-            for request in requests {
-                connection.feed(request).await?;
-                sent += 1;
+            for request in &requests {
+                connection.feed(*request).await?;
             }
             SinkExt::<&str>::flush(connection).await?;
-            let mut answers = Vec::with_capacity(sent);
-            while answers.len() < sent {
+            let mut answers = Vec::with_capacity(requests.len());
+            while answers.len() < requests.len() {
                 answers.push(connection.next().await.ok_or(ClientError::Closed)??);
             }
             Ok(answers)
@@ -132,5 +138,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             self.connection = None;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_request_with_a_line_break_is_refused_before_sending() {
+        let (client_end, mut server_end) = tokio::io::duplex(64);
+        let mut client = Client::new(client_end, Duration::from_secs(1));
+        assert!(matches!(client.request("ECHO a\nPING").await, Err(ClientError::LineBreak)));
+        assert!(matches!(client.request("ECHO a\r").await, Err(ClientError::LineBreak)));
+        drop(client);
+        // Nothing reached the server: it reads EOF straight away.
+        let mut received = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_buf(&mut server_end, &mut received).await.unwrap();
+        assert_eq!(read, 0);
     }
 }
