@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
@@ -57,7 +56,7 @@ impl App {
         config.validate()?;
         let pool = cpu::CpuPool::new(config.cpu_threads)?;
         let stats = Arc::new(Stats::default());
-        let shutdown = Shutdown::new(CancellationToken::new());
+        let shutdown = Shutdown::default();
         let tracker = TaskTracker::new();
         let coordinator = Coordinator::start(
             CoordinatorConfig {

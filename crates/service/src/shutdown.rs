@@ -27,11 +27,6 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    /// Tokens that drain when `drain` is cancelled by the caller.
-    pub fn new(drain: CancellationToken) -> Self {
-        Self { drain, abort: CancellationToken::new() }
-    }
-
     /// Starts step 2 (and step 1, if nobody had).
     pub fn abort(&self) {
         self.drain.cancel();
