@@ -136,3 +136,38 @@ impl App {
         tracing::info!("shutdown complete");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Client;
+    use crate::test_log::Captured;
+
+    #[test]
+    fn each_connection_logs_in_a_span_naming_its_peer() {
+        let logs = Captured::default();
+        tracing::subscriber::with_default(logs.subscriber(), || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let app = App::start(&Config { cpu_threads: 1, ..Config::default() }).unwrap();
+                let (client, server) = tokio::io::duplex(1024);
+                app.spawn_connection(server, "peer-7", None);
+                let mut client = Client::new(client, Duration::from_secs(5));
+                assert_eq!(client.request("PING").await.unwrap(), "OK PONG");
+                drop(client);
+                app.stop().await;
+            });
+        });
+        let logs = logs.text();
+        for event in ["open", "closed"] {
+            assert!(
+                logs.lines().any(|line| line.contains("connection{peer=peer-7}") && line.ends_with(event)),
+                "no {event:?} line in the connection's span:\n{logs}"
+            );
+        }
+    }
+}

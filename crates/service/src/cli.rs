@@ -133,6 +133,25 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Every `serve` flag can come from the environment, under its own `SERVICE_*` name.
+    /// (Setting variables in-process would need `unsafe` in edition 2024, which the workspace
+    /// forbids, so this checks the definition; reading them is clap's job.)
+    #[test]
+    fn every_serve_flag_reads_an_environment_variable() {
+        use clap::CommandFactory as _;
+        let command = Cli::command();
+        let serve = command.find_subcommand("serve").expect("a serve subcommand");
+        let mut names = Vec::new();
+        for arg in serve.get_arguments().filter(|arg| arg.get_long().is_some_and(|long| long != "help")) {
+            let long = arg.get_long().unwrap_or_default();
+            let env = arg.get_env().unwrap_or_else(|| panic!("--{long} has no environment variable"));
+            let expected = format!("SERVICE_{}", long.replace('-', "_").to_uppercase());
+            assert_eq!(env.to_str(), Some(expected.as_str()), "--{long}");
+            names.push(long);
+        }
+        assert_eq!(names.len(), 12, "{names:?}");
+    }
+
     #[test]
     fn serve_defaults_match_the_library_defaults() {
         let Command::Serve(args) = parse(&["serve"]).unwrap().command else { panic!("not serve") };

@@ -29,6 +29,8 @@ pub mod server;
 pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
+#[cfg(test)]
+mod test_log;
 pub mod watchdog;
 
 pub use app::{App, StartError};

@@ -41,36 +41,16 @@ pub async fn run(period: Duration, threshold: Duration, stats: Arc<Stats>, stop:
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::sync::Mutex;
-
     use super::*;
-
-    /// Log output captured in memory.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().expect("not poisoned").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::test_log::Captured;
 
     /// Real time: a stall is exactly what paused time cannot show. The test blocks its own
     /// runtime's only thread, as a blocking call in a task would, and asserts lower bounds only.
     #[test]
     fn a_stall_is_recorded_and_logged_with_its_figure() {
         let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber =
-            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
         let stats = Arc::new(Stats::default());
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(logs.subscriber(), || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
             runtime.block_on(async {
                 let stop = CancellationToken::new();
@@ -89,7 +69,7 @@ mod tests {
             });
         });
         assert!(stats.worst_lag() >= Duration::from_millis(150), "worst lag {:?}", stats.worst_lag());
-        let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let logs = logs.text();
         let warning = logs.lines().find(|line| line.contains("runtime stall")).expect("a stall warning");
         assert!(warning.contains("WARN"), "{warning}");
         let lag_ms: u64 =
