@@ -177,11 +177,6 @@ impl TestServer {
             .expect("the server stops within the test timeout")
             .expect("the server task does not panic");
     }
-
-    /// Starts a graceful shutdown without waiting; [`TestServer::stop`] then waits for its end.
-    pub fn begin_stop(&self) {
-        self.stop.cancel();
-    }
 }
 
 /// Polls `condition` every few milliseconds until it holds, failing after [`TEST_TIMEOUT`]. For

@@ -88,6 +88,11 @@ impl Stats {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// Jobs running now.
+    pub fn jobs_running(&self) -> u64 {
+        self.jobs_running.load(Ordering::Relaxed)
+    }
+
     /// The `STATS` answer: `key=value` pairs, `queued` supplied by the coordinator's queue.
     pub fn render(&self, jobs_queued: usize) -> String {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
