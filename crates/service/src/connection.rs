@@ -158,8 +158,11 @@ impl Handler {
             Frame::NotUtf8 => return (now(Response::err_with(ErrorCode::BadRequest, "not UTF-8")), true),
         };
         match protocol::parse(&line) {
-            Ok(Request::Quit) => (now(Response::ok("BYE")), false),
-            Ok(request) => (self.commands.execute(request), true),
+            // After QUIT's answer, the connection closes.
+            Ok(request) => {
+                let keep_reading = request != Request::Quit;
+                (self.commands.execute(request), keep_reading)
+            }
             Err(response) => (now(response), true),
         }
     }
