@@ -79,8 +79,12 @@ fn main() {
         bare_server.abort();
         assert!(bare_server.await.is_err_and(|error| error.is_cancelled()));
 
-        let config = Config { max_in_flight: 64, job_timeout: Duration::from_secs(60), ..test_config() };
-        let server = TestServer::start(config).await;
+        let config = Config {
+            max_in_flight: testkit::count(64),
+            job_timeout: Duration::from_secs(60),
+            ..test_config()
+        };
+        let server = TestServer::start(config);
         let mut client = server.client().await;
         report("service", &mut client).await;
 

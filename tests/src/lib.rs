@@ -21,15 +21,16 @@
 //!   instead of hanging it.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use service::shutdown::Shutdown;
 use service::{App, Client, Config, Server};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LinesCodec};
-use tokio_util::sync::CancellationToken;
 
 /// The bound on any wait in a real-time test.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,16 +38,21 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest answer line a test peer accepts.
 const MAX_ANSWER: usize = 64 * 1024;
 
+/// A count for a [`Config`] field; panics on 0 (a test bug).
+pub fn count(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("a count is at least 1")
+}
+
 /// Settings for tests: small and explicit, so each test states the bounds it relies on.
 pub fn test_config() -> Config {
     Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         idle_timeout: Duration::from_secs(10),
         write_timeout: Duration::from_secs(5),
-        max_line: 256,
-        max_in_flight: 32,
-        queue_capacity: 8,
-        workers: 2,
+        max_line: count(256),
+        max_in_flight: count(32),
+        queue_capacity: count(8),
+        workers: count(2),
         job_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(10),
         cpu_threads: 2,
@@ -133,21 +139,21 @@ impl<S: AsyncRead + AsyncWrite> Peer<S> {
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    stats: std::sync::Arc<service::stats::Stats>,
-    stop: CancellationToken,
+    stats: std::sync::Arc<service::Stats>,
+    shutdown: Shutdown,
     task: JoinHandle<()>,
 }
 
 impl TestServer {
     /// Binds a loopback port and serves on a task of this runtime.
-    pub async fn start(config: Config) -> Self {
+    pub fn start(config: Config) -> Self {
         assert!(config.listen.ip().is_loopback(), "tests reach only loopback");
-        let server = Server::bind(&config).await.expect("bind a loopback port");
+        let server = Server::bind(&config).expect("bind a loopback port");
         let addr = server.local_addr();
         let stats = std::sync::Arc::clone(server.stats());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(server.run(stop.clone()));
-        Self { addr, stats, stop, task }
+        let shutdown = server.shutdown().clone();
+        let task = tokio::spawn(server.run());
+        Self { addr, stats, shutdown, task }
     }
 
     /// A raw connection: bytes out, answer lines in, each wait bounded by [`TEST_TIMEOUT`].
@@ -165,13 +171,18 @@ impl TestServer {
     }
 
     /// The server's counters.
-    pub fn stats(&self) -> &service::stats::Stats {
+    pub fn stats(&self) -> &service::Stats {
         &self.stats
+    }
+
+    /// The server's shutdown tokens.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
     }
 
     /// Starts a graceful shutdown and waits (bounded) until the server has finished.
     pub async fn stop(self) {
-        self.stop.cancel();
+        self.shutdown.drain.cancel();
         tokio::time::timeout(TEST_TIMEOUT, self.task)
             .await
             .expect("the server stops within the test timeout")

@@ -9,14 +9,9 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use service::Config;
 use service::client::{Client, ClientError};
-use service::coordinator::{Coordinator, CoordinatorConfig};
-use service::protocol::ErrorCode;
-use service::shutdown::Shutdown;
-use service::stats::Stats;
-use testkit::{Harness, test_config};
+use testkit::{Harness, count, test_config};
 use tokio::io::AsyncWriteExt as _;
 use tokio::time::{self, Instant};
-use tokio_util::task::TaskTracker;
 
 const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -51,7 +46,7 @@ async fn a_peer_trickling_bytes_without_a_newline_is_closed_at_the_idle_timeout(
     let (mut answers, mut writer) = harness.connect().split();
     let trickle = async {
         // One byte every 700 ms: always sending, never finishing a line (slow loris).
-        for byte in b"ECHO slow loris never ends".iter().cycle() {
+        for byte in b"PING slow loris never ends".iter().cycle() {
             time::sleep(Duration::from_millis(700)).await;
             if writer.write_all(&[*byte]).await.is_err() {
                 return Instant::now();
@@ -82,9 +77,9 @@ async fn a_peer_waiting_for_a_slow_answer_is_not_idle() {
 async fn a_peer_that_stops_reading_is_dropped_at_the_write_timeout() {
     let harness = Harness::start(&Config { write_timeout: secs(5), idle_timeout: secs(60), ..test_config() });
     let start = Instant::now();
-    // A 256-byte pipe: the answers to a few ECHOs fill it, and the peer never reads them.
+    // A 256-byte pipe: a few dozen answers fill it, and the peer never reads them.
     let (_answers, mut writer) = harness.connect_with_buffer(256).split();
-    let request = format!("ECHO {}\n", "x".repeat(200));
+    let request = "PING\n".repeat(16);
     let mut sent = 0;
     let broken_at = loop {
         match writer.write_all(request.as_bytes()).await {
@@ -97,7 +92,7 @@ async fn a_peer_that_stops_reading_is_dropped_at_the_write_timeout() {
     };
     assert!(sent > 2, "the server read requests until its own write blocked ({sent} sent)");
     assert_eq!(broken_at - start, secs(5), "dropped exactly at the write timeout");
-    assert_eq!(harness.app.stats().connections(), 0);
+    assert_eq!(harness.app.stats().open_connections(), 0);
     harness.stop().await;
 }
 
@@ -145,7 +140,8 @@ async fn pipelined_requests_run_concurrently_and_are_answered_in_order() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn in_flight_requests_beyond_the_bound_wait_for_a_free_slot() {
-    let harness = Harness::start(&Config { idle_timeout: secs(60), max_in_flight: 2, ..test_config() });
+    let harness =
+        Harness::start(&Config { idle_timeout: secs(60), max_in_flight: count(2), ..test_config() });
     let start = Instant::now();
     let mut peer = harness.connect();
     peer.send(b"SLEEP 1000\nSLEEP 1000\nSLEEP 1000\n").await.unwrap();
@@ -180,88 +176,6 @@ async fn the_client_request_timeout_fires_and_closes_the_client() {
     assert!(matches!(client.request("PING").await, Err(ClientError::Closed)));
 }
 
-/// A coordinator on its own, with jobs that wait on tokio timers.
-fn coordinator(
-    queue_capacity: usize,
-    workers: usize,
-    job_timeout: Duration,
-) -> (Coordinator, Shutdown, TaskTracker) {
-    let shutdown = Shutdown::default();
-    let tracker = TaskTracker::new();
-    let config = CoordinatorConfig { queue_capacity, workers, job_timeout };
-    let coordinator =
-        Coordinator::start(config, std::sync::Arc::new(Stats::default()), shutdown.clone(), &tracker);
-    (coordinator, shutdown, tracker)
-}
-
-/// A job that takes `duration` of (virtual) time.
-async fn timed_job(duration: Duration) -> Result<String, ErrorCode> {
-    time::sleep(duration).await;
-    Ok(format!("slept {}", duration.as_millis()))
-}
-
-async fn finish(coordinator: Coordinator, tracker: TaskTracker) {
-    drop(coordinator);
-    tracker.close();
-    tracker.wait().await;
-}
-
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_full_queue_answers_busy_at_once() {
-    let (coordinator, _shutdown, tracker) = coordinator(1, 1, secs(60));
-    let running = coordinator.submit(timed_job(secs(10))).unwrap();
-    // Let the dispatcher hand the first job to the only worker.
-    time::sleep(Duration::from_millis(1)).await;
-    let queued = coordinator.submit(timed_job(secs(10))).unwrap();
-    assert_eq!(coordinator.queued(), 1);
-    let start = Instant::now();
-    assert!(matches!(coordinator.submit(timed_job(secs(10))), Err(ErrorCode::Busy)));
-    assert_eq!(start.elapsed(), Duration::ZERO, "shed without waiting");
-    assert_eq!(running.await.unwrap().as_deref(), Ok("slept 10000"));
-    assert_eq!(queued.await.unwrap().as_deref(), Ok("slept 10000"));
-    finish(coordinator, tracker).await;
-}
-
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_job_past_its_deadline_answers_timeout() {
-    let (coordinator, _shutdown, tracker) = coordinator(4, 1, secs(5));
-    let start = Instant::now();
-    let slow = coordinator.submit(timed_job(secs(60))).unwrap();
-    // Queued behind it: its deadline passes while it waits, so it never runs.
-    let waiting = coordinator.submit(timed_job(Duration::ZERO)).unwrap();
-    assert_eq!(slow.await.unwrap(), Err(ErrorCode::Timeout));
-    assert_eq!(start.elapsed(), secs(5));
-    assert_eq!(waiting.await.unwrap(), Err(ErrorCode::Timeout));
-    assert_eq!(start.elapsed(), secs(5));
-    finish(coordinator, tracker).await;
-}
-
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_panicking_job_answers_internal_and_the_next_job_succeeds() {
-    let (coordinator, _shutdown, tracker) = coordinator(4, 1, secs(5));
-    let panicking = coordinator.submit(async {
-        time::sleep(secs(1)).await;
-        panic!("job failed on purpose")
-    });
-    assert_eq!(panicking.unwrap().await.unwrap(), Err(ErrorCode::Internal));
-    let next = coordinator.submit(timed_job(secs(1))).unwrap();
-    assert_eq!(next.await.unwrap().as_deref(), Ok("slept 1000"));
-    finish(coordinator, tracker).await;
-}
-
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn abort_answers_running_and_queued_jobs_shutting_down() {
-    let (coordinator, shutdown, tracker) = coordinator(4, 1, secs(60));
-    let running = coordinator.submit(timed_job(secs(30))).unwrap();
-    let queued = coordinator.submit(timed_job(secs(30))).unwrap();
-    time::sleep(secs(1)).await;
-    shutdown.abort();
-    assert_eq!(running.await.unwrap(), Err(ErrorCode::ShuttingDown));
-    assert_eq!(queued.await.unwrap(), Err(ErrorCode::ShuttingDown));
-    assert!(matches!(coordinator.submit(timed_job(secs(1))), Err(ErrorCode::ShuttingDown)));
-    finish(coordinator, tracker).await;
-}
-
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn shutdown_lets_in_flight_requests_finish_inside_the_grace_period() {
     let harness = Harness::start(&Config { shutdown_grace: secs(10), ..test_config() });
@@ -284,7 +198,7 @@ async fn shutdown_lets_in_flight_requests_finish_inside_the_grace_period() {
     assert_eq!(closed, None, "then the connection closed");
     assert_eq!(closed_at, secs(4));
     assert_eq!(stopped_at, secs(4), "stop returned as soon as the last request was answered");
-    assert_eq!(stats.connections(), 0, "nothing left running");
+    assert_eq!(stats.open_connections(), 0, "nothing left running");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -314,7 +228,7 @@ async fn past_the_grace_period_requests_are_answered_shutting_down_and_closed() 
     assert_eq!(idle_closed, None, "an idle connection closes at once");
     assert_eq!(closed_at, secs(10));
     assert_eq!(stopped_at, secs(10), "every task ended at the end of the grace period");
-    assert_eq!(stats.connections(), 0);
+    assert_eq!(stats.open_connections(), 0);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -329,6 +243,60 @@ async fn a_draining_connection_reads_no_new_requests() {
     // Sent after the drain began: never read, never answered.
     peer.send(b"PING\n").await.unwrap();
     assert_eq!(peer.answer().await.as_deref(), Some("OK 2000"));
+    assert_eq!(peer.answer().await, None);
+    harness.stop().await;
+}
+
+/// A peer that never reads blocks the server's writes. Shutdown still ends when the grace period
+/// does, not a write timeout later: the stuck write is abandoned and the connection closed.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn shutdown_ends_at_the_grace_period_even_with_a_write_stuck_on_a_peer_that_never_reads() {
+    let config =
+        Config { shutdown_grace: secs(2), write_timeout: secs(20), idle_timeout: secs(60), ..test_config() };
+    let harness = Harness::start(&config);
+    let (_answers, mut writer) = harness.connect_with_buffer(64).split();
+    // 30 bytes of requests, about 1 KB of answers: far more than the 64-byte pipe holds, so the
+    // server's write blocks.
+    writer.write_all("STATS\n".repeat(5).as_bytes()).await.unwrap();
+    time::sleep(secs(1)).await;
+    let stats = std::sync::Arc::clone(harness.app.stats());
+    let start = Instant::now();
+    harness.stop().await;
+    assert_eq!(start.elapsed(), secs(2), "stopped at the end of the grace period");
+    assert_eq!(stats.open_connections(), 0);
+}
+
+/// A second signal cancels `abort` at once: in-flight requests are answered `ERR shutting-down`
+/// and shutdown completes without waiting out the grace period.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn cancelling_abort_during_the_grace_period_ends_shutdown_at_once() {
+    let harness =
+        Harness::start(&Config { shutdown_grace: secs(30), idle_timeout: secs(60), ..test_config() });
+    let mut peer = harness.connect();
+    peer.send(b"SLEEP 60000\n").await.unwrap();
+    time::sleep(secs(1)).await;
+    let shutdown = harness.app.shutdown().clone();
+    let start = Instant::now();
+    let second_signal = async {
+        time::sleep(secs(3)).await;
+        shutdown.abort.cancel();
+    };
+    let client = async { (peer.answer().await, peer.answer().await) };
+    let ((), (answer, closed), ()) = tokio::join!(harness.stop(), client, second_signal);
+    assert_eq!(answer.as_deref(), Some("ERR shutting-down"));
+    assert_eq!(closed, None);
+    assert_eq!(start.elapsed(), secs(3), "ended at the second signal, not at 30 s");
+}
+
+/// `\r\n` is not part of the line: a line of exactly `max_line` bytes with `\r\n` is served, one
+/// byte more is refused and closes the connection.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_limit_counts_a_line_without_its_crlf() {
+    let harness = Harness::start(&Config { max_line: count(8), ..test_config() });
+    let mut peer = harness.connect();
+    assert_eq!(peer.request("STATS 12\r").await.as_deref(), Some("ERR bad-argument STATS takes no argument"));
+    peer.send(b"PING 1234\r\n").await.unwrap();
+    assert_eq!(peer.answer().await.as_deref(), Some("ERR line-too-long max 8 bytes"));
     assert_eq!(peer.answer().await, None);
     harness.stop().await;
 }

@@ -16,9 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-/// The largest `n` the service accepts (protocol v1: `n <= 1e9`).
-pub const MAX_N: u64 = 1_000_000_000;
-
 /// Odd numbers per segment: 32 Ki bytes of flags, which stays inside a core's L1/L2 cache while
 /// it is sieved. Each segment covers `2 * SEGMENT` consecutive integers.
 const SEGMENT: u64 = 32 * 1024;
@@ -146,12 +143,12 @@ mod tests {
     }
 
     #[test]
-    fn known_value_at_the_protocol_limit() {
-        assert_eq!(count_below(MAX_N), 50_847_534);
+    fn known_value_at_one_billion() {
+        assert_eq!(count_below(1_000_000_000), 50_847_534);
     }
 
     #[test]
     fn a_set_stop_flag_gives_up() {
-        assert_eq!(count_below_until(MAX_N, &AtomicBool::new(true)), None);
+        assert_eq!(count_below_until(1_000_000_000, &AtomicBool::new(true)), None);
     }
 }

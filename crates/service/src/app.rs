@@ -1,4 +1,4 @@
-//! The running service minus its listener: the coordinator, the CPU pool, the watchdog, the
+//! The running service minus its listener: the job queue, the CPU pool, the watchdog, the
 //! counters, the shutdown tokens and the tracker that every task is spawned on.
 //!
 //! [`crate::Server`] feeds it TCP connections; the paused-time tests feed it
@@ -6,17 +6,16 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::commands::Commands;
-use crate::config::{Config, ConfigError};
-use crate::connection::{Handler, Limits};
-use crate::coordinator::{Coordinator, CoordinatorConfig};
+use crate::commands::Context;
+use crate::config::Config;
+use crate::connection::Handler;
+use crate::job_queue::JobQueue;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::watchdog;
@@ -24,9 +23,6 @@ use crate::watchdog;
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A setting cannot work.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     /// The CPU pool's threads could not be started. (The cause is the error's `source`, so
     /// `{:#}` prints it once.)
     #[error("cannot start the CPU pool")]
@@ -47,41 +43,27 @@ pub struct App {
     stats: Arc<Stats>,
     shutdown: Shutdown,
     tracker: TaskTracker,
-    grace: Duration,
+    config: Arc<Config>,
 }
 
 impl App {
-    /// Starts the coordinator and the watchdog. Must be called inside a tokio runtime.
+    /// Starts the job queue and the watchdog. Must be called inside a tokio runtime.
     pub fn start(config: &Config) -> Result<Self, StartError> {
-        config.validate()?;
+        let config = Arc::new(config.clone());
         let pool = cpu::CpuPool::new(config.cpu_threads)?;
         let stats = Arc::new(Stats::default());
         let shutdown = Shutdown::default();
         let tracker = TaskTracker::new();
-        let coordinator = Coordinator::start(
-            CoordinatorConfig {
-                queue_capacity: config.queue_capacity,
-                workers: config.workers,
-                job_timeout: config.job_timeout,
-            },
-            Arc::clone(&stats),
-            shutdown.clone(),
-            &tracker,
-        );
+        let jobs = JobQueue::start(Arc::clone(&config), Arc::clone(&stats), &shutdown, &tracker);
         tracker.spawn(watchdog::run(
             config.watchdog_period,
             config.stall_threshold,
             Arc::clone(&stats),
             shutdown.drain.clone(),
         ));
-        let commands = Commands::new(coordinator, pool, Arc::clone(&stats), shutdown.abort.clone());
-        let handler = Handler::new(Limits::from(config), commands, Arc::clone(&stats), shutdown.clone());
-        Ok(Self { handler, stats, shutdown, tracker, grace: config.shutdown_grace })
-    }
-
-    /// The connection handler, to serve a stream on a task of one's own.
-    pub fn handler(&self) -> &Handler {
-        &self.handler
+        let context = Context::new(jobs, pool, Arc::clone(&stats), shutdown.abort.clone());
+        let handler = Handler::new(Arc::clone(&config), context, Arc::clone(&stats), shutdown.clone());
+        Ok(Self { handler, stats, shutdown, tracker, config })
     }
 
     /// The service's counters.
@@ -89,7 +71,8 @@ impl App {
         &self.stats
     }
 
-    /// The shutdown tokens (cancel `drain` to begin a shutdown that [`App::stop`] completes).
+    /// The shutdown tokens: cancel `drain` to begin a shutdown that [`App::stop`] completes, or
+    /// `abort` to cut the grace period short.
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
     }
@@ -119,18 +102,21 @@ impl App {
         );
     }
 
-    /// Shuts down (see [`crate::shutdown`]): drain, wait up to the grace period for in-flight work,
-    /// then abort what is left and wait for every task to end.
+    /// Shuts down (see [`crate::shutdown`]): drain, wait up to the grace period (or until
+    /// `abort` is cancelled) for in-flight work, then abort what is left and wait for every task.
     pub async fn stop(self) {
-        let Self { handler, shutdown, tracker, grace, .. } = self;
+        let Self { shutdown, tracker, config, .. } = self;
         shutdown.drain.cancel();
-        // Our handler holds a handle to the coordinator's queue; the dispatcher ends when the
-        // last handle is gone, so let go of ours.
-        drop(handler);
         tracker.close();
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        let grace = config.shutdown_grace;
+        let finished = tokio::select! {
+            () = tracker.wait() => true,
+            () = tokio::time::sleep(grace) => false,
+            () = shutdown.abort.cancelled() => false,
+        };
+        if !finished {
             tracing::warn!(?grace, "grace period over; answering what is left with ERR shutting-down");
-            shutdown.abort();
+            shutdown.abort.cancel();
             tracker.wait().await;
         }
         tracing::info!("shutdown complete");
@@ -139,6 +125,8 @@ impl App {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::Client;
     use crate::test_log::Captured;

@@ -1,17 +1,19 @@
 //! The command line: `serve` runs the service, `call` sends it one request.
 //!
-//! Every `serve` flag can also come from an environment variable (shown by `--help`), so the same
-//! binary is configured by flags on a laptop and by the environment in a container. Durations are
-//! human-readable (`250ms`, `5s`, `1m`), parsed by `humantime`; counts must be at least 1, so a
-//! bad value is refused by clap with a one-line error before anything starts.
+//! `serve`'s flags are [`Config`]'s fields (flattened), plus the log format. Every `serve` flag
+//! also reads an environment variable named after the program: `SERVICE_LISTEN` for `service`,
+//! `PAYMENTS_API_LISTEN` for a project generated as `payments-api`. The prefix is computed from
+//! the package name when the command line is built, since Rust sources carry no project name.
+//! `--help` lists each variable.
 
-use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
+use crate::commands;
 use crate::config::Config;
+use crate::telemetry::LogFormat;
 
 /// A robust tokio service: timed TCP I/O, bounded queues, a CPU pool and graceful shutdown.
 #[derive(Debug, Parser)]
@@ -25,98 +27,131 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server until SIGINT or SIGTERM, then shut down gracefully.
+    /// Run the server until SIGINT or SIGTERM, then shut down gracefully (a second signal cuts
+    /// the grace period short).
     Serve(ServeArgs),
     /// Send one request to a server and print its answer.
-    #[command(after_help = "Exit status: 0 for an OK answer, 1 for an ERR answer, 3 if no answer came.")]
+    #[command(after_help = CallExit::HELP)]
     Call(CallArgs),
 }
 
-/// Flags of `serve`; see [`Config`] for what each one bounds.
+/// Flags of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (loopback by default; use 0.0.0.0 to expose the service).
-    #[arg(long, env = "SERVICE_LISTEN", default_value = "127.0.0.1:7878")]
-    pub listen: SocketAddr,
-    /// Connections open at once; one more is answered `ERR busy`.
-    #[arg(long, env = "SERVICE_MAX_CONNECTIONS", default_value = "1024")]
-    pub max_connections: NonZeroUsize,
-    /// Time for a complete request to arrive while nothing is in flight.
-    #[arg(long, env = "SERVICE_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub idle_timeout: Duration,
-    /// Time for each write to a peer.
-    #[arg(long, env = "SERVICE_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub write_timeout: Duration,
-    /// Longest request line, in bytes.
-    #[arg(long, env = "SERVICE_MAX_LINE", default_value = "8192")]
-    pub max_line: NonZeroUsize,
-    /// Requests in flight per connection (pipelining depth).
-    #[arg(long, env = "SERVICE_MAX_IN_FLIGHT", default_value = "32")]
-    pub max_in_flight: NonZeroUsize,
-    /// CPU jobs that may wait; a full queue answers `ERR busy`.
-    #[arg(long, env = "SERVICE_QUEUE_CAPACITY", default_value = "64")]
-    pub queue_capacity: NonZeroUsize,
-    /// CPU jobs that run at once.
-    #[arg(long, env = "SERVICE_WORKERS", default_value = "2")]
-    pub workers: NonZeroUsize,
-    /// Deadline of a CPU job, from when it is queued.
-    #[arg(long, env = "SERVICE_JOB_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub job_timeout: Duration,
-    /// On shutdown, time for in-flight requests to finish.
-    #[arg(long, env = "SERVICE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_grace: Duration,
-    /// Threads in the CPU pool (0: one per core).
-    #[arg(long, env = "SERVICE_CPU_THREADS", default_value = "0")]
-    pub cpu_threads: usize,
+    /// The service's settings.
+    #[command(flatten)]
+    pub config: Config,
     /// Log format on stderr; the level comes from RUST_LOG (default `info`).
-    #[arg(long, env = "SERVICE_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
-}
-
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
 }
 
 /// Flags of `call`.
 #[derive(Debug, Args)]
 pub struct CallArgs {
     /// Server address (host:port).
-    #[arg(long, env = "SERVICE_ADDR", default_value = "127.0.0.1:7878")]
+    #[arg(long, default_value = "127.0.0.1:7878")]
     pub addr: String,
     /// Time to connect.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
     /// Time for the answer.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// The request: a command and its argument, joined by spaces (`call ECHO hello world`).
-    #[arg(required = true, num_args = 1..)]
+    #[arg(required = true, num_args = 1.., value_parser = without_line_break)]
     pub request: Vec<String>,
 }
 
-impl ServeArgs {
-    /// The service settings these flags describe.
-    pub fn config(&self) -> Config {
-        Config {
-            listen: self.listen,
-            max_connections: self.max_connections.get(),
-            idle_timeout: self.idle_timeout,
-            write_timeout: self.write_timeout,
-            max_line: self.max_line.get(),
-            max_in_flight: self.max_in_flight.get(),
-            queue_capacity: self.queue_capacity.get(),
-            workers: self.workers.get(),
-            job_timeout: self.job_timeout,
-            shutdown_grace: self.shutdown_grace,
-            cpu_threads: self.cpu_threads,
-            ..Config::default()
-        }
+/// How `call` exits. Scripts rely on these codes, so they are decided here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallExit {
+    /// 0: the answer is `OK` or starts with `OK `.
+    Ok = 0,
+    /// 1: the server answered, with anything else (an `ERR` line).
+    Err = 1,
+    /// 2: the command line was wrong; nothing was sent. (clap exits 2 for usage errors.)
+    Usage = 2,
+    /// 3: no complete answer came: refused, timed out, or closed before a full line.
+    NoAnswer = 3,
+}
+
+impl CallExit {
+    const HELP: &'static str = "Exit status: 0 for an OK answer, 1 for any other answer, 2 for a usage \
+                                error, 3 if no complete answer came.";
+
+    /// The exit status for an answer line.
+    pub fn for_answer(line: &str) -> Self {
+        if line == "OK" || line.starts_with("OK ") { Self::Ok } else { Self::Err }
     }
+}
+
+impl From<CallExit> for ExitCode {
+    fn from(exit: CallExit) -> Self {
+        Self::from(exit as u8)
+    }
+}
+
+/// A request word holds no line break: it would reach the server as two requests.
+fn without_line_break(word: &str) -> Result<String, &'static str> {
+    if word.contains(['\n', '\r']) {
+        Err("a request cannot contain a line break")
+    } else {
+        Ok(word.to_owned())
+    }
+}
+
+/// The prefix of every environment variable: the package name in upper case, `-` as `_`.
+pub fn env_prefix() -> String {
+    format!("{}_", env!("CARGO_PKG_NAME").to_uppercase().replace('-', "_"))
+}
+
+/// The whole command line: the derived definition, plus an environment variable for every
+/// `serve` flag and for `call --addr`, plus the protocol in `serve --help`.
+pub fn command() -> clap::Command {
+    let prefix = env_prefix();
+    let with_env = |arg: clap::Arg| match arg.get_long() {
+        Some(long) if long != "help" => {
+            let name = format!("{prefix}{}", long.to_uppercase().replace('-', "_"));
+            arg.env(name)
+        }
+        _ => arg,
+    };
+    Cli::command()
+        .mut_subcommand("serve", |serve| serve.mut_args(with_env).after_long_help(commands::help()))
+        .mut_subcommand("call", |call| call.mut_arg("addr", with_env))
+}
+
+/// Parses the process's arguments and environment; exits with a one-line error (status 2) if
+/// they are wrong, before anything starts.
+pub fn parse() -> Cli {
+    command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+        .unwrap_or_else(|error| exit_with(&error))
+}
+
+/// Prints help or the version as clap does; otherwise the error on one line (clap's message
+/// without its hints, which `--help` gives), and exits 2.
+fn exit_with(error: &clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit()
+    }
+    eprintln!("{}", one_line(&error.render().to_string()));
+    std::process::exit(CallExit::Usage as i32)
+}
+
+/// The first paragraph of a clap message, on one line.
+fn one_line(message: &str) -> String {
+    let words: Vec<&str> =
+        message.lines().take_while(|line| !line.trim().is_empty()).map(str::trim).collect();
+    words.join(" ")
 }
 
 #[cfg(test)]
@@ -124,61 +159,77 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("service").chain(args.iter().copied()))
+        let matches =
+            command().try_get_matches_from(std::iter::once("service").chain(args.iter().copied()))?;
+        Cli::from_arg_matches(&matches)
     }
 
     #[test]
     fn the_definition_is_consistent() {
-        use clap::CommandFactory as _;
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 
-    /// Every `serve` flag can come from the environment, under its own `SERVICE_*` name.
-    /// (Setting variables in-process would need `unsafe` in edition 2024, which the workspace
-    /// forbids, so this checks the definition; reading them is clap's job.)
+    /// Every `serve` flag reads its own variable, named from the package. (Setting variables
+    /// in-process needs `unsafe` in edition 2024, which the workspace forbids, so this checks
+    /// the definition; reading them is clap's job, and `.ci/run` sets one for real.)
     #[test]
-    fn every_serve_flag_reads_an_environment_variable() {
-        use clap::CommandFactory as _;
-        let command = Cli::command();
+    fn every_serve_flag_reads_an_environment_variable_named_after_the_package() {
+        let command = command();
         let serve = command.find_subcommand("serve").expect("a serve subcommand");
-        let mut names = Vec::new();
+        let mut flags = 0;
         for arg in serve.get_arguments().filter(|arg| arg.get_long().is_some_and(|long| long != "help")) {
             let long = arg.get_long().unwrap_or_default();
             let env = arg.get_env().unwrap_or_else(|| panic!("--{long} has no environment variable"));
-            let expected = format!("SERVICE_{}", long.replace('-', "_").to_uppercase());
+            let expected = format!("{}{}", env_prefix(), long.replace('-', "_").to_uppercase());
             assert_eq!(env.to_str(), Some(expected.as_str()), "--{long}");
-            names.push(long);
+            flags += 1;
         }
-        assert_eq!(names.len(), 12, "{names:?}");
+        assert!(flags >= 10, "{flags} flags");
+        assert_eq!(env_prefix(), format!("{}_", env!("CARGO_PKG_NAME").to_uppercase().replace('-', "_")));
     }
 
     #[test]
-    fn serve_defaults_match_the_library_defaults() {
+    fn serve_defaults_are_the_library_defaults() {
         let Command::Serve(args) = parse(&["serve"]).unwrap().command else { panic!("not serve") };
-        assert_eq!(args.config(), Config::default());
+        assert_eq!(args.config, Config::default());
         assert_eq!(args.log_format, LogFormat::Text);
     }
 
     #[test]
-    fn durations_are_human_readable_and_bad_values_are_refused() {
-        let Command::Serve(args) =
-            parse(&["serve", "--idle-timeout", "250ms", "--job-timeout", "1m"]).unwrap().command
-        else {
-            panic!("not serve")
-        };
-        assert_eq!(args.idle_timeout, Duration::from_millis(250));
-        assert_eq!(args.job_timeout, Duration::from_secs(60));
-        assert!(parse(&["serve", "--idle-timeout", "soon"]).is_err());
-        assert!(parse(&["serve", "--workers", "0"]).is_err());
-        assert!(parse(&["serve", "--listen", "not-an-address"]).is_err());
+    fn serve_help_lists_the_protocol() {
+        let help = command().find_subcommand_mut("serve").expect("serve").render_long_help().to_string();
+        assert!(help.contains("Protocol v1"), "{help}");
     }
 
     #[test]
-    fn call_joins_its_words_into_one_request() {
+    fn call_joins_its_words_and_refuses_line_breaks() {
         let Command::Call(args) = parse(&["call", "ECHO", "hello", "world"]).unwrap().command else {
             panic!("not call")
         };
         assert_eq!(args.request.join(" "), "ECHO hello world");
         assert!(parse(&["call"]).is_err(), "a request is required");
+        let refused = parse(&["call", "ECHO", "a\nPING"]).unwrap_err();
+        assert_eq!(refused.exit_code(), CallExit::Usage as i32);
+    }
+
+    #[test]
+    fn usage_errors_fit_on_one_line() {
+        for args in
+            [&["serve", "--workers", "0"][..], &["serve", "--bogus"], &["call"], &["call", "ECHO", "a\nb"]]
+        {
+            let error = parse(args).unwrap_err();
+            let line = one_line(&error.render().to_string());
+            assert!(line.starts_with("error: ") && !line.contains('\n'), "{args:?}: {line}");
+            assert!(line.len() > "error: ".len() + 10, "{args:?}: {line}");
+        }
+    }
+
+    #[test]
+    fn only_ok_or_ok_and_a_space_is_ok() {
+        assert_eq!(CallExit::for_answer("OK"), CallExit::Ok);
+        assert_eq!(CallExit::for_answer("OK PONG"), CallExit::Ok);
+        assert_eq!(CallExit::for_answer("OKAY"), CallExit::Err);
+        assert_eq!(CallExit::for_answer("ERR busy"), CallExit::Err);
+        assert_eq!(CallExit::for_answer(""), CallExit::Err);
     }
 }

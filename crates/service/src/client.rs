@@ -7,7 +7,8 @@
 //!
 //! Waiting for an answer is not cancel-safe as a whole: after a timeout the answer may still
 //! arrive and would be read as the answer to the *next* request. So a timed-out client is
-//! closed, and every later call returns [`ClientError::Closed`].
+//! closed, and every later call returns [`ClientError::Closed`]. An answer is a whole line: bytes
+//! cut off by the server closing before the newline are [`ClientError::Truncated`], not an answer.
 
 use std::io;
 use std::time::Duration;
@@ -16,7 +17,8 @@ use futures_util::{SinkExt, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::time;
-use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::{Decoder, Encoder, Framed, LinesCodec, LinesCodecError};
 
 /// The longest answer line the client accepts: the server's answers are bounded by its
 /// `max_line` (ECHO repeats a request), so anything longer is not our server.
@@ -37,6 +39,9 @@ pub enum ClientError {
     /// The server closed the connection before answering.
     #[error("connection closed by the server")]
     Closed,
+    /// The server closed the connection in the middle of an answer line.
+    #[error("connection closed in the middle of an answer")]
+    Truncated,
     /// A request holds a line break, so it would reach the server as several requests and
     /// their answers would be taken for later requests'.
     #[error("a request cannot contain a line break")]
@@ -58,10 +63,45 @@ impl From<LinesCodecError> for ClientError {
     }
 }
 
+impl From<io::Error> for ClientError {
+    fn from(error: io::Error) -> Self {
+        Self::Io(error)
+    }
+}
+
+/// Answer lines, bounded by [`MAX_RESPONSE`]; unlike `LinesCodec`, bytes left without a newline
+/// at EOF are an error, not a last line.
+struct AnswerCodec(LinesCodec);
+
+impl Decoder for AnswerCodec {
+    type Item = String;
+    type Error = ClientError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<String>, ClientError> {
+        Ok(self.0.decode(src)?)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<String>, ClientError> {
+        match self.0.decode(src)? {
+            Some(line) => Ok(Some(line)),
+            None if src.is_empty() => Ok(None),
+            None => Err(ClientError::Truncated),
+        }
+    }
+}
+
+impl Encoder<&str> for AnswerCodec {
+    type Error = ClientError;
+
+    fn encode(&mut self, request: &str, dst: &mut BytesMut) -> Result<(), ClientError> {
+        Ok(self.0.encode(request, dst)?)
+    }
+}
+
 /// A connection to the service.
 pub struct Client<S = TcpStream> {
     /// `None` once closed by a timeout or an error.
-    connection: Option<Framed<S, LinesCodec>>,
+    connection: Option<Framed<S, AnswerCodec>>,
     request_timeout: Duration,
 }
 
@@ -97,7 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// A client over a stream that is already connected.
     pub fn new(stream: S, request_timeout: Duration) -> Self {
-        let codec = LinesCodec::new_with_max_length(MAX_RESPONSE);
+        let codec = AnswerCodec(LinesCodec::new_with_max_length(MAX_RESPONSE));
         Self { connection: Some(Framed::new(stream, codec)), request_timeout }
     }
 
@@ -156,5 +196,17 @@ mod tests {
         let mut received = Vec::new();
         let read = tokio::io::AsyncReadExt::read_buf(&mut server_end, &mut received).await.unwrap();
         assert_eq!(read, 0);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn an_answer_cut_off_before_its_newline_is_an_error() {
+        let (client_end, mut server_end) = tokio::io::duplex(64);
+        let mut client = Client::new(client_end, Duration::from_secs(1));
+        let server = async {
+            tokio::io::AsyncWriteExt::write_all(&mut server_end, b"OK PON").await.unwrap();
+            drop(server_end);
+        };
+        let (answer, ()) = tokio::join!(client.request("PING"), server);
+        assert!(matches!(answer, Err(ClientError::Truncated)), "{answer:?}");
     }
 }

@@ -1,23 +1,22 @@
 //! Framing: newline-delimited UTF-8 with a bound on the line length.
 //!
-//! [`RequestCodec`] is tokio-util's [`LinesCodec`] with a maximum length (the unbounded
-//! `LinesCodec::new()` buffers whatever a peer sends until it sends a newline: a memory DoS, as
-//! its docs warn). It changes two things for the protocol:
+//! [`RequestCodec`] splits lines with tokio-util's `AnyDelimiterCodec`, given a maximum length
+//! (without one, a codec buffers whatever a peer sends until it sends a newline: a memory DoS,
+//! as the `LinesCodec::new` docs warn). On top of it, the protocol's small print:
 //!
+//! * `\n` ends a line; one `\r` before it is dropped, and does not count toward `max_line`.
+//! * A line over `max_line` bytes is [`FrameError::LineTooLong`]: the connection answers and
+//!   closes, and the codec never holds more than the limit plus one read of the peer's bytes.
 //! * A line that is not UTF-8 is a [`Frame::NotUtf8`] value, not an error, so the connection
-//!   answers `ERR bad-request` and goes on. (`LinesCodec` has already consumed the line when it
-//!   reports the bad bytes, so the stream stays in sync.)
-//! * A line over the limit is [`FrameError::LineTooLong`]: the connection answers and closes, and
-//!   the codec never holds more than the limit plus one read of the peer's bytes.
+//!   answers `ERR bad-request` and goes on with the next line.
 //!
-//! `\r\n` is accepted as a line ending (`LinesCodec` strips the `\r`). Responses are encoded
-//! straight into the write buffer with a trailing `\n`.
+//! Answers are encoded straight into the write buffer with a trailing `\n`.
 
 use std::fmt::Write as _;
 use std::io;
 
-use tokio_util::bytes::BytesMut;
-use tokio_util::codec::{Decoder, Encoder, LinesCodec, LinesCodecError};
+use tokio_util::bytes::{Bytes, BytesMut};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, Encoder};
 
 use crate::protocol::Response;
 
@@ -30,7 +29,7 @@ pub enum Frame {
     NotUtf8,
 }
 
-/// Why decoding stopped. After either, the stream yields no more frames.
+/// Why decoding stopped. After it, the stream yields no more frames.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// A line longer than the limit.
@@ -44,26 +43,42 @@ pub enum FrameError {
 /// The protocol's codec; see the module docs.
 #[derive(Debug, Clone)]
 pub struct RequestCodec {
-    lines: LinesCodec,
+    lines: AnyDelimiterCodec,
     max_line: usize,
 }
 
 impl RequestCodec {
-    /// A codec that refuses lines longer than `max_line` bytes.
+    /// A codec that refuses lines longer than `max_line` bytes (not counting `\r\n`).
     pub fn new(max_line: usize) -> Self {
-        Self { lines: LinesCodec::new_with_max_length(max_line), max_line }
+        // One more byte for a `\r`; a longer line without one is refused in `frame`.
+        let lines = AnyDelimiterCodec::new_with_max_length(
+            b"\n".to_vec(),
+            b"\n".to_vec(),
+            max_line.saturating_add(1),
+        );
+        Self { lines, max_line }
     }
 
-    fn frame(&self, decoded: Result<Option<String>, LinesCodecError>) -> Result<Option<Frame>, FrameError> {
-        match decoded {
-            Ok(line) => Ok(line.map(Frame::Line)),
-            Err(LinesCodecError::MaxLineLengthExceeded) => Err(FrameError::LineTooLong(self.max_line)),
-            // Decoding does no I/O: the only error LinesCodec raises here is the UTF-8 check.
-            Err(LinesCodecError::Io(error)) if error.kind() == io::ErrorKind::InvalidData => {
-                Ok(Some(Frame::NotUtf8))
+    fn frame(
+        &self,
+        decoded: Result<Option<Bytes>, AnyDelimiterCodecError>,
+    ) -> Result<Option<Frame>, FrameError> {
+        let line = match decoded {
+            Ok(Some(line)) => line,
+            Ok(None) => return Ok(None),
+            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => {
+                return Err(FrameError::LineTooLong(self.max_line));
             }
-            Err(LinesCodecError::Io(error)) => Err(FrameError::Io(error)),
+            Err(AnyDelimiterCodecError::Io(error)) => return Err(FrameError::Io(error)),
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        if line.len() > self.max_line {
+            return Err(FrameError::LineTooLong(self.max_line));
         }
+        Ok(Some(match std::str::from_utf8(line) {
+            Ok(text) => Frame::Line(text.to_owned()),
+            Err(_) => Frame::NotUtf8,
+        }))
     }
 }
 
@@ -117,6 +132,13 @@ mod tests {
     }
 
     #[test]
+    fn only_one_carriage_return_is_part_of_the_line_ending() {
+        let mut codec = RequestCodec::new(16);
+        let frames = decode_all(&mut codec, b"A\r\r\nB\rC\n");
+        assert_eq!(frames, [Ok(Frame::Line("A\r".into())), Ok(Frame::Line("B\rC".into()))]);
+    }
+
+    #[test]
     fn a_line_that_is_not_utf8_is_a_frame_and_the_next_line_still_decodes() {
         let mut codec = RequestCodec::new(16);
         let frames = decode_all(&mut codec, b"\xff\xfe\nPING\n");
@@ -124,13 +146,16 @@ mod tests {
     }
 
     #[test]
-    fn a_line_over_the_limit_is_an_error_and_memory_stays_bounded() {
-        let mut codec = RequestCodec::new(8);
+    fn the_limit_counts_the_line_without_its_crlf() {
+        let exactly = decode_all(&mut RequestCodec::new(8), b"01234567\r\n");
+        assert_eq!(exactly, [Ok(Frame::Line("01234567".into()))]);
+        let over = decode_all(&mut RequestCodec::new(8), b"012345678\n");
+        assert_eq!(over, [Err("request line longer than 8 bytes".into())]);
+        let over_invalid = decode_all(&mut RequestCodec::new(8), b"\xff12345678\n");
+        assert_eq!(over_invalid, [Err("request line longer than 8 bytes".into())], "length is checked first");
+        // No newline in sight: refused once the buffer passes the limit, without waiting for one.
         let mut buffer = BytesMut::from(&b"0123456789"[..]);
-        assert!(matches!(codec.decode(&mut buffer), Err(FrameError::LineTooLong(8))));
-        // A line of exactly the limit is fine.
-        let mut codec = RequestCodec::new(8);
-        assert_eq!(decode_all(&mut codec, b"01234567\n"), [Ok(Frame::Line("01234567".into()))]);
+        assert!(matches!(RequestCodec::new(8).decode(&mut buffer), Err(FrameError::LineTooLong(8))));
     }
 
     #[test]

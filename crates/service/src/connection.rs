@@ -5,13 +5,25 @@
 //!
 //! # Pipelining
 //!
-//! A client may send requests without waiting for answers. Each request's [`Reply`] goes into a
+//! A client may send requests without waiting for answers. Each request's reply goes into a
 //! `FuturesOrdered`, which runs them concurrently and yields them in request order, at most
-//! `max_in_flight` at once; past that the handler stops reading, and TCP flow control pushes back
-//! on the client. Answers go into the write buffer and are flushed only when no further answer is
-//! ready, so a burst of pipelined requests costs one read and one write system call, not one each
-//! (tokio-rs/mini-redis flushes after every answer, which is simpler and much slower under
-//! pipelining).
+//! `max_in_flight` at once. Answers go into the write buffer and are flushed only when no further
+//! answer is ready, so a burst of pipelined requests costs one read and one write system call,
+//! not one each (tokio-rs/mini-redis flushes after every answer, which is simpler and much slower
+//! under pipelining).
+//!
+//! # Reading at the in-flight bound
+//!
+//! At `max_in_flight`, no new request starts, but the socket is still read, into a buffer of
+//! bounded size (`max_line` plus [`READ_AHEAD`]). So a peer that resets its connection is noticed
+//! at once, whatever it has in flight: the connection ends, its replies are dropped, and so is
+//! their work (timers, queued and running jobs). Once the buffer is full, reading stops and TCP
+//! flow control pushes back on the peer. This is why the loop reads into its own buffer and
+//! decodes with the codec itself, rather than through `Framed`: `Framed` reads only when it
+//! decodes, so it cannot watch the socket without taking in new requests.
+//!
+//! A peer that half-closes (sends FIN, as `nc` does when its input ends) still gets every answer
+//! to what it sent; the connection closes after the last one.
 //!
 //! # Timeouts
 //!
@@ -19,52 +31,35 @@
 //!   the connection falling idle. The deadline is not pushed back by partial lines, so a peer
 //!   trickling a byte at a time (slow loris) is cut off like a silent one; a connection waiting
 //!   for a slow answer is not idle.
-//! * **Write.** Every write and flush is bounded by `write_timeout`. A write that times out has
-//!   sent an unknown part of its buffer (writes are not cancel-safe), so the connection is closed.
+//! * **Write.** Every write is bounded by `write_timeout`, and by the end of the grace period at
+//!   shutdown. A write cut short has sent an unknown part of its buffer (writes are not
+//!   cancel-safe), so the connection is closed.
 //!
-//! Reading with `StreamExt::next` inside `select!` is cancel-safe: a partial line stays in the
-//! codec's buffer (see the cancel-safety notes of `tokio::select!`).
+//! `read_buf` inside `select!` is cancel-safe: if another branch wins, no byte is lost (see the
+//! cancel-safety notes of `tokio::select!` and `AsyncReadExt::read_buf`).
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use futures_util::{FutureExt as _, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::{self, Instant};
-use tokio_util::codec::Framed;
+use tokio_util::bytes::{BufMut as _, BytesMut};
+use tokio_util::codec::{Decoder as _, Encoder as _};
 
 use crate::codec::{Frame, FrameError, RequestCodec};
-use crate::commands::{Commands, Reply, now};
+use crate::commands::{self, Context, Reply};
 use crate::config::Config;
-use crate::protocol::{self, ErrorCode, Request, Response};
+use crate::protocol::{ErrorCode, Response};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
-/// The per-connection bounds, from [`Config`].
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// See [`Config::idle_timeout`].
-    pub idle_timeout: Duration,
-    /// See [`Config::write_timeout`].
-    pub write_timeout: Duration,
-    /// See [`Config::max_line`].
-    pub max_line: usize,
-    /// See [`Config::max_in_flight`].
-    pub max_in_flight: usize,
-}
-
-impl From<&Config> for Limits {
-    fn from(config: &Config) -> Self {
-        Self {
-            idle_timeout: config.idle_timeout,
-            write_timeout: config.write_timeout,
-            max_line: config.max_line,
-            max_in_flight: config.max_in_flight,
-        }
-    }
-}
+/// Bytes a connection may read beyond one line while it waits at the in-flight bound.
+const READ_AHEAD: usize = 4096;
+/// The least spare room given to each read, so reads are large when bytes are plentiful.
+const READ_CHUNK: usize = 4096;
 
 /// Why a connection ended other than by the peer's EOF, `QUIT`, a long line or shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +67,12 @@ pub enum ConnectionError {
     /// No complete request arrived in time while nothing was in flight.
     #[error("idle for {0:?} with no complete request")]
     Idle(Duration),
-    /// A write or flush did not finish in time: the peer stopped reading.
+    /// A write did not finish in time: the peer stopped reading.
     #[error("write not finished within {0:?}")]
     WriteTimeout(Duration),
+    /// The grace period ended with a write that could not go out at once; it was abandoned.
+    #[error("write abandoned at the end of the grace period")]
+    Aborted,
     /// Reading from or writing to the peer failed (a reset, a broken pipe).
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -82,120 +80,141 @@ pub enum ConnectionError {
 
 /// Serves connections; one per service, cloned into each connection's task.
 #[derive(Clone)]
-pub struct Handler {
-    limits: Limits,
-    commands: Commands,
+pub(crate) struct Handler {
+    config: Arc<Config>,
+    context: Context,
     stats: Arc<Stats>,
     shutdown: Shutdown,
 }
 
-type Connection<S> = Framed<S, RequestCodec>;
-
 impl Handler {
-    /// A handler with these bounds, running requests with `commands`.
-    pub fn new(limits: Limits, commands: Commands, stats: Arc<Stats>, shutdown: Shutdown) -> Self {
-        Self { limits, commands, stats, shutdown }
+    /// A handler bounded by `config`, running requests with `context`.
+    pub(crate) fn new(config: Arc<Config>, context: Context, stats: Arc<Stats>, shutdown: Shutdown) -> Self {
+        Self { config, context, stats, shutdown }
     }
 
     /// Serves one connection until the peer leaves, it sends `QUIT` or a line over the limit, a
     /// timeout fires, or shutdown drains it. Every answer due is written before a clean return.
-    pub async fn run<S>(&self, stream: S) -> Result<(), ConnectionError>
+    pub(crate) async fn run<S>(&self, mut stream: S) -> Result<(), ConnectionError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let _open = self.stats.connection();
-        let mut connection = Framed::new(stream, RequestCodec::new(self.limits.max_line));
+        let _open = self.stats.open_connection();
+        let max_in_flight = self.config.max_in_flight.get();
+        let mut codec = RequestCodec::new(self.config.max_line.get());
+        // Bounded: a line, its `\r\n`, and the read-ahead.
+        let read_limit = self.config.max_line.get().saturating_add(2 + READ_AHEAD);
+        let mut input = BytesMut::new();
+        let mut output = BytesMut::new();
         let mut in_flight: FuturesOrdered<Reply> = FuturesOrdered::new();
-        let mut reading = true;
-        let idle = time::sleep(self.limits.idle_timeout);
+        // Whether new requests are taken: false after EOF, QUIT, a long line, or the drain.
+        let mut taking = true;
+        // Whether the peer has sent EOF; what is left in `input` is then its last request.
+        let mut eof = false;
+        let idle = time::sleep(self.config.idle_timeout);
         tokio::pin!(idle);
 
-        while reading || !in_flight.is_empty() {
+        loop {
+            // Start every complete request already read, up to the bound.
+            while taking && in_flight.len() < max_in_flight {
+                let decoded = if eof { codec.decode_eof(&mut input) } else { codec.decode(&mut input) };
+                match decoded {
+                    Ok(Some(frame)) => {
+                        let (reply, keep_taking) = self.start(frame);
+                        in_flight.push_back(reply);
+                        taking = keep_taking;
+                    }
+                    Ok(None) => {
+                        // After EOF nothing more will come.
+                        taking = !eof;
+                        break;
+                    }
+                    Err(FrameError::LineTooLong(max)) => {
+                        let refused = Response::err_with(ErrorCode::LineTooLong, format!("max {max} bytes"));
+                        in_flight.push_back(Reply::ready(refused));
+                        taking = false;
+                    }
+                    Err(FrameError::Io(error)) => return Err(error.into()),
+                }
+            }
+            if !taking && in_flight.is_empty() {
+                break;
+            }
+            let room = read_limit.saturating_sub(input.len());
+            if room > 0 && input.capacity() - input.len() < READ_CHUNK {
+                input.reserve(READ_CHUNK.min(room));
+            }
             tokio::select! {
-                // Order matters: take in everything already readable first (up to the bound), so
-                // that a pipelined burst is answered with one flush.
+                // Order matters: answers first, so a pipelined burst is answered with one flush
+                // once every ready reply is in the buffer.
                 biased;
-                () = self.shutdown.drain.cancelled(), if reading => reading = false,
-                frame = connection.next(), if reading && in_flight.len() < self.limits.max_in_flight => {
-                    let (reply, keep_reading) = match frame {
-                        Some(Ok(frame)) => self.reply_to(frame),
-                        Some(Err(FrameError::LineTooLong(max))) => {
-                            (now(Response::err_with(ErrorCode::LineTooLong, format!("max {max} bytes"))), false)
-                        }
-                        Some(Err(FrameError::Io(error))) => return Err(error.into()),
-                        // EOF: the peer sent everything it will; answer it, then close.
-                        None => {
-                            reading = false;
-                            continue;
-                        }
-                    };
-                    in_flight.push_back(reply);
-                    reading = keep_reading;
-                }
+                () = self.shutdown.drain.cancelled(), if taking => taking = false,
                 Some(response) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.write(&mut connection, response).await?;
+                    self.encode(&mut codec, response, &mut output)?;
                     while let Some(Some(response)) = in_flight.next().now_or_never() {
-                        self.write(&mut connection, response).await?;
+                        self.encode(&mut codec, response, &mut output)?;
                     }
-                    self.bounded(connection.flush()).await?;
+                    self.bounded(async {
+                        stream.write_all_buf(&mut output).await?;
+                        stream.flush().await
+                    })
+                    .await?;
                     if in_flight.is_empty() {
-                        idle.as_mut().reset(Instant::now() + self.limits.idle_timeout);
+                        idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
                     }
                 }
-                () = &mut idle, if reading && in_flight.is_empty() => {
-                    return Err(ConnectionError::Idle(self.limits.idle_timeout));
+                // Read even at the in-flight bound (up to `read_limit`): see the module docs.
+                read = async { stream.read_buf(&mut (&mut input).limit(room)).await }, if taking && !eof && room > 0 => {
+                    if read? == 0 {
+                        eof = true;
+                    }
+                }
+                () = &mut idle, if taking && in_flight.is_empty() => {
+                    return Err(ConnectionError::Idle(self.config.idle_timeout));
                 }
             }
         }
         // Everything is answered and flushed: send EOF so the peer sees a clean close.
-        self.bounded(connection.get_mut().shutdown()).await
+        self.bounded(stream.shutdown()).await
     }
 
-    /// The reply to one frame, and whether to keep reading after it.
-    fn reply_to(&self, frame: Frame) -> (Reply, bool) {
-        let line = match frame {
-            Frame::Line(line) => line,
-            Frame::NotUtf8 => return (now(Response::err_with(ErrorCode::BadRequest, "not UTF-8")), true),
-        };
-        match protocol::parse(&line) {
-            // After QUIT's answer, the connection closes.
-            Ok(request) => {
-                let keep_reading = request != Request::Quit;
-                (self.commands.execute(request), keep_reading)
-            }
-            Err(response) => (now(response), true),
+    /// The reply to one frame, and whether to take new requests after it.
+    fn start(&self, frame: Frame) -> (Reply, bool) {
+        match frame {
+            Frame::Line(line) => commands::start(&line, &self.context),
+            Frame::NotUtf8 => (Reply::ready(Response::err_with(ErrorCode::BadRequest, "not UTF-8")), true),
         }
     }
 
-    /// Adds `response` to the write buffer (which writes out if the buffer is full).
-    async fn write<S>(
+    fn encode(
         &self,
-        connection: &mut Connection<S>,
+        codec: &mut RequestCodec,
         response: Response,
-    ) -> Result<(), ConnectionError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        self.bounded(connection.feed(response)).await
+        output: &mut BytesMut,
+    ) -> Result<(), ConnectionError> {
+        codec.encode(response, output).map_err(ConnectionError::Io)
     }
 
-    /// Runs a write operation under `write_timeout`.
+    /// Runs a write under `write_timeout`. Once the grace period is over, a write that cannot
+    /// finish at once is abandoned, so a peer that does not read cannot hold shutdown up.
     async fn bounded(&self, write: impl Future<Output = io::Result<()>>) -> Result<(), ConnectionError> {
-        match time::timeout(self.limits.write_timeout, write).await {
-            Ok(result) => result.map_err(ConnectionError::Io),
-            Err(_elapsed) => Err(ConnectionError::WriteTimeout(self.limits.write_timeout)),
+        let timeout = self.config.write_timeout;
+        tokio::select! {
+            // The write goes first: after the abort, what fits in the socket buffer still goes out.
+            biased;
+            written = time::timeout(timeout, write) => match written {
+                Ok(result) => result.map_err(ConnectionError::Io),
+                Err(_elapsed) => Err(ConnectionError::WriteTimeout(timeout)),
+            },
+            () = self.shutdown.abort.cancelled() => Err(ConnectionError::Aborted),
         }
     }
 }
 
 impl ConnectionError {
-    /// Logs how the connection ended, once, at a level that matches: peers going away and idle
-    /// timeouts are routine, a peer that stops reading is worth noticing.
-    pub fn log(&self) {
-        match self {
-            Self::Idle(_) => tracing::debug!("closed: {self}"),
-            Self::WriteTimeout(_) => tracing::info!("closed: {self}"),
-            Self::Io(_) => tracing::debug!("closed: {self}"),
-        }
+    /// Logs how the connection ended, once, at debug level: every one of these is something a
+    /// peer can cause at will, so none may flood the log (`STATS` counts connections).
+    pub(crate) fn log(&self) {
+        tracing::debug!("closed: {self}");
     }
 }

@@ -3,37 +3,53 @@
 //!
 //! The modules, from the wire inwards:
 //!
-//! * [`server`]: accept loop, connection limit;
-//! * [`connection`]: one connection's pipelining, timeouts and ordering;
-//! * [`codec`] and [`protocol`]: framing and the request/response language;
-//! * [`commands`]: what each request does (**example domain code to replace**);
-//! * [`coordinator`]: the bounded CPU job queue and its workers;
+//! * [`server`]: accept loop, connection limit, listen backlog;
+//! * `connection`: one connection's pipelining, timeouts and ordering;
+//! * `codec` and [`protocol`]: framing, and the answer line with its error codes;
+//! * [`commands`]: one file per command and the registry (**the example domain to replace**);
+//! * `job_queue`: the bounded queue of CPU jobs and its workers;
 //! * [`app`]: the service's shared state and tasks;
-//! * [`shutdown`]: the two-step shutdown protocol;
-//! * [`watchdog`] and [`stats`]: runtime stall detection and counters;
+//! * [`shutdown`]: the two-step shutdown protocol and the signals;
+//! * `watchdog`, [`stats`], `summary`: stall detection, counters, rate-limited logging;
 //! * [`client`]: the client, for `call`, tests and benchmarks;
 //! * [`cli`], [`config`], [`telemetry`]: the command line, settings and logging.
+//!
+//! # What is public, and why
+//!
+//! Items are `pub(crate)` unless something outside the crate needs them:
+//!
+//! * the binary (`main.rs`, a crate of its own) needs [`cli`], [`telemetry`], [`shutdown`],
+//!   [`Server`] and [`Client`];
+//! * the tests crate drives the service without a socket through [`App`], reads [`Stats`], checks
+//!   answers against [`protocol::ErrorCode`], and checks the README against [`cli::command`] and
+//!   the [`commands::REGISTRY`];
+//! * a program embedding the server needs [`Config`], [`Server`] and [`shutdown::Shutdown`].
+//!
+//! Layers point one way: lower modules (config, stats, protocol, codec, job queue) import nothing
+//! from higher ones (connection, server, cli).
 
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod cli;
 pub mod client;
-pub mod codec;
+mod codec;
 pub mod commands;
 pub mod config;
-pub mod connection;
-pub mod coordinator;
+mod connection;
+mod job_queue;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;
 pub mod stats;
+mod summary;
 pub mod telemetry;
 #[cfg(test)]
 mod test_log;
-pub mod watchdog;
+mod watchdog;
 
 pub use app::{App, StartError};
 pub use client::{Client, ClientError};
 pub use config::Config;
 pub use server::Server;
+pub use stats::Stats;

@@ -17,14 +17,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time;
-use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, StartError};
 use crate::config::Config;
+use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+use crate::summary::Summary;
 
 /// The first pause after an accept error; it doubles up to [`MAX_ACCEPT_BACKOFF`].
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
@@ -32,20 +33,22 @@ const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// The whole answer to a connection over the limit.
 const BUSY: &[u8] = b"ERR busy\n";
+/// At most one log line per this period about refused connections (a flood of connects must
+/// not become a flood of log).
+const REFUSALS_LOG_PERIOD: Duration = Duration::from_secs(1);
 
 /// A bound listener and the service behind it.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// use service::{Config, Server};
-/// use tokio_util::sync::CancellationToken;
 ///
 /// let config = Config { listen: "127.0.0.1:0".parse()?, ..Config::default() };
-/// let server = Server::bind(&config).await?;
+/// let server = Server::bind(&config)?;
 /// println!("listening on {}", server.local_addr());
-/// let stop = CancellationToken::new();
-/// // ...cancel `stop` from elsewhere to shut down gracefully.
-/// server.run(stop).await;
+/// let shutdown = server.shutdown().clone();
+/// // ...cancel `shutdown.drain` from elsewhere to shut down gracefully.
+/// server.run().await;
 /// # Ok(())
 /// # }
 /// ```
@@ -57,13 +60,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen` and starts the service (the coordinator and watchdog run from now).
-    pub async fn bind(config: &Config) -> Result<Self, StartError> {
+    /// Binds `config.listen` with a listen backlog of `config.backlog`, and starts the service
+    /// (the job queue and watchdog run from now).
+    pub fn bind(config: &Config) -> Result<Self, StartError> {
         let app = App::start(config)?;
         let bind_error = |source| StartError::Bind { addr: config.listen, source };
-        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+        let listener = listen(config.listen, config.backlog).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
-        Ok(Self { listener, local_addr, app, max_connections: config.max_connections })
+        let max_connections = config.max_connections.get().min(Semaphore::MAX_PERMITS);
+        Ok(Self { listener, local_addr, app, max_connections })
     }
 
     /// The address actually bound (the port the OS chose, for port 0).
@@ -76,12 +81,17 @@ impl Server {
         self.app.stats()
     }
 
-    /// Serves until `stop` is cancelled, then shuts down gracefully and returns once every task
+    /// The shutdown tokens: cancel `drain` to stop gracefully, `abort` to cut the grace short.
+    pub fn shutdown(&self) -> &Shutdown {
+        self.app.shutdown()
+    }
+
+    /// Serves until `drain` is cancelled, then shuts down gracefully and returns once every task
     /// has ended.
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(self) {
         let Self { listener, local_addr, app, max_connections } = self;
         tracing::info!(%local_addr, "listening");
-        accept_loop(&listener, &app, Arc::new(Semaphore::new(max_connections)), &stop).await;
+        accept_loop(&listener, &app, Arc::new(Semaphore::new(max_connections))).await;
         // Closing the listener refuses new connections at once while the old ones drain.
         drop(listener);
         tracing::info!("stopped accepting; draining connections");
@@ -89,12 +99,26 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>, stop: &CancellationToken) {
+/// A listener like `TcpListener::bind`, with our own backlog: mio's fixed 128 overflows under a
+/// burst of connects, and each overflowed client waits a 1 s SYN retry.
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As `TcpListener::bind` does on unix: a restarted server can bind while old connections of
+    // the previous one sit in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>) {
+    let stop = &app.shutdown().drain;
     let mut backoff = Backoff::default();
+    let mut refusals = Summary::every(REFUSALS_LOG_PERIOD);
     loop {
         let accepted = tokio::select! {
             biased;
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let error = match accepted {
@@ -105,7 +129,12 @@ async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>, s
                 }
                 match Arc::clone(&slots).try_acquire_owned() {
                     Ok(slot) => app.spawn_connection(stream, peer, Some(slot)),
-                    Err(_) => refuse(&stream, peer, app.stats()),
+                    Err(_) => {
+                        refuse(&stream, peer, app.stats());
+                        if let Some(refused) = refusals.record() {
+                            tracing::info!(refused, "connection limit reached; refusing with ERR busy");
+                        }
+                    }
                 }
                 continue;
             }
@@ -117,9 +146,12 @@ async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>, s
         };
         tracing::error!(%error, retry_in = ?pause, "accept failed");
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             () = time::sleep(pause) => {}
         }
+    }
+    if let Some(refused) = refusals.take_pending() {
+        tracing::info!(refused, "connection limit reached; refusing with ERR busy");
     }
 }
 
@@ -156,8 +188,7 @@ impl Backoff {
 /// Answers a connection over the limit with `ERR busy` and closes it, without a task: the socket
 /// is new, so its send buffer is empty and a non-blocking write of 9 bytes goes through whole.
 fn refuse(stream: &TcpStream, peer: SocketAddr, stats: &Stats) {
-    stats.rejected();
-    tracing::info!(%peer, "connection limit reached; refusing with ERR busy");
+    stats.count_rejected();
     if let Err(error) = stream.try_write(BUSY) {
         tracing::debug!(%peer, %error, "could not tell the refused peer");
     }

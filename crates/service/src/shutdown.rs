@@ -3,12 +3,14 @@
 //! Shutdown has two steps, each a [`CancellationToken`] (tokio-util; see tokio's "Graceful
 //! Shutdown" guide, <https://tokio.rs/tokio/topics/shutdown>):
 //!
-//! 1. **Drain.** SIGINT or SIGTERM (or the caller of [`crate::Server::run`]) cancels `drain`. The
-//!    listener stops accepting at once; each connection stops reading new requests, answers the
-//!    ones in flight, and closes; the CPU queue keeps running what it holds.
-//! 2. **Abort.** When `shutdown_grace` has passed and work remains, `abort` is cancelled. Every
-//!    request still in flight is answered `ERR shutting-down` at once, queued jobs are answered the
-//!    same without running, running CPU jobs are told to stop, and the connections close.
+//! 1. **Drain.** The first SIGINT or SIGTERM (or the caller of [`crate::Server::run`]) cancels
+//!    `drain`. The listener stops accepting at once; each connection stops reading new requests,
+//!    answers the ones it has started, and closes; the job queue takes no new job and runs what
+//!    it holds.
+//! 2. **Abort.** When `shutdown_grace` has passed and work remains, or at a second signal,
+//!    `abort` is cancelled. Every request still in flight is answered `ERR shutting-down` at once,
+//!    queued jobs the same without running, running jobs are dropped (a CPU job is told to stop),
+//!    a write that cannot go out now is abandoned, and the connections close.
 //!
 //! Every task is spawned on one `TaskTracker`, so "is everything finished?" is
 //! `tracker.wait()`; no task is detached, and the process exits 0 once the tracker is empty.
@@ -16,41 +18,86 @@
 use tokio_util::sync::CancellationToken;
 
 /// The two shutdown tokens that every task of the service watches. Clones share the tokens.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Shutdown {
-    /// Cancelled first: stop taking new work (no accepts, no new requests), finish what is in
-    /// flight. Long-running tasks that produce nothing in flight (the watchdog) end here.
+    /// Step 1: stop taking new work (no accepts, no new requests, no new jobs) and finish what is
+    /// in flight. Tasks that produce nothing in flight (the watchdog) end here.
     pub drain: CancellationToken,
-    /// Cancelled when the grace period is over: answer everything still in flight with
-    /// `ERR shutting-down` and end now. Cancelling it also cancels `drain`.
+    /// Step 2: answer everything still in flight with `ERR shutting-down` and end now. `drain` is
+    /// its child token, so cancelling `abort` cancels `drain` too: no task can be aborted without
+    /// also being drained.
     pub abort: CancellationToken,
 }
 
-impl Shutdown {
-    /// Starts step 2 (and step 1, if nobody had).
-    pub fn abort(&self) {
-        self.drain.cancel();
-        self.abort.cancel();
+impl Default for Shutdown {
+    fn default() -> Self {
+        let abort = CancellationToken::new();
+        Self { drain: abort.child_token(), abort }
     }
 }
 
-/// Waits for SIGINT (Ctrl-C) or SIGTERM (what `docker stop` and Kubernetes send) and returns its
-/// name. If a handler cannot be installed the error is returned, so the caller can refuse to start
-/// rather than run a server that cannot be stopped gracefully.
-pub async fn signal() -> std::io::Result<&'static str> {
+/// SIGINT (Ctrl-C) and SIGTERM (what `docker stop` and Kubernetes send), installed as one.
+///
+/// Install them before binding the listener: from then on a signal is caught and counted, never
+/// lost (before a handler exists, SIGTERM kills the process outright; after it, tokio queues the
+/// signal for the next [`Signals::recv`], however late that call comes).
+pub struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = terminate.recv() => Ok("SIGTERM"),
-            _ = interrupt.recv() => Ok("SIGINT"),
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers. Must be called inside a tokio runtime. An error means the service
+    /// could not be stopped gracefully, so the caller should refuse to start.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await?;
-        Ok("Ctrl-C")
+
+    /// Waits for the next signal and returns its name.
+    pub async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => "SIGTERM",
+                _ = self.interrupt.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            // Outside unix only Ctrl-C exists; if its handler fails, never return rather than
+            // report a signal that did not come.
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "Ctrl-C",
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abort_cancels_drain_and_drain_does_not_cancel_abort() {
+        let first = Shutdown::default();
+        first.drain.cancel();
+        assert!(!first.abort.is_cancelled());
+        let second = Shutdown::default();
+        second.abort.cancel();
+        assert!(second.drain.is_cancelled());
     }
 }

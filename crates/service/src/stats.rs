@@ -3,6 +3,9 @@
 //! Plain atomics with relaxed ordering: each counter is independent, and a snapshot that is a
 //! few increments stale is fine for observability. A gauge (connections, running jobs) moves
 //! through a guard, so an early return or a panic cannot leave it counted up.
+//!
+//! Every job the queue accepts or refuses ends in exactly one outcome counter, so
+//! `done + shed + failed + timed_out + abandoned + cancelled` is the number of jobs submitted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,20 +20,26 @@ pub struct Stats {
     jobs_shed: AtomicU64,
     jobs_failed: AtomicU64,
     jobs_timed_out: AtomicU64,
+    jobs_abandoned: AtomicU64,
+    jobs_cancelled: AtomicU64,
     worst_lag_us: AtomicU64,
 }
 
-/// Which finished-job counter to bump.
+/// How a job ended: which outcome counter goes up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobOutcome {
-    /// Answered with a result.
+    /// It produced its value.
     Done,
     /// Refused because the queue was full.
     Shed,
-    /// Panicked, or was abandoned at shutdown.
+    /// It panicked.
     Failed,
-    /// Missed its deadline.
+    /// It missed its deadline.
     TimedOut,
+    /// Its requester went away (the connection closed) before the job ended: dropped unfinished.
+    Abandoned,
+    /// The grace period ended first: dropped unfinished at shutdown.
+    Cancelled,
 }
 
 /// A gauge held up while this guard lives.
@@ -45,31 +54,25 @@ impl Drop for GaugeGuard<'_> {
 
 impl Stats {
     /// Counts an open connection until the guard drops.
-    pub fn connection(&self) -> GaugeGuard<'_> {
+    pub fn open_connection(&self) -> GaugeGuard<'_> {
         self.connections.fetch_add(1, Ordering::Relaxed);
         GaugeGuard(&self.connections)
     }
 
     /// Counts a running job until the guard drops.
-    pub fn job_running(&self) -> GaugeGuard<'_> {
+    pub fn start_job(&self) -> GaugeGuard<'_> {
         self.jobs_running.fetch_add(1, Ordering::Relaxed);
         GaugeGuard(&self.jobs_running)
     }
 
     /// Counts a connection refused at the connection limit.
-    pub fn rejected(&self) {
+    pub fn count_rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a job that is over.
-    pub fn job(&self, outcome: JobOutcome) {
-        let counter = match outcome {
-            JobOutcome::Done => &self.jobs_done,
-            JobOutcome::Shed => &self.jobs_shed,
-            JobOutcome::Failed => &self.jobs_failed,
-            JobOutcome::TimedOut => &self.jobs_timed_out,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub fn count_job(&self, outcome: JobOutcome) {
+        self.outcome(outcome).fetch_add(1, Ordering::Relaxed);
     }
 
     /// Keeps the worst runtime lag seen.
@@ -84,21 +87,37 @@ impl Stats {
     }
 
     /// Open connections now.
-    pub fn connections(&self) -> u64 {
+    pub fn open_connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
     }
 
     /// Jobs running now.
-    pub fn jobs_running(&self) -> u64 {
+    pub fn running_jobs(&self) -> u64 {
         self.jobs_running.load(Ordering::Relaxed)
     }
 
-    /// The `STATS` answer: `key=value` pairs, `queued` supplied by the coordinator's queue.
+    /// Jobs that ended with `outcome` so far.
+    pub fn jobs_ended(&self, outcome: JobOutcome) -> u64 {
+        self.outcome(outcome).load(Ordering::Relaxed)
+    }
+
+    fn outcome(&self, outcome: JobOutcome) -> &AtomicU64 {
+        match outcome {
+            JobOutcome::Done => &self.jobs_done,
+            JobOutcome::Shed => &self.jobs_shed,
+            JobOutcome::Failed => &self.jobs_failed,
+            JobOutcome::TimedOut => &self.jobs_timed_out,
+            JobOutcome::Abandoned => &self.jobs_abandoned,
+            JobOutcome::Cancelled => &self.jobs_cancelled,
+        }
+    }
+
+    /// The `STATS` answer: `key=value` pairs, `jobs_queued` supplied by the job queue.
     pub fn render(&self, jobs_queued: usize) -> String {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         format!(
             "connections={} rejected={} jobs_queued={} jobs_running={} jobs_done={} jobs_shed={} \
-             jobs_failed={} jobs_timed_out={} worst_lag_ms={}",
+             jobs_failed={} jobs_timed_out={} jobs_abandoned={} jobs_cancelled={} worst_lag_ms={}",
             load(&self.connections),
             load(&self.rejected),
             jobs_queued,
@@ -107,6 +126,8 @@ impl Stats {
             load(&self.jobs_shed),
             load(&self.jobs_failed),
             load(&self.jobs_timed_out),
+            load(&self.jobs_abandoned),
+            load(&self.jobs_cancelled),
             self.worst_lag().as_millis(),
         )
     }
@@ -119,20 +140,22 @@ mod tests {
     #[test]
     fn gauges_fall_when_their_guard_drops_and_lag_keeps_the_worst() {
         let stats = Stats::default();
-        let first = stats.connection();
+        let first = stats.open_connection();
         {
-            let _second = stats.connection();
-            assert_eq!(stats.connections(), 2);
+            let _second = stats.open_connection();
+            assert_eq!(stats.open_connections(), 2);
         }
-        assert_eq!(stats.connections(), 1);
+        assert_eq!(stats.open_connections(), 1);
         drop(first);
-        stats.job(JobOutcome::Shed);
+        stats.count_job(JobOutcome::Shed);
+        stats.count_job(JobOutcome::Abandoned);
         stats.record_lag(Duration::from_millis(7));
         stats.record_lag(Duration::from_millis(3));
+        assert_eq!(stats.jobs_ended(JobOutcome::Abandoned), 1);
         assert_eq!(
             stats.render(4),
             "connections=0 rejected=0 jobs_queued=4 jobs_running=0 jobs_done=0 jobs_shed=1 \
-             jobs_failed=0 jobs_timed_out=0 worst_lag_ms=7"
+             jobs_failed=0 jobs_timed_out=0 jobs_abandoned=1 jobs_cancelled=0 worst_lag_ms=7"
         );
     }
 }

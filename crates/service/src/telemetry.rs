@@ -1,36 +1,76 @@
 //! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON.
 //!
+//! **Logging never blocks a runtime thread.** Log lines go into a bounded queue, and a dedicated
+//! thread writes them to stderr (tracing-appender's non-blocking writer). If stderr is slow or
+//! nobody reads it (a full pipe), the queue fills and further lines are dropped and counted,
+//! instead of the accept loop or a connection stalling on a write to stderr. Events a peer can
+//! cause at will are summarised before they reach the log (see `summary.rs`).
+//!
 //! Each connection runs in a span carrying its peer address (see [`crate::App`]), so every line
-//! a connection logs says whose it is. Errors are logged once, where they are handled.
+//! a connection logs says whose it is. Errors are logged once, where they are handled. Field
+//! values are written by tracing-subscriber, which escapes terminal control sequences in them.
 //!
 //! With the `console` feature (and `RUSTFLAGS="--cfg tokio_unstable"`), a tokio-console layer is
 //! added beside the log output; it sees every task regardless of `RUST_LOG`.
 
 use std::io::IsTerminal as _;
 
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
 
-use crate::cli::LogFormat;
+/// Log lines that may wait for stderr; past this, lines are dropped and counted. At a few
+/// hundred bytes a line, a few MiB at most.
+const BUFFERED_LINES: usize = 16_384;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The running log writer. Keep it until the program ends: dropping it flushes what is queued
+/// (waiting at most about a second) and stops the writer thread.
+#[must_use = "dropping it stops the log writer"]
+pub struct Logging {
+    _writer: WorkerGuard,
+    dropped: ErrorCounter,
+}
+
+impl Logging {
+    /// Log lines dropped so far because stderr did not keep up.
+    pub fn dropped_lines(&self) -> usize {
+        self.dropped.dropped_lines()
+    }
+}
 
 /// Installs the global subscriber. Fails on an invalid `RUST_LOG`, with the reason.
-pub fn init(format: LogFormat) -> anyhow::Result<()> {
+pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
     let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .from_env()
         .map_err(|error| anyhow::anyhow!("invalid RUST_LOG: {error}"))?;
+    let (stderr, writer) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    let dropped = stderr.error_counter();
     let output = match format {
         // Colours only for a person at a terminal, not for a log collector reading a pipe.
         LogFormat::Text => {
-            fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).boxed()
+            fmt::layer().with_writer(stderr).with_ansi(std::io::stderr().is_terminal()).boxed()
         }
-        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(stderr).boxed(),
     };
     let registry = tracing_subscriber::registry().with(output.with_filter(filter));
     #[cfg(feature = "console")]
     let registry = registry.with(console_subscriber::spawn());
     registry.try_init()?;
-    Ok(())
+    Ok(Logging { _writer: writer, dropped })
 }

@@ -1,0 +1,49 @@
+//! Argument parsing shared by the commands, with one wording for each refusal.
+//!
+//! Numbers are plain ASCII digits: no sign, no spaces, no `_`, no exponent. Leading zeros are
+//! accepted (`00010` is 10), since they cannot be misread.
+
+use crate::protocol::{ErrorCode, Response};
+
+/// Refuses any argument: the command is its name alone.
+pub(super) fn none(command: &'static str, argument: Option<&str>) -> Result<(), Response> {
+    match argument {
+        None => Ok(()),
+        Some(_) => Err(Response::err_with(ErrorCode::BadArgument, format!("{command} takes no argument"))),
+    }
+}
+
+/// A number from 0 to `max`, in plain ASCII digits.
+pub(super) fn number(command: &'static str, argument: Option<&str>, max: u64) -> Result<u64, Response> {
+    argument
+        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse::<u64>().ok())
+        .filter(|&value| value <= max)
+        .ok_or_else(|| {
+            Response::err_with(ErrorCode::BadArgument, format!("{command} takes a number from 0 to {max}"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_plain_digits_within_bounds() {
+        assert_eq!(number("N", Some("0"), 10), Ok(0));
+        assert_eq!(number("N", Some("00010"), 10), Ok(10));
+        let refused = Err(Response::err_with(ErrorCode::BadArgument, "N takes a number from 0 to 10"));
+        for bad in ["", "+5", "-1", " 5", "5 ", "1e1", "1_0", "11", "٣", "99999999999999999999999"] {
+            assert_eq!(number("N", Some(bad), 10), refused, "{bad:?}");
+        }
+        assert_eq!(number("N", None, 10), refused);
+    }
+
+    #[test]
+    fn none_refuses_even_an_empty_argument() {
+        assert_eq!(none("PING", None), Ok(()));
+        let refused = Err(Response::err_with(ErrorCode::BadArgument, "PING takes no argument"));
+        assert_eq!(none("PING", Some("")), refused, "`PING ` has an empty argument");
+        assert_eq!(none("PING", Some("now")), refused);
+    }
+}

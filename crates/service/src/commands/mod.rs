@@ -1,0 +1,248 @@
+//! The protocol's commands: one file each, and the registry that lists them.
+//!
+//! **This folder is the seam where a user replaces the example domain.** Each file holds one
+//! command whole: its name, how it parses its argument (limits and errors included), what it
+//! does, which kind of work that is, whether it ends the connection, examples of its answers,
+//! and its unit tests. [`REGISTRY`] is the single list that the parser, `serve --help`, the
+//! README's protocol test and the end-to-end test all read.
+//!
+//! To add a command, copy the file of the one most like it (`echo.rs` answers at once,
+//! `sleep.rs` waits on tokio, `primes.rs` computes on the CPU pool), then declare its module and
+//! add it to [`REGISTRY`] below. To remove one, do the reverse. Nothing outside this folder names
+//! a command, except tests that use one as a tool (listed in the README).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use futures_util::future::{self, BoxFuture, Either, Ready};
+use tokio_util::sync::CancellationToken;
+
+use crate::job_queue::{JobQueue, QueueError};
+use crate::protocol::{ErrorCode, Response};
+use crate::stats::Stats;
+
+mod arguments;
+mod echo;
+mod ping;
+mod primes;
+mod quit;
+mod sleep;
+mod stats;
+
+/// How much of an unknown command's name the error shows, in characters: a peer's bytes, so
+/// bounded.
+const MAX_NAME_SHOWN: usize = 32;
+
+/// Every command of the protocol, in the order `serve --help` lists them.
+pub static REGISTRY: &[&Spec] =
+    &[&ping::PING, &echo::ECHO, &sleep::SLEEP, &primes::PRIMES, &stats::STATS, &quit::QUIT];
+
+/// One command: what the registry knows of it.
+pub struct Spec {
+    /// The name, in upper case; requests match it in any case.
+    pub name: &'static str,
+    /// The argument as help shows it (`<ms>`), or `""` when it takes none.
+    pub usage: &'static str,
+    /// What it answers, in a few words, for `serve --help`.
+    pub answer: &'static str,
+    /// Which kind of work it is.
+    pub work: Work,
+    /// Whether the connection closes after its answer.
+    pub ends_connection: bool,
+    /// Requests and their exact answers, which the end-to-end test sends to a live server, each
+    /// on a fresh connection.
+    pub examples: &'static [(&'static str, &'static str)],
+    /// Parses the argument (`None` when the line is the name alone) and starts the work.
+    pub(crate) start: fn(Option<&str>, &Context) -> Result<Reply, Response>,
+}
+
+/// The three kinds of work a command can be: the rule "async for I/O, sync for CPU" in small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Answered on the spot: no task, no allocation, never touches the job queue.
+    Instant,
+    /// Waits on tokio (a timer, a socket, a channel) inside the connection's task.
+    Waits,
+    /// Computes on the CPU pool, through the bounded job queue.
+    Computes,
+}
+
+/// What a command may use: the service's shared parts.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub(crate) jobs: JobQueue,
+    pub(crate) pool: cpu::CpuPool,
+    pub(crate) stats: Arc<Stats>,
+    abort: CancellationToken,
+}
+
+impl Context {
+    pub(crate) fn new(
+        jobs: JobQueue,
+        pool: cpu::CpuPool,
+        stats: Arc<Stats>,
+        abort: CancellationToken,
+    ) -> Self {
+        Self { jobs, pool, stats, abort }
+    }
+
+    /// A reply that waits. It ends with `ERR shutting-down` when the grace period is over, so no
+    /// request outlives shutdown whatever it waits on.
+    pub(crate) fn later(&self, reply: impl Future<Output = Response> + Send + 'static) -> Reply {
+        let abort = self.abort.clone().cancelled_owned();
+        Reply(Either::Right(Box::pin(async move {
+            tokio::select! {
+                // An answer that is ready wins over the abort.
+                biased;
+                response = reply => response,
+                () = abort => Response::err(ErrorCode::ShuttingDown),
+            }
+        })))
+    }
+}
+
+/// An answer being prepared: ready now, or a future. Connections keep them in request order.
+pub(crate) struct Reply(Either<Ready<Response>, BoxFuture<'static, Response>>);
+
+impl Reply {
+    /// An answer that is ready now: no allocation, no task.
+    pub(crate) fn ready(response: Response) -> Self {
+        Self(Either::Left(future::ready(response)))
+    }
+}
+
+impl Future for Reply {
+    type Output = Response;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Response> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// The job queue's errors, as protocol answers.
+impl From<QueueError> for Response {
+    fn from(error: QueueError) -> Self {
+        Self::err(match error {
+            QueueError::Busy => ErrorCode::Busy,
+            QueueError::TimedOut => ErrorCode::Timeout,
+            QueueError::Panicked => ErrorCode::Internal,
+            QueueError::ShuttingDown => ErrorCode::ShuttingDown,
+        })
+    }
+}
+
+/// Starts the request on one line (without its line ending). Returns its reply, and whether the
+/// connection goes on reading after it.
+///
+/// A line is a command name, then optionally one space and the argument, which is everything
+/// after that space, byte for byte. Only the space separates: a tab is part of a word.
+pub(crate) fn start(line: &str, context: &Context) -> (Reply, bool) {
+    let (name, argument) = match line.split_once(' ') {
+        Some((name, argument)) => (name, Some(argument)),
+        None => (line, None),
+    };
+    let Some(spec) = REGISTRY.iter().find(|spec| spec.name.eq_ignore_ascii_case(name)) else {
+        let detail = if name.is_empty() {
+            "empty request".to_owned()
+        } else {
+            name.chars().take(MAX_NAME_SHOWN).collect()
+        };
+        let unknown = Response::err_with(ErrorCode::UnknownCommand, detail);
+        return (Reply::ready(unknown), true);
+    };
+    match (spec.start)(argument, context) {
+        Ok(reply) => (reply, !spec.ends_connection),
+        // A refused request does not end the connection, whatever the command.
+        Err(refused) => (Reply::ready(refused), true),
+    }
+}
+
+/// The protocol, one line per command, for `serve --help`.
+pub fn help() -> String {
+    let mut text = String::from("Protocol v1 (one request per line, answers in request order):\n");
+    for spec in REGISTRY {
+        let request = if spec.usage.is_empty() {
+            spec.name.to_owned()
+        } else {
+            format!("{} {}", spec.name, spec.usage)
+        };
+        text.push_str(&format!("  {request:<24} {}\n", spec.answer));
+    }
+    text
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A context for unit tests of commands: a small pool and queue. Call it inside a runtime.
+    pub(crate) fn context() -> Context {
+        let config = Arc::new(crate::Config { cpu_threads: 1, ..crate::Config::default() });
+        let stats = Arc::new(Stats::default());
+        let shutdown = crate::shutdown::Shutdown::default();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let jobs = JobQueue::start(config, Arc::clone(&stats), &shutdown, &tracker);
+        Context::new(jobs, cpu::CpuPool::new(1).expect("a pool"), stats, shutdown.abort)
+    }
+
+    /// The answer to one request line.
+    pub(crate) async fn answer(line: &str, context: &Context) -> String {
+        start(line, context).0.await.to_string()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn unknown_and_empty_commands_are_refused_with_a_safe_detail() {
+        let context = context();
+        assert_eq!(answer("FLY me", &context).await, "ERR unknown-command FLY");
+        assert_eq!(answer("", &context).await, "ERR unknown-command empty request");
+        assert_eq!(answer(" PING", &context).await, "ERR unknown-command empty request");
+        assert_eq!(answer("PING\t", &context).await, r"ERR unknown-command PING\t");
+        assert_eq!(answer("\u{1b}[2J", &context).await, r"ERR unknown-command \u{1b}[2J");
+        assert_eq!(answer("PiNg", &context).await, "OK PONG", "names match in any case");
+        assert_eq!(answer("PING ", &context).await, "ERR bad-argument PING takes no argument");
+        let long = "X".repeat(1000);
+        assert_eq!(
+            answer(&long, &context).await,
+            format!("ERR unknown-command {}", "X".repeat(MAX_NAME_SHOWN))
+        );
+    }
+
+    /// Every example in the registry, answered as it says (the end-to-end test sends the same
+    /// over TCP).
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_example_is_answered_as_written() {
+        let context = context();
+        for spec in REGISTRY {
+            for (request, expected) in spec.examples {
+                assert_eq!(answer(request, &context).await, *expected, "{request:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_upper_case_and_unique_and_examples_use_their_command() {
+        let mut names: Vec<_> = REGISTRY.iter().map(|spec| spec.name).collect();
+        for name in &names {
+            assert!(!name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase()), "{name}");
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), REGISTRY.len(), "a name is registered twice");
+        for spec in REGISTRY {
+            for (request, _) in spec.examples {
+                let name = request.split(' ').next().unwrap_or_default();
+                assert!(name.eq_ignore_ascii_case(spec.name), "{request:?} is not a {} request", spec.name);
+            }
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        let help = help();
+        for spec in REGISTRY {
+            assert!(help.lines().any(|line| line.trim_start().starts_with(spec.name)), "{}", spec.name);
+        }
+    }
+}

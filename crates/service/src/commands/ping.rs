@@ -1,0 +1,23 @@
+//! `PING`: answered `OK PONG` at once. A liveness check for clients and load balancers; keep it.
+
+use super::{Context, Reply, Spec, Work, arguments};
+use crate::protocol::Response;
+
+pub(super) const PING: Spec = Spec {
+    name: "PING",
+    usage: "",
+    answer: "OK PONG",
+    work: Work::Instant,
+    ends_connection: false,
+    examples: &[
+        ("PING", "OK PONG"),
+        ("ping", "OK PONG"),
+        ("PING now", "ERR bad-argument PING takes no argument"),
+    ],
+    start,
+};
+
+fn start(argument: Option<&str>, _: &Context) -> Result<Reply, Response> {
+    arguments::none(PING.name, argument)?;
+    Ok(Reply::ready(Response::ok("PONG")))
+}

@@ -1,0 +1,21 @@
+//! `QUIT`: answered `OK BYE`, then the server closes the connection. A clean goodbye; keep it.
+//!
+//! Requests sent after `QUIT` on the same connection are never read.
+
+use super::{Context, Reply, Spec, Work, arguments};
+use crate::protocol::Response;
+
+pub(super) const QUIT: Spec = Spec {
+    name: "QUIT",
+    usage: "",
+    answer: "OK BYE, then the connection closes",
+    work: Work::Instant,
+    ends_connection: true,
+    examples: &[("QUIT", "OK BYE"), ("QUIT 1", "ERR bad-argument QUIT takes no argument")],
+    start,
+};
+
+fn start(argument: Option<&str>, _: &Context) -> Result<Reply, Response> {
+    arguments::none(QUIT.name, argument)?;
+    Ok(Reply::ready(Response::ok("BYE")))
+}

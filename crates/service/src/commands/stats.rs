@@ -1,0 +1,20 @@
+//! `STATS`: the service's counters as `key=value` pairs. Observability for any service; keep it.
+
+use super::{Context, Reply, Spec, Work, arguments};
+use crate::protocol::Response;
+
+pub(super) const STATS: Spec = Spec {
+    name: "STATS",
+    usage: "",
+    answer: "OK connections=.. rejected=.. jobs_queued=.. (every counter)",
+    work: Work::Instant,
+    ends_connection: false,
+    // The counters depend on what ran before; the end-to-end tests check them.
+    examples: &[("STATS now", "ERR bad-argument STATS takes no argument")],
+    start,
+};
+
+fn start(argument: Option<&str>, context: &Context) -> Result<Reply, Response> {
+    arguments::none(STATS.name, argument)?;
+    Ok(Reply::ready(Response::ok(context.stats.render(context.jobs.queued()))))
+}

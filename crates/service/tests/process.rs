@@ -1,0 +1,155 @@
+//! The real binary, as an operator runs it: its exit status, its stderr, its signals.
+//!
+//! These tests start the binary that cargo built for this package (`CARGO_BIN_EXE_<name>`; the
+//! name is the package's, so it follows a generated project's). They run on real time, reach only
+//! loopback, and bound every wait. They are plain `#[test]`s: waiting on a child process blocks,
+//! which is fine on a test thread and never done on a runtime.
+#![cfg(unix)]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "sync tests that wait on child processes and sleep between polls; no async runtime here"
+)]
+
+use std::io::{BufRead as _, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
+/// The bound on any wait for the child.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn serve(args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command.arg("serve").args(["--listen", "127.0.0.1:0", "--cpu-threads", "1"]).args(args);
+    command.stdin(Stdio::null()).stdout(Stdio::null());
+    command
+}
+
+fn terminate(child: &Child) {
+    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
+    assert!(sent.success(), "kill -TERM {}", child.id());
+}
+
+/// Waits for the child to end, at most [`PATIENCE`]; kills it and fails the test otherwise.
+fn wait(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the child") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not end within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every extreme value of every `serve` flag is refused before anything starts: exit status 2
+/// and one line on stderr that names the flag.
+#[test]
+fn every_serve_flag_refuses_its_extreme_value_with_one_line_and_status_2() {
+    let command = service::cli::command();
+    let definition = command.find_subcommand("serve").expect("a serve subcommand");
+    let mut checked = 0;
+    for arg in definition.get_arguments() {
+        let Some(long) = arg.get_long().filter(|long| *long != "help") else { continue };
+        let value_name = arg.get_value_names().and_then(|names| names.first()).map(|name| name.as_str());
+        let extreme = match value_name {
+            Some("N" | "BYTES") => "18446744073709551616",
+            Some("DURATION") => "300000000000y",
+            Some("ADDR") => "999.0.0.1:1",
+            _ => "not-a-value",
+        };
+        let output = serve(&[&format!("--{long}"), extreme]).output().expect("run the binary");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "--{long} {extreme}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "--{long} {extreme}: one line, not:\n{stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(&format!("--{long}")), "{stderr}");
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} flags");
+}
+
+/// Start-then-SIGTERM, 200 times, at random moments of start-up: every run ends. Once the server
+/// has said it listens, its handlers are installed and the exit is graceful (status 0); earlier, a
+/// SIGTERM may end the process by the signal itself, which still ends it.
+#[test]
+fn two_hundred_rapid_start_then_sigterm_cycles_all_end() {
+    let cycles_per_thread = 50;
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            scope.spawn(move || {
+                for cycle in 0..cycles_per_thread {
+                    let mut child = serve(&[]).stderr(Stdio::piped()).spawn().expect("start the binary");
+                    std::thread::sleep(Duration::from_millis((thread * 7 + cycle * 3) % 40));
+                    terminate(&child);
+                    let status = wait(&mut child);
+                    let mut stderr = String::new();
+                    child.stderr.take().expect("piped").read_to_string(&mut stderr).expect("read stderr");
+                    if stderr.contains("listening") {
+                        assert_eq!(status.code(), Some(0), "a graceful exit once listening:\n{stderr}");
+                    } else {
+                        assert!(
+                            status.code() == Some(0) || status.signal() == Some(15),
+                            "{status:?}:\n{stderr}"
+                        );
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// With stderr on a pipe that nobody reads, and debug logging on, the server still accepts and
+/// answers: a full pipe drops log lines instead of blocking the runtime.
+#[test]
+fn a_server_whose_stderr_nobody_reads_still_accepts_and_answers() {
+    let mut child =
+        serve(&[]).env("RUST_LOG", "debug").stderr(Stdio::piped()).spawn().expect("start the binary");
+    // The address is in the first log lines; read until it shows, then never read again.
+    let mut stderr = child.stderr.take().expect("piped");
+    let addr = listening_addr(&mut stderr);
+    // Each connection logs two debug lines: 20,000 lines, about 2 MB, are far more than a pipe
+    // holds (64 KiB on Linux) and than the log queue keeps (16,384 lines), so lines are dropped.
+    for _ in 0..10_000 {
+        let mut stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+        stream.write_all(b"PING\nQUIT\n").expect("send");
+    }
+    // Should the last connections hold every slot for a moment (`ERR busy`), retry.
+    let deadline = Instant::now() + PATIENCE;
+    let answer = loop {
+        let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).expect("a read timeout");
+        (&stream).write_all(b"PING\n").expect("send");
+        let mut answer = String::new();
+        std::io::BufReader::new(&stream).read_line(&mut answer).expect("an answer while stderr is full");
+        if answer != "ERR busy\n" || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(answer, "OK PONG\n");
+    terminate(&child);
+    assert_eq!(wait(&mut child).code(), Some(0));
+    drop(stderr);
+}
+
+/// Reads the text log until the "listening" line, and returns its address.
+fn listening_addr(stderr: &mut impl std::io::Read) -> SocketAddr {
+    let mut log = Vec::new();
+    let mut byte = [0; 1];
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline && stderr.read(&mut byte).expect("read stderr") == 1 {
+        log.push(byte[0]);
+        let text = String::from_utf8_lossy(&log);
+        if let Some(line) = text.lines().find(|line| line.contains("listening") && text.ends_with('\n')) {
+            let addr = line.split("local_addr=").nth(1).and_then(|rest| rest.split_whitespace().next());
+            return addr.and_then(|addr| addr.parse().ok()).unwrap_or_else(|| panic!("no address in {line}"));
+        }
+    }
+    panic!("the server did not say where it listens:\n{}", String::from_utf8_lossy(&log));
+}
