@@ -28,3 +28,38 @@ generate() {
         --silent --vcs none --no-workspace "$@" >/dev/null
     rm -rf "$template"
 }
+
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+# start_server BIN NAME: starts `BIN serve` on a free loopback port, set through the program's
+# own environment variable (NAME_LISTEN, in upper case with `-` as `_`), logging JSON to a
+# temporary file. Sets SERVER_PID, SERVER_ADDR and SERVER_LOG.
+start_server() {
+    local bin=$1 name=$2 prefix
+    prefix=$(printf '%s' "$name" | tr 'a-z-' 'A-Z_')
+    SERVER_LOG=$(mktemp)
+    SERVER_ADDR=""
+    env "${prefix}_LISTEN=127.0.0.1:0" "$bin" serve --log-format json 2>"$SERVER_LOG" &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        SERVER_ADDR=$(grep -o '"local_addr":"[^"]*"' "$SERVER_LOG" | cut -d '"' -f 4 || true)
+        [ -n "$SERVER_ADDR" ] && return 0
+        sleep 0.1
+    done
+    kill "$SERVER_PID" 2>/dev/null || true
+    cat "$SERVER_LOG" >&2
+    die "$name serve did not start listening"
+}
+
+# stop_server NAME SIGNAL: sends SIGNAL (TERM or INT) and requires a graceful exit with status 0.
+stop_server() {
+    local name=$1 signal=$2
+    kill -"$signal" "$SERVER_PID"
+    wait "$SERVER_PID" || die "$name serve exited with status $? after SIG$signal"
+    grep -q '"shutdown complete"' "$SERVER_LOG" || die "$name serve did not log a complete shutdown"
+    grep -q "\"signal\":\"SIG$signal\"" "$SERVER_LOG" || die "$name serve did not log SIG$signal"
+    rm -f "$SERVER_LOG"
+}

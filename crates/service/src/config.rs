@@ -50,8 +50,8 @@ pub struct Config {
     #[arg(long, value_name = "BYTES", default_value = "8192", value_parser = count(1..=16 << 20))]
     pub max_line: NonZeroUsize,
 
-    /// Requests in flight per connection (pipelining depth). Past it, the server reads no new
-    /// request from that connection until an answer has gone out.
+    /// Requests in flight per connection (pipelining depth). Past it, no new request from that
+    /// connection starts until an answer has gone out.
     #[arg(long, value_name = "N", default_value = "32", value_parser = count(1..=1024))]
     pub max_in_flight: NonZeroUsize,
 

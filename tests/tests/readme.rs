@@ -1,0 +1,87 @@
+//! The README is held to the code: its flag table to `serve --help` (names, environment
+//! variables, defaults, and bounds tried at both edges), and its size to 10 KB.
+//!
+//! The protocol table is not checked against the command registry here: adding or removing a
+//! command is one file and its registry lines, and the tests must pass before its row is written.
+
+use clap::FromArgMatches as _;
+use service::cli::{Cli, command};
+
+const README: &str = include_str!("../../README.md");
+
+/// The rows of the table under `## {heading}`, each split into its trimmed cells.
+fn table(heading: &str) -> Vec<Vec<&'static str>> {
+    let section =
+        README.split(&format!("\n## {heading}\n")).nth(1).unwrap_or_else(|| panic!("no {heading} section"));
+    let section = section.split("\n## ").next().unwrap_or_default();
+    section
+        .lines()
+        .filter(|line| line.starts_with('|') && !line.starts_with("|--"))
+        .skip(1) // the header
+        .map(|line| line.trim_matches('|').split(" | ").map(str::trim).collect())
+        .collect()
+}
+
+/// The text inside the first pair of backticks.
+fn code(cell: &str) -> &str {
+    cell.split('`').nth(1).unwrap_or_else(|| panic!("no `code` in {cell:?}"))
+}
+
+fn serve_accepts(flag: &str, value: &str) -> bool {
+    command()
+        .try_get_matches_from(["service", "serve", flag, value])
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+        .is_ok()
+}
+
+#[test]
+fn the_flag_table_matches_serve_help() {
+    let command = command();
+    let serve = command.find_subcommand("serve").expect("a serve subcommand");
+    let flags: Vec<_> =
+        serve.get_arguments().filter(|arg| arg.get_long().is_some_and(|long| long != "help")).collect();
+    let rows = table("Configure");
+    let listed: Vec<&str> = rows.iter().map(|row| code(row[0])).collect();
+    let defined: Vec<String> =
+        flags.iter().map(|arg| format!("--{}", arg.get_long().unwrap_or_default())).collect();
+    assert_eq!(listed, defined, "the README lists the flags of `serve --help`, in its order");
+    for (row, arg) in rows.iter().zip(&flags) {
+        let env = arg.get_env().and_then(|env| env.to_str()).unwrap_or_default();
+        assert_eq!(code(row[1]), env, "environment variable of {}", row[0]);
+        let default: Vec<_> = arg.get_default_values().iter().filter_map(|value| value.to_str()).collect();
+        assert_eq!(vec![code(row[2])], default, "default of {}", row[0]);
+    }
+}
+
+#[test]
+fn the_bounds_in_the_flag_table_are_the_bounds_the_flags_enforce() {
+    let mut checked = 0;
+    for row in table("Configure") {
+        let flag = code(row[0]);
+        let Some((low, high)) =
+            row[3].strip_prefix('`').and_then(|cell| cell.trim_end_matches('`').split_once("..="))
+        else {
+            continue;
+        };
+        let (below, above) = match (low.parse::<u64>(), high.parse::<u64>()) {
+            (Ok(low), Ok(high)) => {
+                (low.checked_sub(1).map(|below| below.to_string()), (high + 1).to_string())
+            }
+            // Durations: one millisecond past either end.
+            _ => ((low != "0s").then(|| "0s".to_owned()), format!("{high} 1ms")),
+        };
+        assert!(serve_accepts(flag, low), "{flag} {low} is within the README's bounds");
+        assert!(serve_accepts(flag, high), "{flag} {high} is within the README's bounds");
+        assert!(!serve_accepts(flag, &above), "{flag} {above} is past the README's bounds");
+        if let Some(below) = below {
+            assert!(!serve_accepts(flag, &below), "{flag} {below} is below the README's bounds");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} bounded flags in the README");
+}
+
+#[test]
+fn the_readme_is_at_most_10_kb() {
+    assert!(README.len() <= 10 * 1024, "README.md is {} bytes", README.len());
+}
