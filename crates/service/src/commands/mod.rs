@@ -36,8 +36,16 @@ mod stats;
 const MAX_NAME_SHOWN: usize = 32;
 
 /// Every command of the protocol, in the order `serve --help` lists them.
-pub static REGISTRY: &[&Spec] =
-    &[&ping::PING, &echo::ECHO, &sleep::SLEEP, &primes::PRIMES, &stats::STATS, &quit::QUIT];
+pub static REGISTRY: &[&Spec] = &[
+    // Worth keeping in any service: a health check, the counters, a clean goodbye.
+    &ping::PING,
+    &stats::STATS,
+    &quit::QUIT,
+    // The example domain: replace these with your own.
+    &echo::ECHO,
+    &sleep::SLEEP,
+    &primes::PRIMES,
+];
 
 /// One command: what the registry knows of it.
 pub struct Spec {
