@@ -171,7 +171,7 @@ mod tests {
 
     /// Every `serve` flag reads its own variable, named from the package. (Setting variables
     /// in-process needs `unsafe` in edition 2024, which the workspace forbids, so this checks
-    /// the definition; reading them is clap's job, and `.ci/run` sets one for real.)
+    /// the definition; reading them is clap's job, and the smoke test of the template's CI sets one.)
     #[test]
     fn every_serve_flag_reads_an_environment_variable_named_after_the_package() {
         let command = command();
