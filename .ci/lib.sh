@@ -24,9 +24,12 @@ generate() {
     template=$(mktemp -d)
     snapshot "$template"
     mkdir -p "$dest"
+    local status=0
     cargo generate --path "$template" --name "$name" --destination "$dest" \
-        --silent --vcs none --no-workspace "$@" >/dev/null
+        --silent --vcs none --no-workspace "$@" >/dev/null || status=$?
     rm -rf "$template"
+    # Explicit: inside an `if`, `set -e` would not stop at a failed generation.
+    return "$status"
 }
 
 die() {
