@@ -153,3 +153,21 @@ fn listening_addr(stderr: &mut impl std::io::Read) -> SocketAddr {
     }
     panic!("the server did not say where it listens:\n{}", String::from_utf8_lossy(&log));
 }
+
+/// `--backlog` reaches the kernel: `ss` shows a listening socket's backlog as its Send-Q.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_listen_backlog_is_the_one_asked_for() {
+    let mut child = serve(&["--backlog", "77"]).stderr(Stdio::piped()).spawn().expect("start the binary");
+    let mut stderr = child.stderr.take().expect("piped");
+    let addr = listening_addr(&mut stderr);
+    let ss = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", addr.port())])
+        .output()
+        .expect("run ss (iproute2) to read the listen backlog");
+    let line = String::from_utf8_lossy(&ss.stdout).into_owned();
+    let send_q = line.split_whitespace().nth(2).unwrap_or_else(|| panic!("no listening socket in: {line:?}"));
+    assert_eq!(send_q, "77", "{line}");
+    terminate(&child);
+    assert_eq!(wait(&mut child).code(), Some(0));
+}
