@@ -45,7 +45,7 @@ start_server() {
     prefix=$(printf '%s' "$name" | tr 'a-z-' 'A-Z_')
     SERVER_LOG=$(mktemp)
     SERVER_ADDR=""
-    env "${prefix}_LISTEN=127.0.0.1:0" "$bin" serve --log-format json 2>"$SERVER_LOG" &
+    env "${prefix}_LISTEN=127.0.0.1:0" "${prefix}_ADMIN_LISTEN=127.0.0.1:0" "$bin" serve --log-format json 2>"$SERVER_LOG" &
     SERVER_PID=$!
     for _ in $(seq 100); do
         SERVER_ADDR=$(grep -o '"local_addr":"[^"]*"' "$SERVER_LOG" | cut -d '"' -f 4 || true)

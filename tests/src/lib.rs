@@ -47,6 +47,7 @@ pub fn count(n: usize) -> NonZeroUsize {
 pub fn test_config() -> Config {
     Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         idle_timeout: Duration::from_secs(10),
         write_timeout: Duration::from_secs(5),
         max_line: count(256),
@@ -139,7 +140,10 @@ impl<S: AsyncRead + AsyncWrite> Peer<S> {
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its admin endpoints listen.
+    pub admin_addr: SocketAddr,
     stats: std::sync::Arc<service::Stats>,
+    health: tokio::sync::watch::Receiver<service::health::Health>,
     shutdown: Shutdown,
     task: JoinHandle<()>,
 }
@@ -147,13 +151,18 @@ pub struct TestServer {
 impl TestServer {
     /// Binds a loopback port and serves on a task of this runtime.
     pub fn start(config: Config) -> Self {
-        assert!(config.listen.ip().is_loopback(), "tests reach only loopback");
+        assert!(
+            config.listen.ip().is_loopback() && config.admin_listen.ip().is_loopback(),
+            "tests reach only loopback"
+        );
         let server = Server::bind(&config).expect("bind a loopback port");
         let addr = server.local_addr();
+        let admin_addr = server.admin_addr();
         let stats = std::sync::Arc::clone(server.stats());
         let shutdown = server.shutdown().clone();
+        let health = server.watch_health();
         let task = tokio::spawn(server.run());
-        Self { addr, stats, shutdown, task }
+        Self { addr, admin_addr, stats, health, shutdown, task }
     }
 
     /// A raw connection: bytes out, answer lines in, each wait bounded by [`TEST_TIMEOUT`].
@@ -180,9 +189,14 @@ impl TestServer {
         &self.shutdown
     }
 
+    /// The server's health, as its admin endpoints see it.
+    pub fn health(&self) -> service::health::Health {
+        *self.health.borrow()
+    }
+
     /// Starts a graceful shutdown and waits (bounded) until the server has finished.
     pub async fn stop(self) {
-        self.shutdown.drain.cancel();
+        self.shutdown.begin.cancel();
         tokio::time::timeout(TEST_TIMEOUT, self.task)
             .await
             .expect("the server stops within the test timeout")
@@ -198,4 +212,42 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// `GET path` from an admin listener over loopback: the status code and the body. One request
+/// per connection (the admin listener does not keep connections alive); every wait bounded.
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::AsyncReadExt as _;
+    const MAX_RESPONSE: usize = 1 << 20;
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect to the admin listener");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send the request");
+        let mut response = Vec::new();
+        while stream.read_buf(&mut response).await.expect("read the response") > 0 {
+            assert!(response.len() <= MAX_RESPONSE, "an admin response over {MAX_RESPONSE} bytes");
+        }
+        response
+    };
+    let response = tokio::time::timeout(TEST_TIMEOUT, exchange).await.expect("an admin answer in time");
+    let response = String::from_utf8(response).expect("a UTF-8 response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+    (status, body.to_owned())
+}
+
+/// Parses the OpenMetrics text of `/metrics` into its samples (`name{labels}` to value), failing
+/// on any line that is neither a comment nor a sample, or a value that is not a number.
+pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    let mut samples = std::collections::HashMap::new();
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line:?}"));
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            value => value.parse().unwrap_or_else(|_| panic!("not a number in {line:?}")),
+        };
+        assert!(samples.insert(series.to_owned(), value).is_none(), "{series} twice");
+    }
+    samples
 }

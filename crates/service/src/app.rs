@@ -1,21 +1,27 @@
-//! The running service minus its listener: the job queue, the CPU pool, the watchdog, the
-//! counters, the shutdown tokens and the tracker that every task is spawned on.
+//! The running service minus its listeners: the job queue, the CPU pool, the watchdog, the
+//! counters and metrics, the health state, the shutdown tokens and the trackers that every task
+//! is spawned on.
 //!
-//! [`crate::Server`] feeds it TCP connections; the paused-time tests feed it
-//! `tokio::io::duplex` streams through [`App::spawn_connection`], and drive the very same shutdown.
+//! [`crate::Server`] feeds it TCP connections and serves its admin endpoints; the paused-time
+//! tests feed it `tokio::io::duplex` streams through [`App::spawn_connection`], and drive the
+//! very same shutdown.
 
 use std::fmt;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::commands::Context;
+use crate::admin::Endpoints;
+use crate::commands::{Context, REGISTRY};
 use crate::config::Config;
 use crate::connection::Handler;
+use crate::health::Health;
 use crate::job_queue::JobQueue;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::watchdog;
@@ -41,8 +47,16 @@ pub enum StartError {
 pub struct App {
     handler: Handler,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    jobs: JobQueue,
+    health: watch::Sender<Health>,
     shutdown: Shutdown,
+    /// The service's work: connections and jobs.
     tracker: TaskTracker,
+    /// What must outlive that work: the watchdog and the admin endpoints, which report on the
+    /// shutdown while it happens. They end when `background_stop` is cancelled, last.
+    background: TaskTracker,
+    background_stop: CancellationToken,
     config: Arc<Config>,
 }
 
@@ -52,18 +66,45 @@ impl App {
         let config = Arc::new(config.clone());
         let pool = cpu::CpuPool::new(config.cpu_threads)?;
         let stats = Arc::new(Stats::default());
+        let metrics = Arc::new(Metrics::new(REGISTRY.iter().map(|spec| spec.name)));
+        let (health, _) = watch::channel(Health::starting());
         let shutdown = Shutdown::default();
-        let tracker = TaskTracker::new();
-        let jobs = JobQueue::start(Arc::clone(&config), Arc::clone(&stats), &shutdown, &tracker);
-        tracker.spawn(watchdog::run(
+        let (tracker, background, background_stop) =
+            (TaskTracker::new(), TaskTracker::new(), CancellationToken::new());
+        let jobs = JobQueue::start(
+            Arc::clone(&config),
+            Arc::clone(&stats),
+            Arc::clone(&metrics),
+            &shutdown,
+            &tracker,
+        );
+        background.spawn(watchdog::run(
             config.watchdog_period,
             config.stall_threshold,
             Arc::clone(&stats),
-            shutdown.drain.clone(),
+            health.clone(),
+            background_stop.clone(),
         ));
-        let context = Context::new(jobs, pool, Arc::clone(&stats), shutdown.abort.clone());
-        let handler = Handler::new(Arc::clone(&config), context, Arc::clone(&stats), shutdown.clone());
-        Ok(Self { handler, stats, shutdown, tracker, config })
+        let context = Context::new(jobs.clone(), pool, Arc::clone(&stats), shutdown.abort.clone());
+        let handler = Handler::new(
+            Arc::clone(&config),
+            context,
+            Arc::clone(&stats),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+        Ok(Self {
+            handler,
+            stats,
+            metrics,
+            jobs,
+            health,
+            shutdown,
+            tracker,
+            background,
+            background_stop,
+            config,
+        })
     }
 
     /// The service's counters.
@@ -71,10 +112,66 @@ impl App {
         &self.stats
     }
 
-    /// The shutdown tokens: cancel `drain` to begin a shutdown that [`App::stop`] completes, or
+    /// The shutdown tokens: cancel `begin` to start a shutdown that [`App::stop`] completes, or
     /// `abort` to cut the grace period short.
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
+    }
+
+    /// The health state, as the admin endpoints see it.
+    pub fn health(&self) -> Health {
+        *self.health.borrow()
+    }
+
+    /// A receiver of every change to the health state.
+    pub fn watch_health(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+
+    /// Marks the service as accepting: `/readyz` answers 200 until shutdown begins.
+    pub(crate) fn set_listening(&self) {
+        self.health.send_modify(|health| health.listening = true);
+    }
+
+    /// What the admin endpoints read.
+    pub(crate) fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            health: self.health.subscribe(),
+            metrics: Arc::clone(&self.metrics),
+            stats: Arc::clone(&self.stats),
+            jobs: self.jobs.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            config: Arc::clone(&self.config),
+            prefix: env!("CARGO_PKG_NAME").replace('-', "_").into(),
+        }
+    }
+
+    /// Spawns a task that must outlive the service's work (see the `background` field).
+    pub(crate) fn spawn_background<F>(&self, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.background.spawn(task(self.background_stop.clone()));
+    }
+
+    /// Steps 0 to 1 of the shutdown: once `begin` is cancelled, answer `/readyz` with 503 and go
+    /// on serving for `drain_delay` (cut short by `abort`), then cancel `drain`. Ends at once
+    /// if `drain` is cancelled first.
+    pub(crate) async fn drain_after_delay(&self) {
+        tokio::select! {
+            () = self.shutdown.begin.cancelled() => {}
+            () = self.shutdown.drain.cancelled() => return,
+        }
+        self.health.send_modify(|health| health.shutting_down = true);
+        let delay = self.config.drain_delay;
+        if !delay.is_zero() {
+            tracing::info!(?delay, "not ready; draining after the delay");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.shutdown.abort.cancelled() => {}
+        }
+        self.shutdown.drain.cancel();
     }
 
     /// Serves `stream` on a tracked task, in a span naming `peer`. `permit` (a connection-limit
@@ -103,9 +200,12 @@ impl App {
     }
 
     /// Shuts down (see [`crate::shutdown`]): drain, wait up to the grace period (or until
-    /// `abort` is cancelled) for in-flight work, then abort what is left and wait for every task.
+    /// `abort` is cancelled) for in-flight work, then abort what is left and wait for every task;
+    /// the watchdog and the admin endpoints last.
     pub async fn stop(self) {
-        let Self { shutdown, tracker, config, .. } = self;
+        let Self { shutdown, health, tracker, background, background_stop, config, .. } = self;
+        shutdown.begin.cancel();
+        health.send_modify(|health| health.shutting_down = true);
         shutdown.drain.cancel();
         tracker.close();
         let grace = config.shutdown_grace;
@@ -119,6 +219,9 @@ impl App {
             shutdown.abort.cancel();
             tracker.wait().await;
         }
+        background_stop.cancel();
+        background.close();
+        background.wait().await;
         tracing::info!("shutdown complete");
     }
 }

@@ -28,6 +28,11 @@ pub struct Config {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
 
+    /// Address of the admin HTTP listener (`/livez`, `/readyz`, `/metrics`). Loopback by default,
+    /// like `--listen`; a container sets 0.0.0.0:7879 so that probes and Prometheus reach it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7879")]
+    pub admin_listen: SocketAddr,
+
     /// Connections open at once; one more is answered `ERR busy` and closed.
     #[arg(long, value_name = "N", default_value = "1024", value_parser = count(1..=1_000_000))]
     pub max_connections: NonZeroUsize,
@@ -69,6 +74,11 @@ pub struct Config {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration(MILLISECOND..=HOUR))]
     pub job_timeout: Duration,
 
+    /// On shutdown, time to go on serving with `/readyz` answering 503 before draining, so load
+    /// balancers stop sending new connections first (Kubernetes: the time its endpoints take).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration(Duration::ZERO..=FIVE_MINUTES))]
+    pub drain_delay: Duration,
+
     /// On shutdown, time for in-flight requests to finish before they are answered
     /// `ERR shutting-down`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration(Duration::ZERO..=HOUR))]
@@ -88,6 +98,7 @@ pub struct Config {
 }
 
 const MILLISECOND: Duration = Duration::from_millis(1);
+const FIVE_MINUTES: Duration = Duration::from_secs(300);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 

@@ -52,6 +52,7 @@ use tokio_util::codec::{Decoder as _, Encoder as _};
 use crate::codec::{Frame, FrameError, RequestCodec};
 use crate::commands::{self, Context, Reply};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, Response};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -84,13 +85,20 @@ pub(crate) struct Handler {
     config: Arc<Config>,
     context: Context,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
     shutdown: Shutdown,
 }
 
 impl Handler {
     /// A handler bounded by `config`, running requests with `context`.
-    pub(crate) fn new(config: Arc<Config>, context: Context, stats: Arc<Stats>, shutdown: Shutdown) -> Self {
-        Self { config, context, stats, shutdown }
+    pub(crate) fn new(
+        config: Arc<Config>,
+        context: Context,
+        stats: Arc<Stats>,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self { config, context, stats, metrics, shutdown }
     }
 
     /// Serves one connection until the peer leaves, it sends `QUIT` or a line over the limit, a
@@ -149,10 +157,10 @@ impl Handler {
                 // once every ready reply is in the buffer.
                 biased;
                 () = self.shutdown.drain.cancelled(), if taking => taking = false,
-                Some(response) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.encode(&mut codec, response, &mut output)?;
-                    while let Some(Some(response)) = in_flight.next().now_or_never() {
-                        self.encode(&mut codec, response, &mut output)?;
+                Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.encode(&mut codec, answer, &mut output)?;
+                    while let Some(Some(answer)) = in_flight.next().now_or_never() {
+                        self.encode(&mut codec, answer, &mut output)?;
                     }
                     self.bounded(async {
                         stream.write_all_buf(&mut output).await?;
@@ -186,12 +194,16 @@ impl Handler {
         }
     }
 
+    /// Records the answer's latency and adds it to the write buffer.
     fn encode(
         &self,
         codec: &mut RequestCodec,
-        response: Response,
+        (response, started): (Response, Option<(usize, Instant)>),
         output: &mut BytesMut,
     ) -> Result<(), ConnectionError> {
+        if let Some((command, at)) = started {
+            self.metrics.observe_request(command, at.elapsed());
+        }
         codec.encode(response, output).map_err(ConnectionError::Io)
     }
 

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::stats::{JobOutcome, Stats};
 
@@ -68,16 +69,23 @@ pub struct JobQueue {
     queue: mpsc::Sender<Job>,
     config: Arc<Config>,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 }
 
 impl JobQueue {
     /// Starts the dispatcher on `tracker` and returns the handle to submit jobs to it. Reads
     /// `queue_capacity`, `workers` and `job_timeout` from `config`.
-    pub fn start(config: Arc<Config>, stats: Arc<Stats>, shutdown: &Shutdown, tracker: &TaskTracker) -> Self {
+    pub(crate) fn start(
+        config: Arc<Config>,
+        stats: Arc<Stats>,
+        metrics: Arc<Metrics>,
+        shutdown: &Shutdown,
+        tracker: &TaskTracker,
+    ) -> Self {
         let (queue, jobs) = mpsc::channel(config.queue_capacity.get().min(Semaphore::MAX_PERMITS));
         let workers = Arc::new(Semaphore::new(config.workers.get().min(Semaphore::MAX_PERMITS)));
         tracker.spawn(dispatch(jobs, workers, Arc::clone(&stats), shutdown.clone(), tracker.clone()));
-        Self { queue, config, stats }
+        Self { queue, config, stats, metrics }
     }
 
     /// Queues `work` and returns a future of its value. A full queue refuses at once: the
@@ -93,8 +101,10 @@ impl JobQueue {
         W: Future<Output = T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let deadline = Instant::now() + self.config.job_timeout;
-        let job = Box::pin(run(work, deadline, reply, Arc::clone(&self.stats)));
+        let submitted = Instant::now();
+        let deadline = submitted + self.config.job_timeout;
+        let observed = (submitted, Arc::clone(&self.stats), Arc::clone(&self.metrics));
+        let job = Box::pin(run(work, deadline, reply, observed));
         let refused = match self.queue.try_send(job) {
             Ok(()) => None,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -121,15 +131,18 @@ impl JobQueue {
 }
 
 /// Runs one job when a worker takes it: checks its deadline and its caller, runs it under
-/// `catch_unwind` until the deadline, counts how it ended, and sends the value.
+/// `catch_unwind` until the deadline, counts how it ended and how long it waited and ran, and
+/// sends the value.
 async fn run<T, W>(
     work: W,
     deadline: Instant,
     mut reply: oneshot::Sender<Result<T, QueueError>>,
-    stats: Arc<Stats>,
+    (submitted, stats, metrics): (Instant, Arc<Stats>, Arc<Metrics>),
 ) where
     W: Future<Output = T>,
 {
+    let started = Instant::now();
+    metrics.job_wait.observe(started - submitted);
     if reply.is_closed() {
         stats.count_job(JobOutcome::Abandoned);
         return;
@@ -157,6 +170,7 @@ async fn run<T, W>(
             },
         }
     };
+    metrics.job_run.observe(started.elapsed());
     stats.count_job(match &answer {
         Ok(_) => JobOutcome::Done,
         Err(QueueError::TimedOut) => JobOutcome::TimedOut,
@@ -245,7 +259,8 @@ mod tests {
         };
         let (stats, shutdown, tracker) =
             (Arc::new(Stats::default()), Shutdown::default(), TaskTracker::new());
-        let queue = JobQueue::start(Arc::new(config), Arc::clone(&stats), &shutdown, &tracker);
+        let metrics = Arc::new(Metrics::new([]));
+        let queue = JobQueue::start(Arc::new(config), Arc::clone(&stats), metrics, &shutdown, &tracker);
         Fixture { queue, stats, shutdown, tracker }
     }
 

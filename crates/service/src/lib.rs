@@ -4,6 +4,7 @@
 //! The modules, from the wire inwards:
 //!
 //! * [`server`]: accept loop, connection limit, listen backlog;
+//! * `admin`, [`health`], `metrics`: `/livez`, `/readyz` and `/metrics` over HTTP;
 //! * `connection`: one connection's pipelining, timeouts and ordering;
 //! * `codec` and [`protocol`]: framing, and the answer line with its error codes;
 //! * [`commands`]: one file per command and the registry (**the example domain to replace**);
@@ -30,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 pub mod app;
 pub mod cli;
 pub mod client;
@@ -37,7 +39,9 @@ mod codec;
 pub mod commands;
 pub mod config;
 mod connection;
+pub mod health;
 mod job_queue;
+mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

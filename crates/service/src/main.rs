@@ -41,7 +41,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             () = &mut run => return anyhow::Ok(()),
             signal = signals.recv() => tracing::info!(signal, "shutting down"),
         }
-        shutdown.drain.cancel();
+        shutdown.begin.cancel();
         tokio::select! {
             () = &mut run => return Ok(()),
             signal = signals.recv() => tracing::warn!(signal, "second signal: cutting the grace period short"),

@@ -20,7 +20,9 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time;
+use tokio_util::task::TaskTracker;
 
+use crate::admin;
 use crate::app::{App, StartError};
 use crate::config::Config;
 use crate::shutdown::Shutdown;
@@ -31,6 +33,8 @@ use crate::summary::Summary;
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// The longest pause between accept retries.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// The admin listener's backlog: probes and scrapers connect a few at a time.
+const ADMIN_BACKLOG: u32 = 128;
 /// The whole answer to a connection over the limit.
 const BUSY: &[u8] = b"ERR busy\n";
 /// At most one log line per this period about refused connections (a flood of connects must
@@ -43,11 +47,11 @@ const REFUSALS_LOG_PERIOD: Duration = Duration::from_secs(1);
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// use service::{Config, Server};
 ///
-/// let config = Config { listen: "127.0.0.1:0".parse()?, ..Config::default() };
+/// let config = Config { listen: "127.0.0.1:0".parse()?, admin_listen: "127.0.0.1:0".parse()?, ..Config::default() };
 /// let server = Server::bind(&config)?;
 /// println!("listening on {}", server.local_addr());
 /// let shutdown = server.shutdown().clone();
-/// // ...cancel `shutdown.drain` from elsewhere to shut down gracefully.
+/// // ...cancel `shutdown.begin` from elsewhere to shut down gracefully.
 /// server.run().await;
 /// # Ok(())
 /// # }
@@ -55,20 +59,27 @@ const REFUSALS_LOG_PERIOD: Duration = Duration::from_secs(1);
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
+    admin: TcpListener,
+    admin_addr: SocketAddr,
     app: App,
     max_connections: usize,
 }
 
 impl Server {
-    /// Binds `config.listen` with a listen backlog of `config.backlog`, and starts the service
-    /// (the job queue and watchdog run from now).
+    /// Binds `config.listen` with a listen backlog of `config.backlog`, and the admin listener on
+    /// `config.admin_listen`, then starts the service (the job queue and watchdog run from now).
+    /// Must be called inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Self, StartError> {
         let app = App::start(config)?;
-        let bind_error = |source| StartError::Bind { addr: config.listen, source };
-        let listener = listen(config.listen, config.backlog).map_err(bind_error)?;
-        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let bind = |addr, backlog| {
+            let listener = listen(addr, backlog).map_err(|source| StartError::Bind { addr, source })?;
+            let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+            Ok::<_, StartError>((listener, local))
+        };
+        let (listener, local_addr) = bind(config.listen, config.backlog)?;
+        let (admin, admin_addr) = bind(config.admin_listen, ADMIN_BACKLOG)?;
         let max_connections = config.max_connections.get().min(Semaphore::MAX_PERMITS);
-        Ok(Self { listener, local_addr, app, max_connections })
+        Ok(Self { listener, local_addr, admin, admin_addr, app, max_connections })
     }
 
     /// The address actually bound (the port the OS chose, for port 0).
@@ -76,22 +87,45 @@ impl Server {
         self.local_addr
     }
 
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
     /// The service's counters.
     pub fn stats(&self) -> &Arc<Stats> {
         self.app.stats()
     }
 
-    /// The shutdown tokens: cancel `drain` to stop gracefully, `abort` to cut the grace short.
+    /// The shutdown tokens: cancel `begin` to stop gracefully (after `drain_delay`), `abort` to
+    /// cut the grace period short.
     pub fn shutdown(&self) -> &Shutdown {
         self.app.shutdown()
     }
 
-    /// Serves until `drain` is cancelled, then shuts down gracefully and returns once every task
-    /// has ended.
+    /// A receiver of the health state, as the admin endpoints see it.
+    pub fn watch_health(&self) -> tokio::sync::watch::Receiver<crate::health::Health> {
+        self.app.watch_health()
+    }
+
+    /// Serves until shutdown (see [`crate::shutdown`]): marks the service ready, serves the admin
+    /// endpoints, and once `begin` is cancelled goes on for `drain_delay` before it drains; then
+    /// shuts down gracefully and returns once every task has ended.
     pub async fn run(self) {
-        let Self { listener, local_addr, app, max_connections } = self;
-        tracing::info!(%local_addr, "listening");
-        accept_loop(&listener, &app, Arc::new(Semaphore::new(max_connections))).await;
+        let Self { listener, local_addr, admin, admin_addr, app, max_connections } = self;
+        let endpoints = app.endpoints();
+        app.spawn_background(|stop| {
+            let tracker = TaskTracker::new();
+            async move {
+                admin::serve(admin, endpoints, stop, tracker.clone()).await;
+                tracker.close();
+                tracker.wait().await;
+            }
+        });
+        tracing::info!(%local_addr, %admin_addr, "listening");
+        app.set_listening();
+        let accepting = accept_loop(&listener, &app, Arc::new(Semaphore::new(max_connections)));
+        tokio::join!(accepting, app.drain_after_delay());
         // Closing the listener refuses new connections at once while the old ones drain.
         drop(listener);
         tracing::info!("stopped accepting; draining connections");

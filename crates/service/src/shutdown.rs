@@ -1,38 +1,42 @@
 //! The shutdown protocol, and the signals that start it.
 //!
-//! Shutdown has two steps, each a [`CancellationToken`] (tokio-util; see tokio's "Graceful
-//! Shutdown" guide, <https://tokio.rs/tokio/topics/shutdown>):
+//! Shutdown has three steps, each a [`CancellationToken`] (tokio-util; see tokio's "Graceful
+//! Shutdown" guide, <https://tokio.rs/tokio/topics/shutdown>), in the order a cluster needs:
 //!
-//! 1. **Drain.** The first SIGINT or SIGTERM (or the caller of [`crate::Server::run`]) cancels
-//!    `drain`. The listener stops accepting at once; each connection stops reading new requests,
-//!    answers the ones it has started, and closes; the job queue takes no new job and runs what
-//!    it holds.
+//! 0. **Begin.** The first SIGINT or SIGTERM (or the caller of [`crate::Server::run`]) cancels
+//!    `begin`. `/readyz` answers 503 from now on, so endpoint controllers and load balancers stop
+//!    sending new connections; the service goes on serving for `drain_delay` (0 by default).
+//! 1. **Drain.** Then `drain` is cancelled. The listener stops accepting at once; each
+//!    connection stops reading new requests, answers the ones it has started, and closes; the
+//!    job queue takes no new job and runs what it holds.
 //! 2. **Abort.** When `shutdown_grace` has passed and work remains, or at a second signal,
 //!    `abort` is cancelled. Every request still in flight is answered `ERR shutting-down` at once,
 //!    queued jobs the same without running, running jobs are dropped (a CPU job is told to stop),
 //!    a write that cannot go out now is abandoned, and the connections close.
 //!
-//! Every task is spawned on one `TaskTracker`, so "is everything finished?" is
-//! `tracker.wait()`; no task is detached, and the process exits 0 once the tracker is empty.
+//! Every task is spawned on a `TaskTracker`, so "is everything finished?" is `tracker.wait()`;
+//! no task is detached, and the process exits 0 once the trackers are empty.
 
 use tokio_util::sync::CancellationToken;
 
-/// The two shutdown tokens that every task of the service watches. Clones share the tokens.
+/// The shutdown tokens that every task of the service watches. Clones share the tokens.
 #[derive(Debug, Clone)]
 pub struct Shutdown {
+    /// Step 0: shutdown was asked for. Readiness goes; serving goes on for `drain_delay`.
+    pub begin: CancellationToken,
     /// Step 1: stop taking new work (no accepts, no new requests, no new jobs) and finish what is
     /// in flight. Tasks that produce nothing in flight (the watchdog) end here.
     pub drain: CancellationToken,
-    /// Step 2: answer everything still in flight with `ERR shutting-down` and end now. `drain` is
-    /// its child token, so cancelling `abort` cancels `drain` too: no task can be aborted without
-    /// also being drained.
+    /// Step 2: answer everything still in flight with `ERR shutting-down` and end now. `begin`
+    /// and `drain` are its child tokens, so cancelling `abort` cancels both: no task can be
+    /// aborted without also being drained.
     pub abort: CancellationToken,
 }
 
 impl Default for Shutdown {
     fn default() -> Self {
         let abort = CancellationToken::new();
-        Self { drain: abort.child_token(), abort }
+        Self { begin: abort.child_token(), drain: abort.child_token(), abort }
     }
 }
 
@@ -92,12 +96,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn abort_cancels_drain_and_drain_does_not_cancel_abort() {
+    fn abort_cancels_every_step_and_no_step_cancels_a_later_one() {
         let first = Shutdown::default();
+        first.begin.cancel();
+        assert!(!first.drain.is_cancelled() && !first.abort.is_cancelled());
         first.drain.cancel();
         assert!(!first.abort.is_cancelled());
         let second = Shutdown::default();
         second.abort.cancel();
-        assert!(second.drain.is_cancelled());
+        assert!(second.begin.is_cancelled() && second.drain.is_cancelled());
     }
 }

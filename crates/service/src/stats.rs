@@ -42,6 +42,14 @@ pub enum JobOutcome {
     Cancelled,
 }
 
+impl JobOutcome {
+    /// Every outcome, in the order `STATS` lists them.
+    pub const ALL: [Self; 6] =
+        [Self::Done, Self::Shed, Self::Failed, Self::TimedOut, Self::Abandoned, Self::Cancelled];
+    /// Their names in metrics, in the same order.
+    pub const LABELS: [&'static str; 6] = ["done", "shed", "failed", "timed_out", "abandoned", "cancelled"];
+}
+
 /// A gauge held up while this guard lives.
 #[must_use = "the gauge goes down again when the guard is dropped"]
 pub struct GaugeGuard<'a>(&'a AtomicU64);
@@ -89,6 +97,11 @@ impl Stats {
     /// Open connections now.
     pub fn open_connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused at the connection limit so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// Jobs running now.

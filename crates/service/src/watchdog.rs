@@ -4,7 +4,8 @@
 //! runtime the lag is about a millisecond (the timer's resolution). A blocking call or a long CPU
 //! loop on a worker delays every task queued behind it, this one included, so a large lag is the
 //! symptom of the bug that `clippy.toml` tries to prevent. Lag over `threshold` is logged as a
-//! warning with the figure, and `STATS` reports the worst lag seen.
+//! warning with the figure, `STATS` reports the worst lag seen, and each tick is written to the
+//! health state that `/livez` reads.
 //!
 //! This is the same signal tokio-console's "busy duration" shows, cheap enough to leave on in
 //! production (see Alice Ryhl, "Async: What is blocking?", <https://ryhl.io/blog/async-what-is-blocking/>).
@@ -12,13 +13,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::{self, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Health;
 use crate::stats::Stats;
 
-/// Ticks every `period` until `stop` is cancelled, recording each tick's lag in `stats`.
-pub async fn run(period: Duration, threshold: Duration, stats: Arc<Stats>, stop: CancellationToken) {
+/// Ticks every `period` until `stop` is cancelled, recording each tick's lag in `stats` and
+/// `health`.
+pub(crate) async fn run(
+    period: Duration,
+    threshold: Duration,
+    stats: Arc<Stats>,
+    health: watch::Sender<Health>,
+    stop: CancellationToken,
+) {
     let mut ticks = time::interval(period);
     // After a stall, measure from the late tick rather than firing a burst of catch-up ticks
     // (each of which would report a shrinking, meaningless lag).
@@ -28,8 +38,13 @@ pub async fn run(period: Duration, threshold: Duration, stats: Arc<Stats>, stop:
             () = stop.cancelled() => return,
             scheduled = ticks.tick() => scheduled,
         };
-        let lag = Instant::now().saturating_duration_since(scheduled);
+        let now = Instant::now();
+        let lag = now.saturating_duration_since(scheduled);
         stats.record_lag(lag);
+        health.send_modify(|health| {
+            health.last_tick = now;
+            health.last_lag = lag;
+        });
         if lag > threshold {
             tracing::warn!(
                 lag_ms = lag.as_millis(),
@@ -54,10 +69,12 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
             runtime.block_on(async {
                 let stop = CancellationToken::new();
+                let (health, _) = watch::channel(Health::starting());
                 let watchdog = tokio::spawn(run(
                     Duration::from_millis(10),
                     Duration::from_millis(50),
                     Arc::clone(&stats),
+                    health,
                     stop.clone(),
                 ));
                 time::sleep(Duration::from_millis(50)).await;

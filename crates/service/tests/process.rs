@@ -22,7 +22,10 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 fn serve(args: &[&str]) -> Command {
     let mut command = Command::new(BINARY);
-    command.arg("serve").args(["--listen", "127.0.0.1:0", "--cpu-threads", "1"]).args(args);
+    command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cpu-threads", "1"])
+        .args(args);
     command.stdin(Stdio::null()).stdout(Stdio::null());
     command
 }

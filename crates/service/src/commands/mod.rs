@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::future::{self, BoxFuture, Either, Ready};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::job_queue::{JobQueue, QueueError};
@@ -100,32 +101,42 @@ impl Context {
     /// request outlives shutdown whatever it waits on.
     pub(crate) fn later(&self, reply: impl Future<Output = Response> + Send + 'static) -> Reply {
         let abort = self.abort.clone().cancelled_owned();
-        Reply(Either::Right(Box::pin(async move {
+        Reply::later(Box::pin(async move {
             tokio::select! {
                 // An answer that is ready wins over the abort.
                 biased;
                 response = reply => response,
                 () = abort => Response::err(ErrorCode::ShuttingDown),
             }
-        })))
+        }))
     }
 }
 
 /// An answer being prepared: ready now, or a future. Connections keep them in request order.
-pub(crate) struct Reply(Either<Ready<Response>, BoxFuture<'static, Response>>);
+pub(crate) struct Reply {
+    answer: Either<Ready<Response>, BoxFuture<'static, Response>>,
+    /// The command's place in the registry and when it started, for its latency histogram.
+    started: Option<(usize, Instant)>,
+}
 
 impl Reply {
     /// An answer that is ready now: no allocation, no task.
     pub(crate) fn ready(response: Response) -> Self {
-        Self(Either::Left(future::ready(response)))
+        Self { answer: Either::Left(future::ready(response)), started: None }
+    }
+
+    fn later(answer: BoxFuture<'static, Response>) -> Self {
+        Self { answer: Either::Right(answer), started: None }
     }
 }
 
 impl Future for Reply {
-    type Output = Response;
+    /// The answer, and which command it answers and since when (none for a refused line).
+    type Output = (Response, Option<(usize, Instant)>);
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Response> {
-        Pin::new(&mut self.0).poll(cx)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let started = self.started;
+        Pin::new(&mut self.answer).poll(cx).map(|response| (response, started))
     }
 }
 
@@ -151,7 +162,10 @@ pub(crate) fn start(line: &str, context: &Context) -> (Reply, bool) {
         Some((name, argument)) => (name, Some(argument)),
         None => (line, None),
     };
-    let Some(spec) = REGISTRY.iter().find(|spec| spec.name.eq_ignore_ascii_case(name)) else {
+    let started = Instant::now();
+    let Some((index, spec)) =
+        REGISTRY.iter().enumerate().find(|(_, spec)| spec.name.eq_ignore_ascii_case(name))
+    else {
         let detail = if name.is_empty() {
             "empty request".to_owned()
         } else {
@@ -160,11 +174,13 @@ pub(crate) fn start(line: &str, context: &Context) -> (Reply, bool) {
         let unknown = Response::err_with(ErrorCode::UnknownCommand, detail);
         return (Reply::ready(unknown), true);
     };
-    match (spec.start)(argument, context) {
+    let (mut reply, keep_reading) = match (spec.start)(argument, context) {
         Ok(reply) => (reply, !spec.ends_connection),
         // A refused request does not end the connection, whatever the command.
         Err(refused) => (Reply::ready(refused), true),
-    }
+    };
+    reply.started = Some((index, started));
+    (reply, keep_reading)
 }
 
 /// The protocol, one line per command, for `serve --help`.
@@ -191,13 +207,14 @@ pub(crate) mod tests {
         let stats = Arc::new(Stats::default());
         let shutdown = crate::shutdown::Shutdown::default();
         let tracker = tokio_util::task::TaskTracker::new();
-        let jobs = JobQueue::start(config, Arc::clone(&stats), &shutdown, &tracker);
+        let metrics = Arc::new(crate::metrics::Metrics::new(REGISTRY.iter().map(|spec| spec.name)));
+        let jobs = JobQueue::start(config, Arc::clone(&stats), metrics, &shutdown, &tracker);
         Context::new(jobs, cpu::CpuPool::new(1).expect("a pool"), stats, shutdown.abort)
     }
 
     /// The answer to one request line.
     pub(crate) async fn answer(line: &str, context: &Context) -> String {
-        start(line, context).0.await.to_string()
+        start(line, context).0.await.0.to_string()
     }
 
     #[tokio::test(flavor = "current_thread")]

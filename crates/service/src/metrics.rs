@@ -1,0 +1,256 @@
+//! Metrics for Prometheus: latency histograms, plus every counter of `STATS`, the watchdog's lag
+//! and tokio's runtime figures, read at scrape time.
+//!
+//! Recording must cost next to nothing on the request path, where a pipelined burst answers a
+//! million requests a second: a [`Histogram`] here is a fixed row of atomic counters, so an
+//! observation is three relaxed atomic adds, with no lock and no allocation. The exposition
+//! format is prometheus-client's (the Prometheus project's own Rust client): a scrape builds a
+//! registry around one [`Collector`] that reads everything as it is at that moment.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use crate::health::Health;
+use crate::stats::{JobOutcome, Stats};
+
+/// Upper bounds of the latency buckets, in seconds: 100 µs to a minute (`SLEEP` and the job
+/// deadline top out there).
+const BOUNDS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
+];
+
+/// A latency histogram of atomic counters; see the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    /// Observations per bucket, the last one past every bound (`+Inf`).
+    buckets: [AtomicU64; BOUNDS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub(crate) fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = BOUNDS.iter().position(|&bound| seconds <= bound).unwrap_or(BOUNDS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = BOUNDS
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(&self.buckets)
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let sum = Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)).as_secs_f64();
+        encoder.encode_histogram::<NoLabelSet>(sum, self.count(), &buckets, None)
+    }
+}
+
+/// The service's latency histograms.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    /// Per command, in the order of the names given to [`Metrics::new`]: from reading a request
+    /// to its answer being ready.
+    requests: Box<[Histogram]>,
+    commands: Box<[&'static str]>,
+    /// From a job's submission to a worker starting it.
+    pub(crate) job_wait: Histogram,
+    /// From a worker starting a job to its end.
+    pub(crate) job_run: Histogram,
+    started: Instant,
+}
+
+impl Metrics {
+    /// Histograms for the commands named `commands` (the registry's order).
+    pub(crate) fn new(commands: impl IntoIterator<Item = &'static str>) -> Self {
+        let commands: Box<[&'static str]> = commands.into_iter().collect();
+        let requests = commands.iter().map(|_| Histogram::default()).collect();
+        Self {
+            requests,
+            commands,
+            job_wait: Histogram::default(),
+            job_run: Histogram::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Records the latency of one request to command number `command`.
+    pub(crate) fn observe_request(&self, command: usize, elapsed: Duration) {
+        if let Some(histogram) = self.requests.get(command) {
+            histogram.observe(elapsed);
+        }
+    }
+}
+
+/// Everything a scrape reads.
+#[derive(Debug)]
+pub(crate) struct Scrape {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) health: Health,
+    pub(crate) jobs_queued: usize,
+    pub(crate) runtime: Handle,
+}
+
+impl Scrape {
+    /// The OpenMetrics text for this scrape, every name prefixed with `prefix` (the program's
+    /// name in snake case).
+    pub(crate) fn render(self, prefix: &str) -> String {
+        let mut registry = Registry::with_prefix(prefix);
+        registry.register_collector(Box::new(self));
+        let mut text = String::new();
+        // Writing to a String cannot fail, and every value here encodes.
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics encode to a String");
+        text
+    }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let counter = ConstCounter::new(value);
+    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "gauges are f64 in Prometheus; counts this large lose nothing that matters"
+)]
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let stats = &self.stats;
+        gauge(&mut encoder, "connections", "Connections open now", stats.open_connections() as f64)?;
+        counter(
+            &mut encoder,
+            "connections_rejected",
+            "Connections refused at the connection limit",
+            stats.rejected(),
+        )?;
+        gauge(&mut encoder, "jobs_queued", "CPU jobs waiting for a worker", self.jobs_queued as f64)?;
+        gauge(&mut encoder, "jobs_running", "CPU jobs running now", stats.running_jobs() as f64)?;
+        let mut jobs =
+            encoder.encode_descriptor("jobs", "CPU jobs ended, by outcome", None, MetricType::Counter)?;
+        for (outcome, label) in JobOutcome::ALL.iter().zip(JobOutcome::LABELS) {
+            let value = ConstCounter::new(stats.jobs_ended(*outcome));
+            value.encode(jobs.encode_family(&[("outcome", label)])?)?;
+        }
+        let mut requests = encoder.encode_descriptor(
+            "request_duration_seconds",
+            "Time from reading a request to its answer being ready, by command",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (command, histogram) in self.metrics.commands.iter().zip(&self.metrics.requests) {
+            histogram.encode(requests.encode_family(&[("command", *command)])?)?;
+        }
+        let wait = encoder.encode_descriptor(
+            "job_queue_wait_seconds",
+            "Time a CPU job waited in the queue for a worker",
+            None,
+            MetricType::Histogram,
+        )?;
+        self.metrics.job_wait.encode(wait)?;
+        let run = encoder.encode_descriptor(
+            "job_run_seconds",
+            "Time a CPU job ran",
+            None,
+            MetricType::Histogram,
+        )?;
+        self.metrics.job_run.encode(run)?;
+        gauge(
+            &mut encoder,
+            "watchdog_lag_seconds",
+            "How late the watchdog's last tick ran",
+            self.health.last_lag.as_secs_f64(),
+        )?;
+        gauge(
+            &mut encoder,
+            "watchdog_worst_lag_seconds",
+            "The latest the watchdog has ever run",
+            stats.worst_lag().as_secs_f64(),
+        )?;
+        let runtime = self.runtime.metrics();
+        let workers = runtime.num_workers();
+        gauge(&mut encoder, "tokio_workers", "Worker threads of the tokio runtime", workers as f64)?;
+        gauge(
+            &mut encoder,
+            "tokio_alive_tasks",
+            "Tasks alive on the tokio runtime",
+            runtime.num_alive_tasks() as f64,
+        )?;
+        gauge(
+            &mut encoder,
+            "tokio_global_queue_depth",
+            "Tasks waiting in the runtime's global queue",
+            runtime.global_queue_depth() as f64,
+        )?;
+        let busy: Duration = (0..workers).map(|worker| runtime.worker_total_busy_duration(worker)).sum();
+        let busy_seconds = busy.as_secs_f64();
+        let mut busy_total = encoder.encode_descriptor(
+            "tokio_busy_seconds",
+            "Time the runtime's workers spent busy, summed over workers (rate / workers = busy ratio)",
+            None,
+            MetricType::Counter,
+        )?;
+        busy_total.encode_counter::<NoLabelSet, f64, f64>(&busy_seconds, None)?;
+        let available = self.metrics.started.elapsed().as_secs_f64() * workers as f64;
+        let ratio = if available > 0.0 { (busy_seconds / available).min(1.0) } else { 0.0 };
+        gauge(&mut encoder, "tokio_busy_ratio", "Share of the workers' time spent busy since start", ratio)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_observation_lands_in_the_first_bucket_that_holds_it() {
+        let histogram = Histogram::default();
+        histogram.observe(Duration::from_micros(50));
+        histogram.observe(Duration::from_millis(1));
+        histogram.observe(Duration::from_secs(3600));
+        let counts: Vec<u64> = histogram.buckets.iter().map(|count| count.load(Ordering::Relaxed)).collect();
+        assert_eq!(counts[0], 1, "50 µs <= 100 µs");
+        assert_eq!(counts[3], 1, "1 ms <= 1 ms");
+        assert_eq!(counts[BOUNDS.len()], 1, "an hour is past every bound");
+        assert_eq!(histogram.count(), 3);
+    }
+}
