@@ -96,5 +96,89 @@ fn main() {
         let mean_ms = start.elapsed().as_secs_f64() * 1e3 / f64::from(rounds);
         println!("{:<40} {mean_ms:>9.1} ms   (mean of {rounds})", "service: PRIMES 1e7 latency");
         server.stop().await;
+
+        let bare = bare_broadcast().await;
+        println!("{:<40} {bare:>12.0}", "bare broadcast loop: msgs/s to 100");
+        let config = Config {
+            max_connections: testkit::count(256),
+            topic_capacity: testkit::count(1024),
+            ..test_config()
+        };
+        let server = TestServer::start(config);
+        let delivered = fanout(&server).await;
+        println!(
+            "{:<40} {delivered:>12.0}   ({:.2}x the bare loop)",
+            "service: msgs/s to 100 subscribers",
+            delivered / bare
+        );
+        server.stop().await;
     });
+}
+
+/// Subscribers and messages of the fan-out figures.
+const SUBSCRIBERS: usize = 100;
+const MESSAGES: usize = 20_000;
+
+/// The baseline: one tokio broadcast channel, 100 receiving tasks on this runtime, messages sent
+/// as fast as the channel takes them; messages received per second, across receivers.
+async fn bare_broadcast() -> f64 {
+    let (sender, _) = tokio::sync::broadcast::channel::<std::sync::Arc<str>>(1024);
+    let mut receivers = JoinSet::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut receiver = sender.subscribe();
+        receivers.spawn(async move {
+            let mut received = 0usize;
+            loop {
+                match receiver.recv().await {
+                    Ok(_) => received += 1,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return received,
+                }
+            }
+        });
+    }
+    let start = Instant::now();
+    for i in 0..MESSAGES {
+        let _ = sender.send(format!("{i}").into());
+        if i % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    drop(sender);
+    let received: usize = receivers.join_all().await.into_iter().sum();
+    received as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The service: 100 subscribers over loopback, one publisher pipelining; MSG lines received per
+/// second, across subscribers (a LAG line's messages are not counted as delivered).
+async fn fanout(server: &TestServer) -> f64 {
+    let mut subscribers = JoinSet::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut peer = server.connect().await;
+        assert_eq!(peer.request("SUBSCRIBE bench").await.as_deref(), Some("OK 1"));
+        subscribers.spawn(async move {
+            let mut received = 0usize;
+            let mut accounted = 0usize;
+            while accounted < MESSAGES {
+                let line = peer.answer().await.expect("a pushed line");
+                match line.split(' ').next() {
+                    Some("MSG") => received += 1,
+                    Some("LAG") => {
+                        accounted += line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+                    }
+                    _ => panic!("{line}"),
+                }
+                accounted += usize::from(line.starts_with("MSG"));
+            }
+            received
+        });
+    }
+    let mut publisher = server.client().await;
+    let start = Instant::now();
+    for batch in 0..MESSAGES / 100 {
+        let requests: Vec<String> = (0..100).map(|i| format!("PUBLISH bench {}", batch * 100 + i)).collect();
+        publisher.pipeline(requests.iter().map(String::as_str)).await.expect("answers");
+    }
+    let received: usize = subscribers.join_all().await.into_iter().sum();
+    received as f64 / start.elapsed().as_secs_f64()
 }

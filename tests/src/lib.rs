@@ -119,6 +119,11 @@ impl<S: AsyncRead + AsyncWrite> Peer<S> {
         self.writer.write_all(bytes).await
     }
 
+    /// Half-closes: the server reads EOF, answers what it has, and closes.
+    pub async fn finish(&mut self) -> std::io::Result<()> {
+        self.writer.shutdown().await
+    }
+
     /// The next answer line, or `None` once the server has closed the connection.
     pub async fn answer(&mut self) -> Option<String> {
         let next = self.answers.next();

@@ -45,11 +45,18 @@ fn the_flag_table_matches_serve_help() {
     let defined: Vec<String> =
         flags.iter().map(|arg| format!("--{}", arg.get_long().unwrap_or_default())).collect();
     assert_eq!(listed, defined, "the README lists the flags of `serve --help`, in its order");
+    // One sentence gives every variable's name: the prefix, then the flag in upper case.
+    let prefix = service::cli::env_prefix();
+    assert!(
+        README.contains(&format!("`{prefix}` and the flag in upper case")),
+        "the README names the prefix {prefix}"
+    );
     for (row, arg) in rows.iter().zip(&flags) {
+        let long = arg.get_long().unwrap_or_default();
         let env = arg.get_env().and_then(|env| env.to_str()).unwrap_or_default();
-        assert_eq!(code(row[1]), env, "environment variable of {}", row[0]);
+        assert_eq!(env, format!("{prefix}{}", long.to_uppercase().replace('-', "_")), "--{long}");
         let default: Vec<_> = arg.get_default_values().iter().filter_map(|value| value.to_str()).collect();
-        assert_eq!(vec![code(row[2])], default, "default of {}", row[0]);
+        assert_eq!(vec![code(row[1])], default, "default of {}", row[0]);
     }
 }
 
@@ -59,7 +66,7 @@ fn the_bounds_in_the_flag_table_are_the_bounds_the_flags_enforce() {
     for row in table("Configure") {
         let flag = code(row[0]);
         let Some((low, high)) =
-            row[3].strip_prefix('`').and_then(|cell| cell.trim_end_matches('`').split_once("..="))
+            row[2].strip_prefix('`').and_then(|cell| cell.trim_end_matches('`').split_once("..="))
         else {
             continue;
         };

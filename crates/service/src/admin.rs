@@ -37,6 +37,7 @@ use crate::health::Health;
 use crate::job_queue::JobQueue;
 use crate::metrics::{Metrics, Scrape};
 use crate::stats::Stats;
+use crate::topics::Topics;
 
 /// Admin connections served at once; probes and a scraper need a handful.
 const MAX_CONNECTIONS: usize = 16;
@@ -52,6 +53,7 @@ pub(crate) struct Endpoints {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) jobs: JobQueue,
+    pub(crate) topics: Arc<Topics>,
     pub(crate) runtime: Handle,
     pub(crate) config: Arc<Config>,
     /// Metric names start with it: the program's name in snake case.
@@ -84,6 +86,7 @@ impl Endpoints {
                     stats: Arc::clone(&self.stats),
                     health,
                     jobs_queued: self.jobs.queued(),
+                    topics: self.topics.count(),
                     runtime: self.runtime.clone(),
                 };
                 (StatusCode::OK, OPENMETRICS, scrape.render(&self.prefix))

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::admin::Endpoints;
-use crate::commands::{Context, REGISTRY};
+use crate::commands::{REGISTRY, Shared};
 use crate::config::Config;
 use crate::connection::Handler;
 use crate::health::Health;
@@ -24,6 +24,7 @@ use crate::job_queue::JobQueue;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+use crate::topics::Topics;
 use crate::watchdog;
 
 /// Why the service could not start.
@@ -49,6 +50,7 @@ pub struct App {
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     jobs: JobQueue,
+    topics: Arc<Topics>,
     health: watch::Sender<Health>,
     shutdown: Shutdown,
     /// The service's work: connections and jobs.
@@ -85,10 +87,13 @@ impl App {
             health.clone(),
             background_stop.clone(),
         ));
-        let context = Context::new(jobs.clone(), pool, Arc::clone(&stats), shutdown.abort.clone());
+        let topics =
+            Arc::new(Topics::new(config.topic_capacity.get(), config.max_topics.get(), Arc::clone(&stats)));
+        let shared =
+            Shared::new(jobs.clone(), pool, Arc::clone(&stats), Arc::clone(&topics), shutdown.abort.clone());
         let handler = Handler::new(
             Arc::clone(&config),
-            context,
+            shared,
             Arc::clone(&stats),
             Arc::clone(&metrics),
             shutdown.clone(),
@@ -98,6 +103,7 @@ impl App {
             stats,
             metrics,
             jobs,
+            topics,
             health,
             shutdown,
             tracker,
@@ -140,6 +146,7 @@ impl App {
             metrics: Arc::clone(&self.metrics),
             stats: Arc::clone(&self.stats),
             jobs: self.jobs.clone(),
+            topics: Arc::clone(&self.topics),
             runtime: tokio::runtime::Handle::current(),
             config: Arc::clone(&self.config),
             prefix: env!("CARGO_PKG_NAME").replace('-', "_").into(),

@@ -58,6 +58,10 @@ pub struct CallArgs {
     /// Time for the answer.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// After an OK answer, print this many pushed lines (`MSG`, `LAG`) and stop. A command that
+    /// subscribes prints them until Ctrl-C without it.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
     /// The request: a command and its argument, joined by spaces (`call ECHO hello world`).
     #[arg(required = true, num_args = 1.., value_parser = without_line_break)]
     pub request: Vec<String>,

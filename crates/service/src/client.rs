@@ -9,7 +9,12 @@
 //! arrive and would be read as the answer to the *next* request. So a timed-out client is
 //! closed, and every later call returns [`ClientError::Closed`]. An answer is a whole line: bytes
 //! cut off by the server closing before the newline are [`ClientError::Truncated`], not an answer.
+//!
+//! A subscribed connection also receives pushed lines (`MSG ...`, `LAG ...`) between its answers.
+//! The client keeps them apart: answers go to the request that waits for them, pushes into a
+//! bounded queue that [`Client::next_push`] reads.
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
@@ -23,6 +28,8 @@ use tokio_util::codec::{Decoder, Encoder, Framed, LinesCodec, LinesCodecError};
 /// The longest answer line the client accepts: the server's answers are bounded by its
 /// `max_line` (ECHO repeats a request), so anything longer is not our server.
 pub const MAX_RESPONSE: usize = 1 << 20;
+/// Pushed lines kept while answers are awaited; past it, the oldest are dropped.
+const MAX_KEPT_PUSHES: usize = 1024;
 
 /// Why a call failed. Each is one line when displayed.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +110,13 @@ pub struct Client<S = TcpStream> {
     /// `None` once closed by a timeout or an error.
     connection: Option<Framed<S, AnswerCodec>>,
     request_timeout: Duration,
+    /// Pushed lines read while waiting for answers, oldest first.
+    pushes: VecDeque<String>,
+}
+
+/// Whether a line is pushed by the server (a subscription's message), not an answer.
+pub fn is_push(line: &str) -> bool {
+    line.starts_with("MSG ") || line.starts_with("LAG ")
 }
 
 impl Client<TcpStream> {
@@ -138,7 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// A client over a stream that is already connected.
     pub fn new(stream: S, request_timeout: Duration) -> Self {
         let codec = AnswerCodec(LinesCodec::new_with_max_length(MAX_RESPONSE));
-        Self { connection: Some(Framed::new(stream, codec)), request_timeout }
+        Self { connection: Some(Framed::new(stream, codec)), request_timeout, pushes: VecDeque::new() }
     }
 
     /// Sends one request and returns its answer line (`OK ...` or `ERR ...`).
@@ -158,6 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
         let timeout = self.request_timeout;
         let connection = self.connection.as_mut().ok_or(ClientError::Closed)?;
+        let pushes = &mut self.pushes;
         let exchange = async {
             for request in &requests {
                 connection.feed(*request).await?;
@@ -165,7 +180,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             SinkExt::<&str>::flush(connection).await?;
             let mut answers = Vec::with_capacity(requests.len());
             while answers.len() < requests.len() {
-                answers.push(connection.next().await.ok_or(ClientError::Closed)??);
+                let line = connection.next().await.ok_or(ClientError::Closed)??;
+                if is_push(&line) {
+                    if pushes.len() == MAX_KEPT_PUSHES {
+                        pushes.pop_front();
+                    }
+                    pushes.push_back(line);
+                } else {
+                    answers.push(line);
+                }
             }
             Ok(answers)
         };
@@ -175,6 +198,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         };
         if result.is_err() {
             // Late answers would be taken for the next request's: this connection is done.
+            self.connection = None;
+        }
+        result
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// The next pushed line: one kept while answers were awaited, or the next one to arrive,
+    /// waiting at most `timeout` (`None`: until one comes or the server closes).
+    pub async fn next_push(&mut self, timeout: Option<Duration>) -> Result<String, ClientError> {
+        if let Some(line) = self.pushes.pop_front() {
+            return Ok(line);
+        }
+        let connection = self.connection.as_mut().ok_or(ClientError::Closed)?;
+        let next = async { connection.next().await.ok_or(ClientError::Closed)? };
+        let result = match timeout {
+            Some(timeout) => time::timeout(timeout, next).await.unwrap_or(Err(ClientError::Timeout(timeout))),
+            None => next.await,
+        };
+        if result.is_err() {
             self.connection = None;
         }
         result
@@ -196,6 +239,23 @@ mod tests {
         let mut received = Vec::new();
         let read = tokio::io::AsyncReadExt::read_buf(&mut server_end, &mut received).await.unwrap();
         assert_eq!(read, 0);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn pushed_lines_are_kept_apart_from_answers() {
+        let (client_end, mut server_end) = tokio::io::duplex(256);
+        let mut client = Client::new(client_end, Duration::from_secs(1));
+        let server = async {
+            let lines = b"MSG t one\nOK 1\nLAG t 3\nMSG t two\nOK PONG\nMSG t three\n";
+            tokio::io::AsyncWriteExt::write_all(&mut server_end, lines).await.unwrap();
+            server_end
+        };
+        let (answers, _server_end) = tokio::join!(client.pipeline(["SUBSCRIBE t", "PING"]), server);
+        assert_eq!(answers.unwrap(), ["OK 1", "OK PONG"]);
+        for expected in ["MSG t one", "LAG t 3", "MSG t two", "MSG t three"] {
+            assert_eq!(client.next_push(Some(Duration::from_secs(1))).await.unwrap(), expected);
+        }
+        assert!(matches!(client.next_push(Some(Duration::from_secs(1))).await, Err(ClientError::Timeout(_))));
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

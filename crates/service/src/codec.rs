@@ -19,6 +19,7 @@ use tokio_util::bytes::{Bytes, BytesMut};
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, Encoder};
 
 use crate::protocol::Response;
+use crate::topics::Push;
 
 /// One decoded request line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +103,19 @@ impl Encoder<Response> for RequestCodec {
 
     fn encode(&mut self, response: Response, dst: &mut BytesMut) -> Result<(), io::Error> {
         writeln!(dst, "{response}").map_err(io::Error::other)
+    }
+}
+
+/// Pushed lines: `MSG <topic> <text>` and `LAG <topic> <missed>`.
+impl Encoder<Push> for RequestCodec {
+    type Error = io::Error;
+
+    fn encode(&mut self, push: Push, dst: &mut BytesMut) -> Result<(), io::Error> {
+        match push {
+            Push::Message(topic, text) => writeln!(dst, "MSG {topic} {text}"),
+            Push::Lagged(topic, missed) => writeln!(dst, "LAG {topic} {missed}"),
+        }
+        .map_err(io::Error::other)
     }
 }
 

@@ -84,6 +84,15 @@ pub struct Config {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration(Duration::ZERO..=HOUR))]
     pub shutdown_grace: Duration,
 
+    /// Messages each topic keeps for a subscriber that is behind; one further behind loses the
+    /// oldest and is told how many (`LAG`).
+    #[arg(long, value_name = "N", default_value = "64", value_parser = count(1..=65_536))]
+    pub topic_capacity: NonZeroUsize,
+
+    /// Topics that may exist at once; past it, a subscription to a new topic is `ERR busy`.
+    #[arg(long, value_name = "N", default_value = "1024", value_parser = count(1..=1_000_000))]
+    pub max_topics: NonZeroUsize,
+
     /// Threads in the CPU (rayon) pool; 0 means one per core.
     #[arg(long, value_name = "N", default_value = "0", value_parser = clap::value_parser!(u16).range(0..=1024).map(usize::from))]
     pub cpu_threads: usize,

@@ -50,17 +50,20 @@ use tokio_util::bytes::{BufMut as _, BytesMut};
 use tokio_util::codec::{Decoder as _, Encoder as _};
 
 use crate::codec::{Frame, FrameError, RequestCodec};
-use crate::commands::{self, Context, Reply};
+use crate::commands::{self, Context, Reply, Shared};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, Response};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+use crate::topics::Push;
 
 /// Bytes a connection may read beyond one line while it waits at the in-flight bound.
 const READ_AHEAD: usize = 4096;
 /// The least spare room given to each read, so reads are large when bytes are plentiful.
 const READ_CHUNK: usize = 4096;
+/// Pushed lines written in one go, at most, before the loop looks at its other work again.
+const MAX_PUSH_BATCH: usize = 64;
 
 /// Why a connection ended other than by the peer's EOF, `QUIT`, a long line or shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +86,7 @@ pub enum ConnectionError {
 #[derive(Clone)]
 pub(crate) struct Handler {
     config: Arc<Config>,
-    context: Context,
+    shared: Shared,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
@@ -93,12 +96,12 @@ impl Handler {
     /// A handler bounded by `config`, running requests with `context`.
     pub(crate) fn new(
         config: Arc<Config>,
-        context: Context,
+        shared: Shared,
         stats: Arc<Stats>,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
     ) -> Self {
-        Self { config, context, stats, metrics, shutdown }
+        Self { config, shared, stats, metrics, shutdown }
     }
 
     /// Serves one connection until the peer leaves, it sends `QUIT` or a line over the limit, a
@@ -115,6 +118,8 @@ impl Handler {
         let mut input = BytesMut::new();
         let mut output = BytesMut::new();
         let mut in_flight: FuturesOrdered<Reply> = FuturesOrdered::new();
+        // The connection's own state: its subscriptions. Dropped with the connection.
+        let mut context = self.shared.context();
         // Whether new requests are taken: false after EOF, QUIT, a long line, or the drain.
         let mut taking = true;
         // Whether the peer has sent EOF; what is left in `input` is then its last request.
@@ -128,7 +133,7 @@ impl Handler {
                 let decoded = if eof { codec.decode_eof(&mut input) } else { codec.decode(&mut input) };
                 match decoded {
                     Ok(Some(frame)) => {
-                        let (reply, keep_taking) = self.start(frame);
+                        let (reply, keep_taking) = Self::start(frame, &mut context);
                         in_flight.push_back(reply);
                         taking = keep_taking;
                     }
@@ -171,13 +176,28 @@ impl Handler {
                         idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
                     }
                 }
+                // Messages for this connection's subscriptions, between the answers. They stop
+                // at drain, with the reading.
+                Some(push) = context.subscriptions.next(), if taking && !context.subscriptions.is_empty() => {
+                    self.push(&mut codec, push, &mut output)?;
+                    for _ in 1..MAX_PUSH_BATCH {
+                        let Some(Some(push)) = context.subscriptions.next().now_or_never() else { break };
+                        self.push(&mut codec, push, &mut output)?;
+                    }
+                    self.bounded(async {
+                        stream.write_all_buf(&mut output).await?;
+                        stream.flush().await
+                    })
+                    .await?;
+                }
                 // Read even at the in-flight bound (up to `read_limit`): see the module docs.
                 read = async { stream.read_buf(&mut (&mut input).limit(room)).await }, if taking && !eof && room > 0 => {
                     if read? == 0 {
                         eof = true;
                     }
                 }
-                () = &mut idle, if taking && in_flight.is_empty() => {
+                // A subscribed connection waits for pushes: it is not idle.
+                () = &mut idle, if taking && in_flight.is_empty() && context.subscriptions.is_empty() => {
                     return Err(ConnectionError::Idle(self.config.idle_timeout));
                 }
             }
@@ -187,9 +207,9 @@ impl Handler {
     }
 
     /// The reply to one frame, and whether to take new requests after it.
-    fn start(&self, frame: Frame) -> (Reply, bool) {
+    fn start(frame: Frame, context: &mut Context) -> (Reply, bool) {
         match frame {
-            Frame::Line(line) => commands::start(&line, &self.context),
+            Frame::Line(line) => commands::start(&line, context),
             Frame::NotUtf8 => (Reply::ready(Response::err_with(ErrorCode::BadRequest, "not UTF-8")), true),
         }
     }
@@ -205,6 +225,20 @@ impl Handler {
             self.metrics.observe_request(command, at.elapsed());
         }
         codec.encode(response, output).map_err(ConnectionError::Io)
+    }
+
+    /// Counts a pushed line and adds it to the write buffer.
+    fn push(
+        &self,
+        codec: &mut RequestCodec,
+        push: Push,
+        output: &mut BytesMut,
+    ) -> Result<(), ConnectionError> {
+        match &push {
+            Push::Message(..) => self.stats.count_delivered(),
+            Push::Lagged(_, missed) => self.stats.count_missed(*missed),
+        }
+        codec.encode(push, output).map_err(ConnectionError::Io)
     }
 
     /// Runs a write under `write_timeout`. Once the grace period is over, a write that cannot

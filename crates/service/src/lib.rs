@@ -9,6 +9,7 @@
 //! * `codec` and [`protocol`]: framing, and the answer line with its error codes;
 //! * [`commands`]: one file per command and the registry (**the example domain to replace**);
 //! * `job_queue`: the bounded queue of CPU jobs and its workers;
+//! * `topics`: fan-out, a broadcast channel per topic and each connection's subscriptions;
 //! * [`app`]: the service's shared state and tasks;
 //! * [`shutdown`]: the two-step shutdown protocol and the signals;
 //! * `watchdog`, [`stats`], `summary`: stall detection, counters, rate-limited logging;
@@ -50,6 +51,7 @@ mod summary;
 pub mod telemetry;
 #[cfg(test)]
 mod test_log;
+mod topics;
 mod watchdog;
 
 pub use app::{App, StartError};

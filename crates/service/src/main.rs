@@ -66,18 +66,43 @@ fn call(args: &CallArgs) -> CallExit {
         }
     };
     let request = args.request.join(" ");
-    let answer = runtime.block_on(async {
-        let mut client = Client::connect(args.addr.as_str(), args.connect_timeout, args.timeout).await?;
-        client.request(&request).await
-    });
-    match answer {
-        Ok(line) => {
-            println!("{line}");
-            CallExit::for_answer(&line)
+    runtime.block_on(async {
+        let answer = async {
+            let mut client = Client::connect(args.addr.as_str(), args.connect_timeout, args.timeout).await?;
+            client.request(&request).await.map(|line| (client, line))
+        };
+        let (mut client, line) = match answer.await {
+            Ok(answered) => answered,
+            Err(error) => {
+                eprintln!("error: {}: {error}", args.addr);
+                return CallExit::NoAnswer;
+            }
+        };
+        println!("{line}");
+        let exit = CallExit::for_answer(&line);
+        // Pushed lines follow an OK to a command that subscribes, or when --count asks for them.
+        let pushes = args.count.or_else(|| subscribes(&request).then_some(u64::MAX)).unwrap_or(0);
+        if exit != CallExit::Ok {
+            return exit;
         }
-        Err(error) => {
-            eprintln!("error: {}: {error}", args.addr);
-            CallExit::NoAnswer
+        for _ in 0..pushes {
+            tokio::select! {
+                push = client.next_push(None) => match push {
+                    Ok(push) => println!("{push}"),
+                    Err(error) => {
+                        eprintln!("error: {}: {error}", args.addr);
+                        break;
+                    }
+                },
+                _ = tokio::signal::ctrl_c() => break,
+            }
         }
-    }
+        exit
+    })
+}
+
+/// Whether the request's command may push lines after its answer (the registry says).
+fn subscribes(request: &str) -> bool {
+    let name = request.split(' ').next().unwrap_or_default();
+    service::commands::REGISTRY.iter().any(|spec| spec.pushes && spec.name.eq_ignore_ascii_case(name))
 }

@@ -113,6 +113,7 @@ pub(crate) struct Scrape {
     pub(crate) stats: Arc<Stats>,
     pub(crate) health: Health,
     pub(crate) jobs_queued: usize,
+    pub(crate) topics: usize,
     pub(crate) runtime: Handle,
 }
 
@@ -171,6 +172,11 @@ impl Collector for Scrape {
             let value = ConstCounter::new(stats.jobs_ended(*outcome));
             value.encode(jobs.encode_family(&[("outcome", label)])?)?;
         }
+        let (published, delivered, missed) = stats.messages();
+        gauge(&mut encoder, "topics", "Topics with subscribers now", self.topics as f64)?;
+        counter(&mut encoder, "messages_published", "PUBLISH requests", published)?;
+        counter(&mut encoder, "messages_delivered", "Messages written to subscribers", delivered)?;
+        counter(&mut encoder, "messages_missed", "Messages lagging subscribers missed (LAG)", missed)?;
         let mut requests = encoder.encode_descriptor(
             "request_duration_seconds",
             "Time from reading a request to its answer being ready, by command",

@@ -22,6 +22,9 @@ pub struct Stats {
     jobs_timed_out: AtomicU64,
     jobs_abandoned: AtomicU64,
     jobs_cancelled: AtomicU64,
+    messages_published: AtomicU64,
+    messages_delivered: AtomicU64,
+    messages_missed: AtomicU64,
     worst_lag_us: AtomicU64,
 }
 
@@ -83,6 +86,27 @@ impl Stats {
         self.outcome(outcome).fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a `PUBLISH`.
+    pub fn count_published(&self) {
+        self.messages_published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a message written to a subscriber.
+    pub fn count_delivered(&self) {
+        self.messages_delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts messages a lagging subscriber missed (each `LAG` line's figure).
+    pub fn count_missed(&self, missed: u64) {
+        self.messages_missed.fetch_add(missed, Ordering::Relaxed);
+    }
+
+    /// Messages published, delivered and missed so far.
+    pub fn messages(&self) -> (u64, u64, u64) {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        (load(&self.messages_published), load(&self.messages_delivered), load(&self.messages_missed))
+    }
+
     /// Keeps the worst runtime lag seen.
     pub fn record_lag(&self, lag: Duration) {
         let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
@@ -125,12 +149,13 @@ impl Stats {
         }
     }
 
-    /// The `STATS` answer: `key=value` pairs, `jobs_queued` supplied by the job queue.
-    pub fn render(&self, jobs_queued: usize) -> String {
+    /// The `STATS` answer: `key=value` pairs, `jobs_queued` and `topics` supplied by their owners.
+    pub fn render(&self, jobs_queued: usize, topics: usize) -> String {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         format!(
             "connections={} rejected={} jobs_queued={} jobs_running={} jobs_done={} jobs_shed={} \
-             jobs_failed={} jobs_timed_out={} jobs_abandoned={} jobs_cancelled={} worst_lag_ms={}",
+             jobs_failed={} jobs_timed_out={} jobs_abandoned={} jobs_cancelled={} topics={} \
+             messages_published={} messages_delivered={} messages_missed={} worst_lag_ms={}",
             load(&self.connections),
             load(&self.rejected),
             jobs_queued,
@@ -141,6 +166,10 @@ impl Stats {
             load(&self.jobs_timed_out),
             load(&self.jobs_abandoned),
             load(&self.jobs_cancelled),
+            topics,
+            load(&self.messages_published),
+            load(&self.messages_delivered),
+            load(&self.messages_missed),
             self.worst_lag().as_millis(),
         )
     }
@@ -165,10 +194,12 @@ mod tests {
         stats.record_lag(Duration::from_millis(7));
         stats.record_lag(Duration::from_millis(3));
         assert_eq!(stats.jobs_ended(JobOutcome::Abandoned), 1);
+        stats.count_missed(3);
         assert_eq!(
-            stats.render(4),
+            stats.render(4, 2),
             "connections=0 rejected=0 jobs_queued=4 jobs_running=0 jobs_done=0 jobs_shed=1 \
-             jobs_failed=0 jobs_timed_out=0 jobs_abandoned=1 jobs_cancelled=0 worst_lag_ms=7"
+             jobs_failed=0 jobs_timed_out=0 jobs_abandoned=1 jobs_cancelled=0 topics=2 \
+             messages_published=0 messages_delivered=0 messages_missed=3 worst_lag_ms=7"
         );
     }
 }

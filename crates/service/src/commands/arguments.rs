@@ -24,6 +24,20 @@ pub(super) fn number(command: &'static str, argument: Option<&str>, max: u64) ->
         })
 }
 
+/// The longest topic name, in bytes.
+pub(super) const MAX_TOPIC: usize = 64;
+
+/// A topic name: 1 to 64 bytes, no control characters (a space ends it, as it ends any word).
+pub(super) fn topic<'a>(command: &'static str, word: &'a str) -> Result<&'a str, Response> {
+    if word.is_empty() || word.len() > MAX_TOPIC || word.chars().any(char::is_control) {
+        return Err(Response::err_with(
+            ErrorCode::BadArgument,
+            format!("{command}: a topic is 1 to {MAX_TOPIC} bytes, no control characters"),
+        ));
+    }
+    Ok(word)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +51,15 @@ mod tests {
             assert_eq!(number("N", Some(bad), 10), refused, "{bad:?}");
         }
         assert_eq!(number("N", None, 10), refused);
+    }
+
+    #[test]
+    fn topics_are_bounded_words() {
+        assert_eq!(topic("T", "news"), Ok("news"));
+        assert_eq!(topic("T", &"x".repeat(MAX_TOPIC)).map(str::len), Ok(MAX_TOPIC));
+        for bad in ["", "a\tb", "\u{1b}", &"x".repeat(MAX_TOPIC + 1)] {
+            assert!(topic("T", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

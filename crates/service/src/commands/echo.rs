@@ -13,11 +13,12 @@ pub(super) const ECHO: Spec = Spec {
     answer: "OK <text>, exactly as sent",
     work: Work::Instant,
     ends_connection: false,
+    pushes: false,
     examples: &[("ECHO hello world", "OK hello world"), ("echo  two  spaces ", "OK  two  spaces ")],
     start,
 };
 
-fn start(argument: Option<&str>, _: &Context) -> Result<Reply, Response> {
+fn start(argument: Option<&str>, _: &mut Context) -> Result<Reply, Response> {
     Ok(Reply::ready(Response::ok(argument.unwrap_or_default().to_owned())))
 }
 
@@ -27,11 +28,11 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn the_text_comes_back_exactly() {
-        let context = context();
+        let context = &mut context();
         for (line, expected) in
             [("ECHO  a  b ", "OK  a  b "), ("ECHO ", "OK"), ("ECHO", "OK"), ("ECHO \t", "OK \t")]
         {
-            assert_eq!(answer(line, &context).await, expected, "{line:?}");
+            assert_eq!(answer(line, context).await, expected, "{line:?}");
         }
     }
 }

@@ -23,14 +23,18 @@ use tokio_util::sync::CancellationToken;
 use crate::job_queue::{JobQueue, QueueError};
 use crate::protocol::{ErrorCode, Response};
 use crate::stats::Stats;
+use crate::topics::{Subscriptions, Topics};
 
 mod arguments;
 mod echo;
 mod ping;
 mod primes;
+mod publish;
 mod quit;
 mod sleep;
 mod stats;
+mod subscribe;
+mod unsubscribe;
 
 /// How much of an unknown command's name the error shows, in characters: a peer's bytes, so
 /// bounded.
@@ -46,6 +50,9 @@ pub static REGISTRY: &[&Spec] = &[
     &echo::ECHO,
     &sleep::SLEEP,
     &primes::PRIMES,
+    &publish::PUBLISH,
+    &subscribe::SUBSCRIBE,
+    &unsubscribe::UNSUBSCRIBE,
 ];
 
 /// One command: what the registry knows of it.
@@ -60,11 +67,14 @@ pub struct Spec {
     pub work: Work,
     /// Whether the connection closes after its answer.
     pub ends_connection: bool,
+    /// Whether, after its answer, the server may push lines on the connection (`MSG`, `LAG`):
+    /// `call` then goes on printing them.
+    pub pushes: bool,
     /// Requests and their exact answers, which the end-to-end test sends to a live server, each
     /// on a fresh connection.
     pub examples: &'static [(&'static str, &'static str)],
     /// Parses the argument (`None` when the line is the name alone) and starts the work.
-    pub(crate) start: fn(Option<&str>, &Context) -> Result<Reply, Response>,
+    pub(crate) start: fn(Option<&str>, &mut Context) -> Result<Reply, Response>,
 }
 
 /// The three kinds of work a command can be: the rule "async for I/O, sync for CPU" in small.
@@ -78,29 +88,66 @@ pub enum Work {
     Computes,
 }
 
-/// What a command may use: the service's shared parts.
+/// The service's parts that commands use, shared by every connection.
 #[derive(Clone)]
-pub(crate) struct Context {
-    pub(crate) jobs: JobQueue,
-    pub(crate) pool: cpu::CpuPool,
-    pub(crate) stats: Arc<Stats>,
+pub(crate) struct Shared {
+    jobs: JobQueue,
+    pool: cpu::CpuPool,
+    stats: Arc<Stats>,
+    topics: Arc<Topics>,
     abort: CancellationToken,
 }
 
-impl Context {
+impl Shared {
     pub(crate) fn new(
         jobs: JobQueue,
         pool: cpu::CpuPool,
         stats: Arc<Stats>,
+        topics: Arc<Topics>,
         abort: CancellationToken,
     ) -> Self {
-        Self { jobs, pool, stats, abort }
+        Self { jobs, pool, stats, topics, abort }
+    }
+
+    /// A new connection's context: the shared parts, and subscriptions of its own.
+    pub(crate) fn context(&self) -> Context {
+        let subscriptions = Subscriptions::new(Arc::clone(&self.topics));
+        Context { shared: self.clone(), subscriptions }
+    }
+}
+
+/// What a command may use: the service's shared parts, and its own connection's subscriptions.
+pub(crate) struct Context {
+    shared: Shared,
+    /// The connection's subscriptions, which its loop reads pushed messages from.
+    pub(crate) subscriptions: Subscriptions,
+}
+
+impl Context {
+    /// The bounded queue of CPU jobs.
+    pub(crate) fn jobs(&self) -> &JobQueue {
+        &self.shared.jobs
+    }
+
+    /// The rayon pool.
+    pub(crate) fn pool(&self) -> &cpu::CpuPool {
+        &self.shared.pool
+    }
+
+    /// The service's counters.
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Every topic with subscribers.
+    pub(crate) fn topics(&self) -> &Topics {
+        &self.shared.topics
     }
 
     /// A reply that waits. It ends with `ERR shutting-down` when the grace period is over, so no
     /// request outlives shutdown whatever it waits on.
     pub(crate) fn later(&self, reply: impl Future<Output = Response> + Send + 'static) -> Reply {
-        let abort = self.abort.clone().cancelled_owned();
+        let abort = self.shared.abort.clone().cancelled_owned();
         Reply::later(Box::pin(async move {
             tokio::select! {
                 // An answer that is ready wins over the abort.
@@ -157,7 +204,7 @@ impl From<QueueError> for Response {
 ///
 /// A line is a command name, then optionally one space and the argument, which is everything
 /// after that space, byte for byte. Only the space separates: a tab is part of a word.
-pub(crate) fn start(line: &str, context: &Context) -> (Reply, bool) {
+pub(crate) fn start(line: &str, context: &mut Context) -> (Reply, bool) {
     let (name, argument) = match line.split_once(' ') {
         Some((name, argument)) => (name, Some(argument)),
         None => (line, None),
@@ -201,35 +248,43 @@ pub fn help() -> String {
 pub(crate) mod tests {
     use super::*;
 
-    /// A context for unit tests of commands: a small pool and queue. Call it inside a runtime.
+    /// A connection's context for unit tests of commands. Call it inside a runtime.
     pub(crate) fn context() -> Context {
+        shared().context()
+    }
+
+    /// The shared parts for unit tests: a small pool and queue, at most 8 topics of 4 messages.
+    /// Call it inside a runtime.
+    pub(crate) fn shared() -> Shared {
         let config = Arc::new(crate::Config { cpu_threads: 1, ..crate::Config::default() });
         let stats = Arc::new(Stats::default());
         let shutdown = crate::shutdown::Shutdown::default();
         let tracker = tokio_util::task::TaskTracker::new();
         let metrics = Arc::new(crate::metrics::Metrics::new(REGISTRY.iter().map(|spec| spec.name)));
-        let jobs = JobQueue::start(config, Arc::clone(&stats), metrics, &shutdown, &tracker);
-        Context::new(jobs, cpu::CpuPool::new(1).expect("a pool"), stats, shutdown.abort)
+        let jobs = JobQueue::start(Arc::clone(&config), Arc::clone(&stats), metrics, &shutdown, &tracker);
+        let topics = Arc::new(Topics::new(4, 8, Arc::clone(&stats)));
+        let pool = cpu::CpuPool::new(1).expect("a pool");
+        Shared::new(jobs, pool, stats, topics, shutdown.abort)
     }
 
     /// The answer to one request line.
-    pub(crate) async fn answer(line: &str, context: &Context) -> String {
+    pub(crate) async fn answer(line: &str, context: &mut Context) -> String {
         start(line, context).0.await.0.to_string()
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn unknown_and_empty_commands_are_refused_with_a_safe_detail() {
-        let context = context();
-        assert_eq!(answer("FLY me", &context).await, "ERR unknown-command FLY");
-        assert_eq!(answer("", &context).await, "ERR unknown-command empty request");
-        assert_eq!(answer(" PING", &context).await, "ERR unknown-command empty request");
-        assert_eq!(answer("PING\t", &context).await, r"ERR unknown-command PING\t");
-        assert_eq!(answer("\u{1b}[2J", &context).await, r"ERR unknown-command \u{1b}[2J");
-        assert_eq!(answer("PiNg", &context).await, "OK PONG", "names match in any case");
-        assert_eq!(answer("PING ", &context).await, "ERR bad-argument PING takes no argument");
+        let context = &mut context();
+        assert_eq!(answer("FLY me", context).await, "ERR unknown-command FLY");
+        assert_eq!(answer("", context).await, "ERR unknown-command empty request");
+        assert_eq!(answer(" PING", context).await, "ERR unknown-command empty request");
+        assert_eq!(answer("PING\t", context).await, r"ERR unknown-command PING\t");
+        assert_eq!(answer("\u{1b}[2J", context).await, r"ERR unknown-command \u{1b}[2J");
+        assert_eq!(answer("PiNg", context).await, "OK PONG", "names match in any case");
+        assert_eq!(answer("PING ", context).await, "ERR bad-argument PING takes no argument");
         let long = "X".repeat(1000);
         assert_eq!(
-            answer(&long, &context).await,
+            answer(&long, context).await,
             format!("ERR unknown-command {}", "X".repeat(MAX_NAME_SHOWN))
         );
     }
@@ -238,10 +293,11 @@ pub(crate) mod tests {
     /// over TCP).
     #[tokio::test(flavor = "current_thread")]
     async fn every_example_is_answered_as_written() {
-        let context = context();
+        let shared = shared();
         for spec in REGISTRY {
             for (request, expected) in spec.examples {
-                assert_eq!(answer(request, &context).await, *expected, "{request:?}");
+                // Each on a fresh connection, as the end-to-end test sends them.
+                assert_eq!(answer(request, &mut shared.context()).await, *expected, "{request:?}");
             }
         }
     }

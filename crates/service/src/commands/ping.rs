@@ -9,6 +9,7 @@ pub(super) const PING: Spec = Spec {
     answer: "OK PONG",
     work: Work::Instant,
     ends_connection: false,
+    pushes: false,
     examples: &[
         ("PING", "OK PONG"),
         ("ping", "OK PONG"),
@@ -17,7 +18,7 @@ pub(super) const PING: Spec = Spec {
     start,
 };
 
-fn start(argument: Option<&str>, _: &Context) -> Result<Reply, Response> {
+fn start(argument: Option<&str>, _: &mut Context) -> Result<Reply, Response> {
     arguments::none(PING.name, argument)?;
     Ok(Reply::ready(Response::ok("PONG")))
 }

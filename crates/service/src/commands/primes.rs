@@ -22,6 +22,7 @@ pub(super) const PRIMES: Spec = Spec {
     answer: "OK <count of primes below n>, on the CPU pool (n <= 1e9)",
     work: Work::Computes,
     ends_connection: false,
+    pushes: false,
     examples: &[
         ("PRIMES 1000000", "OK 78498"),
         ("PRIMES 2", "OK 0"),
@@ -30,9 +31,9 @@ pub(super) const PRIMES: Spec = Spec {
     start,
 };
 
-fn start(argument: Option<&str>, context: &Context) -> Result<Reply, Response> {
+fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Response> {
     let n = arguments::number(PRIMES.name, argument, MAX_N)?;
-    let job = context.jobs.submit(count_primes(context.pool.clone(), n));
+    let job = context.jobs().submit(count_primes(context.pool().clone(), n));
     Ok(context.later(async move {
         match job.await {
             Ok(Some(count)) => Response::ok(count.to_string()),
@@ -72,12 +73,12 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn counts_on_the_pool_and_refuses_past_the_limit() {
-        let context = context();
-        assert_eq!(answer("PRIMES 100", &context).await, "OK 25");
-        assert_eq!(answer("primes 0", &context).await, "OK 0");
+        let context = &mut context();
+        assert_eq!(answer("PRIMES 100", context).await, "OK 25");
+        assert_eq!(answer("primes 0", context).await, "OK 0");
         for line in ["PRIMES", "PRIMES 1000000001", "PRIMES 18446744073709551616", "PRIMES x"] {
             assert_eq!(
-                answer(line, &context).await,
+                answer(line, context).await,
                 "ERR bad-argument PRIMES takes a number from 0 to 1000000000",
                 "{line:?}"
             );

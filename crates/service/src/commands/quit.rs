@@ -11,11 +11,12 @@ pub(super) const QUIT: Spec = Spec {
     answer: "OK BYE, then the connection closes",
     work: Work::Instant,
     ends_connection: true,
+    pushes: false,
     examples: &[("QUIT", "OK BYE"), ("QUIT 1", "ERR bad-argument QUIT takes no argument")],
     start,
 };
 
-fn start(argument: Option<&str>, _: &Context) -> Result<Reply, Response> {
+fn start(argument: Option<&str>, _: &mut Context) -> Result<Reply, Response> {
     arguments::none(QUIT.name, argument)?;
     Ok(Reply::ready(Response::ok("BYE")))
 }

@@ -19,6 +19,7 @@ pub(super) const SLEEP: Spec = Spec {
     answer: "OK <ms> after ms milliseconds on a tokio timer (ms <= 60000)",
     work: Work::Waits,
     ends_connection: false,
+    pushes: false,
     examples: &[
         ("SLEEP 20", "OK 20"),
         ("SLEEP 60001", "ERR bad-argument SLEEP takes a number from 0 to 60000"),
@@ -26,7 +27,7 @@ pub(super) const SLEEP: Spec = Spec {
     start,
 };
 
-fn start(argument: Option<&str>, context: &Context) -> Result<Reply, Response> {
+fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Response> {
     let ms = arguments::number(SLEEP.name, argument, MAX_MS)?;
     Ok(context.later(async move {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -42,19 +43,19 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn answers_after_exactly_its_time() {
-        let context = context();
+        let context = &mut context();
         let start = Instant::now();
-        assert_eq!(answer("SLEEP 1500", &context).await, "OK 1500");
+        assert_eq!(answer("SLEEP 1500", context).await, "OK 1500");
         assert_eq!(start.elapsed().as_millis(), 1500);
-        assert_eq!(answer("SLEEP 0", &context).await, "OK 0");
+        assert_eq!(answer("SLEEP 0", context).await, "OK 0");
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn refuses_what_is_not_a_number_within_bounds() {
-        let context = context();
+        let context = &mut context();
         for line in ["SLEEP", "SLEEP -1", "SLEEP +5", "SLEEP 1e3", "SLEEP  5", "SLEEP 60001"] {
             assert_eq!(
-                answer(line, &context).await,
+                answer(line, context).await,
                 "ERR bad-argument SLEEP takes a number from 0 to 60000",
                 "{line:?}"
             );

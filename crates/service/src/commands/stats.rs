@@ -9,12 +9,13 @@ pub(super) const STATS: Spec = Spec {
     answer: "OK connections=.. rejected=.. jobs_queued=.. (every counter)",
     work: Work::Instant,
     ends_connection: false,
+    pushes: false,
     // The counters depend on what ran before; the end-to-end tests check them.
     examples: &[("STATS now", "ERR bad-argument STATS takes no argument")],
     start,
 };
 
-fn start(argument: Option<&str>, context: &Context) -> Result<Reply, Response> {
+fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Response> {
     arguments::none(STATS.name, argument)?;
-    Ok(Reply::ready(Response::ok(context.stats.render(context.jobs.queued()))))
+    Ok(Reply::ready(Response::ok(context.stats().render(context.jobs().queued(), context.topics().count()))))
 }

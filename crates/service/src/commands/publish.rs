@@ -1,0 +1,53 @@
+//! `PUBLISH <topic> <text>`: sends the text to every subscriber of the topic and answers
+//! `OK <subscribers reached>`. **Example domain code: replace it.**
+//!
+//! It stands for fan-out, the fourth kind of work a service does (after answering, waiting and
+//! computing): one event pushed to many clients. It never waits: each subscriber's connection
+//! reads from a bounded `broadcast` channel, and one that falls behind is told what it missed
+//! (see `topics.rs`). The text is everything after the topic's space, byte for byte.
+
+use super::{Context, Reply, Spec, Work, arguments};
+use crate::protocol::{ErrorCode, Response};
+
+pub(super) const PUBLISH: Spec = Spec {
+    name: "PUBLISH",
+    usage: "<topic> <text>",
+    answer: "OK <subscribers reached>",
+    work: Work::Instant,
+    ends_connection: false,
+    pushes: false,
+    examples: &[
+        ("PUBLISH news nobody listens", "OK 0"),
+        ("PUBLISH news", "ERR bad-argument PUBLISH takes a topic and a text"),
+    ],
+    start,
+};
+
+fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Response> {
+    let refused = || Response::err_with(ErrorCode::BadArgument, "PUBLISH takes a topic and a text");
+    let (topic, text) = argument.and_then(|argument| argument.split_once(' ')).ok_or_else(refused)?;
+    let topic = arguments::topic(PUBLISH.name, topic)?;
+    let reached = context.topics().publish(topic, text);
+    Ok(Reply::ready(Response::ok(reached.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::commands::tests::{answer, shared};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reaches_every_subscriber_and_nobody_else() {
+        let shared = shared();
+        let (publisher, first, second) =
+            (&mut shared.context(), &mut shared.context(), &mut shared.context());
+        assert_eq!(answer("PUBLISH t hi", publisher).await, "OK 0");
+        assert_eq!(answer("SUBSCRIBE t", first).await, "OK 1");
+        assert_eq!(answer("SUBSCRIBE t u", second).await, "OK 2");
+        assert_eq!(answer("PUBLISH t hi there", publisher).await, "OK 2");
+        assert_eq!(answer("PUBLISH u ", publisher).await, "OK 1", "an empty text is a text");
+        assert_eq!(
+            answer("PUBLISH  hi", publisher).await,
+            "ERR bad-argument PUBLISH: a topic is 1 to 64 bytes, no control characters"
+        );
+    }
+}

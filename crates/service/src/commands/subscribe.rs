@@ -1,0 +1,81 @@
+//! `SUBSCRIBE <topic> [<topic> ...]`: answers `OK <topics subscribed now>`; from then on the
+//! connection also receives `MSG <topic> <text>` for each message published to those topics, or
+//! `LAG <topic> <missed>` when it fell behind. **Example domain code: replace it.**
+//!
+//! Answers keep request order, and pushed lines go between them; a client tells them apart by
+//! the first word. A subscribed connection is not idle (it waits for pushes), but one that stops
+//! reading is dropped at the write timeout like any peer. Bounds: at most [`MAX_PER_CONNECTION`]
+//! topics per connection, and `--max-topics` in all (past either: `ERR busy`); a request that
+//! cannot take all its topics takes none.
+
+use super::{Context, Reply, Spec, Work, arguments};
+use crate::protocol::{ErrorCode, Response};
+
+/// Topics one connection may subscribe to.
+const MAX_PER_CONNECTION: usize = 64;
+
+pub(super) const SUBSCRIBE: Spec = Spec {
+    name: "SUBSCRIBE",
+    usage: "<topic>...",
+    answer: "OK <topics subscribed>; then MSG <topic> <text> or LAG <topic> <missed> lines",
+    work: Work::Waits,
+    ends_connection: false,
+    pushes: true,
+    examples: &[
+        ("SUBSCRIBE news", "OK 1"),
+        ("SUBSCRIBE a b a", "OK 2"),
+        ("SUBSCRIBE", "ERR bad-argument SUBSCRIBE takes one or more topics"),
+    ],
+    start,
+};
+
+fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Response> {
+    let topics: Vec<&str> = argument
+        .ok_or_else(|| Response::err_with(ErrorCode::BadArgument, "SUBSCRIBE takes one or more topics"))?
+        .split(' ')
+        .map(|word| arguments::topic(SUBSCRIBE.name, word))
+        .collect::<Result<_, _>>()?;
+    let mut new: Vec<&str> =
+        topics.iter().copied().filter(|topic| !context.subscriptions.contains(topic)).collect();
+    new.sort_unstable();
+    new.dedup();
+    if context.subscriptions.len() + new.len() > MAX_PER_CONNECTION {
+        let busy = format!("at most {MAX_PER_CONNECTION} topics per connection");
+        return Err(Response::err_with(ErrorCode::Busy, busy));
+    }
+    for (added, topic) in new.iter().enumerate() {
+        if context.subscriptions.subscribe(topic).is_err() {
+            // All or nothing: undo this request's subscriptions.
+            for topic in &new[..added] {
+                context.subscriptions.unsubscribe(topic);
+            }
+            return Err(Response::err_with(ErrorCode::Busy, "too many topics"));
+        }
+    }
+    Ok(Reply::ready(Response::ok(context.subscriptions.len().to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::commands::tests::{answer, context};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn counts_topics_once_and_refuses_past_the_bounds_all_or_nothing() {
+        let context = &mut context();
+        assert_eq!(answer("SUBSCRIBE a b", context).await, "OK 2");
+        assert_eq!(answer("subscribe b c", context).await, "OK 3");
+        // The test context allows 8 topics in all: 5 more is 8, 6 more is refused whole.
+        assert_eq!(answer("SUBSCRIBE d e f g h i", context).await, "ERR busy too many topics");
+        assert_eq!(context.subscriptions.len(), 3, "nothing of the refused request stays");
+        assert_eq!(answer("SUBSCRIBE d e f g h", context).await, "OK 8");
+        assert_eq!(
+            answer("SUBSCRIBE ok \u{7}", context).await,
+            "ERR bad-argument SUBSCRIBE: a topic is 1 to 64 bytes, no control characters"
+        );
+        assert_eq!(
+            answer("SUBSCRIBE a  b", context).await,
+            "ERR bad-argument SUBSCRIBE: a topic is 1 to 64 bytes, no control characters",
+            "two spaces make an empty topic"
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! Fan-out: a `tokio::sync::broadcast` channel per topic, and each connection's subscriptions.
+//!
+//! The rules a fan-out must keep, and how:
+//!
+//! * **Nothing waits on a subscriber.** `broadcast::Sender::send` never waits: each topic keeps
+//!   its last `topic_capacity` messages, and a subscriber that falls further behind loses the
+//!   oldest ones. A publisher never notices a slow subscriber.
+//! * **No silent loss.** A subscriber that fell behind reads `Lagged(n)` from its receiver
+//!   (through tokio-stream's `BroadcastStream`), which its connection passes on as
+//!   `LAG <topic> <n>`. So for every subscriber, messages received + missed = messages published
+//!   while it was subscribed. (tokio-rs/mini-redis skips lagged messages without a word.)
+//! * **Nothing grows without bound.** A topic exists only while it has subscribers: the first
+//!   subscription creates it, the last one to go removes it, so subscribing to random names
+//!   leaks nothing. Past `max_topics` topics in all, a new topic is refused. A connection's
+//!   subscriptions are a `StreamMap`, bounded by the command that adds to it.
+//!
+//! The map of topics sits behind a `std::sync::Mutex`, held only to look up, create or remove a
+//! channel and never across an `.await` (tokio's docs on `Mutex`: a blocking mutex is the right
+//! choice for short critical sections without awaits).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use tokio::sync::broadcast;
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::stats::Stats;
+
+/// A published message: cheap to clone into every subscriber's queue.
+type Message = Arc<str>;
+
+/// Every topic with at least one subscriber; shared by the whole service.
+#[derive(Debug)]
+pub(crate) struct Topics {
+    channels: Mutex<HashMap<Arc<str>, broadcast::Sender<Message>>>,
+    /// Messages each topic keeps for subscribers that are behind.
+    capacity: usize,
+    /// Topics that may exist at once.
+    max_topics: usize,
+    stats: Arc<Stats>,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many topics")]
+pub(crate) struct TooManyTopics;
+
+impl Topics {
+    pub(crate) fn new(capacity: usize, max_topics: usize, stats: Arc<Stats>) -> Self {
+        Self { channels: Mutex::default(), capacity, max_topics, stats }
+    }
+
+    /// Sends `text` to every subscriber of `topic`; returns how many it reached (0 if nobody
+    /// subscribes: the message goes nowhere, and no topic is created).
+    pub(crate) fn publish(&self, topic: &str, text: &str) -> usize {
+        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let reached = channels.get(topic).and_then(|channel| channel.send(Arc::from(text)).ok()).unwrap_or(0);
+        self.stats.count_published();
+        reached
+    }
+
+    /// Topics alive now.
+    pub(crate) fn count(&self) -> usize {
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    fn subscribe(&self, topic: &str) -> Result<(Arc<str>, broadcast::Receiver<Message>), TooManyTopics> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((name, channel)) = channels.get_key_value(topic) {
+            return Ok((Arc::clone(name), channel.subscribe()));
+        }
+        if channels.len() >= self.max_topics {
+            return Err(TooManyTopics);
+        }
+        let name: Arc<str> = Arc::from(topic);
+        let (channel, receiver) = broadcast::channel(self.capacity);
+        channels.insert(Arc::clone(&name), channel);
+        Ok((name, receiver))
+    }
+
+    /// Removes `topic` if nobody subscribes to it any more.
+    fn release(&self, topic: &str) {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if channels.get(topic).is_some_and(|channel| channel.receiver_count() == 0) {
+            channels.remove(topic);
+        }
+    }
+}
+
+/// What a subscription yields: a message, or how many were missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Push {
+    /// `MSG <topic> <text>`.
+    Message(Arc<str>, Message),
+    /// `LAG <topic> <missed>`: the subscriber fell behind and this many messages are gone.
+    Lagged(Arc<str>, u64),
+}
+
+/// One connection's subscriptions, polled by its loop as a stream of [`Push`]es. Dropping it
+/// unsubscribes from everything (and removes topics left without subscribers).
+pub(crate) struct Subscriptions {
+    streams: StreamMap<Arc<str>, BroadcastStream<Message>>,
+    topics: Arc<Topics>,
+}
+
+impl Subscriptions {
+    pub(crate) fn new(topics: Arc<Topics>) -> Self {
+        Self { streams: StreamMap::new(), topics }
+    }
+
+    /// Topics subscribed to now.
+    pub(crate) fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Whether `topic` is subscribed to already.
+    pub(crate) fn contains(&self, topic: &str) -> bool {
+        self.streams.contains_key(topic)
+    }
+
+    /// Subscribes to `topic` (nothing happens if it already is).
+    pub(crate) fn subscribe(&mut self, topic: &str) -> Result<(), TooManyTopics> {
+        if !self.streams.contains_key(topic) {
+            let (name, receiver) = self.topics.subscribe(topic)?;
+            self.streams.insert(name, BroadcastStream::new(receiver));
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes from `topic`, if subscribed.
+    pub(crate) fn unsubscribe(&mut self, topic: &str) {
+        if self.streams.remove(topic).is_some() {
+            self.topics.release(topic);
+        }
+    }
+
+    /// Unsubscribes from every topic.
+    pub(crate) fn clear(&mut self) {
+        let names: Vec<Arc<str>> = self.streams.keys().cloned().collect();
+        self.streams.clear();
+        for name in names {
+            self.topics.release(&name);
+        }
+    }
+}
+
+impl Stream for Subscriptions {
+    type Item = Push;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Push>> {
+        Pin::new(&mut self.streams).poll_next(cx).map(|next| {
+            next.map(|(topic, received)| match received {
+                Ok(text) => Push::Message(topic, text),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => Push::Lagged(topic, missed),
+            })
+        })
+    }
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt as _;
+
+    use super::*;
+
+    fn topics(capacity: usize, max_topics: usize) -> Arc<Topics> {
+        Arc::new(Topics::new(capacity, max_topics, Arc::new(Stats::default())))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_topic_lives_exactly_as_long_as_its_subscribers() {
+        let topics = topics(4, 8);
+        let (mut first, mut second) =
+            (Subscriptions::new(Arc::clone(&topics)), Subscriptions::new(Arc::clone(&topics)));
+        assert_eq!(topics.publish("news", "nobody"), 0);
+        assert_eq!(topics.count(), 0, "publishing creates no topic");
+        first.subscribe("news").unwrap();
+        second.subscribe("news").unwrap();
+        assert_eq!(topics.count(), 1);
+        assert_eq!(topics.publish("news", "hello"), 2);
+        assert_eq!(first.next().await, Some(Push::Message("news".into(), "hello".into())));
+        first.unsubscribe("news");
+        assert_eq!(topics.count(), 1, "the second still subscribes");
+        drop(second);
+        assert_eq!(topics.count(), 0, "gone with its last subscriber");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_subscriber_that_falls_behind_is_told_how_much_it_missed() {
+        let topics = topics(2, 8);
+        let mut slow = Subscriptions::new(Arc::clone(&topics));
+        slow.subscribe("t").unwrap();
+        for i in 0..5 {
+            assert_eq!(topics.publish("t", &i.to_string()), 1, "the publisher never waits");
+        }
+        assert_eq!(slow.next().await, Some(Push::Lagged("t".into(), 3)));
+        assert_eq!(slow.next().await, Some(Push::Message("t".into(), "3".into())));
+        assert_eq!(slow.next().await, Some(Push::Message("t".into(), "4".into())));
+    }
+
+    #[test]
+    fn past_max_topics_a_new_topic_is_refused_but_an_old_one_is_not() {
+        let topics = topics(2, 2);
+        let mut subscriptions = Subscriptions::new(Arc::clone(&topics));
+        subscriptions.subscribe("a").unwrap();
+        subscriptions.subscribe("b").unwrap();
+        assert_eq!(subscriptions.subscribe("c"), Err(TooManyTopics));
+        let mut other = Subscriptions::new(Arc::clone(&topics));
+        assert_eq!(other.subscribe("a"), Ok(()), "an existing topic takes more subscribers");
+    }
+}
