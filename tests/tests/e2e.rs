@@ -257,3 +257,40 @@ async fn the_jobs_of_a_peer_that_resets_are_abandoned_and_counted() {
     assert!(ended(Abandoned) >= 4, "{}", stats.render(0, 0));
     server.stop().await;
 }
+
+/// The load generator against the real server: closed loop counts what it got, open loop sends
+/// no more than its schedule, and ERR answers are counted as errors.
+#[tokio::test]
+async fn load_measures_closed_and_open_loops_and_counts_errors() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use service::load::{LoadPlan, run};
+    let server = TestServer::start(test_config());
+    let plan = LoadPlan {
+        addr: server.addr,
+        connections: 4,
+        depth: 4,
+        duration: Duration::from_millis(300),
+        rate: None,
+        requests: vec!["PING".to_owned()],
+        connect_timeout: TEST_TIMEOUT,
+        timeout: TEST_TIMEOUT,
+    };
+    let progress = Arc::new(AtomicU64::new(0));
+    let closed = run(&plan, Arc::clone(&progress)).await.unwrap();
+    assert!(closed.answers > 0 && closed.errors == 0, "{closed}");
+    assert_eq!(closed.latency.len(), closed.answers, "every answer's latency is recorded");
+    assert_eq!(progress.load(std::sync::atomic::Ordering::Relaxed), closed.answers);
+    let open = run(
+        &LoadPlan { rate: Some(200), duration: Duration::from_millis(500), ..plan.clone() },
+        Arc::default(),
+    )
+    .await
+    .unwrap();
+    assert!(open.answers <= 100 + 4, "at most the schedule's 100 (and one per connection): {open}");
+    assert!(open.answers >= 50, "{open}");
+    let errors = run(&LoadPlan { requests: vec!["NOPE".to_owned()], ..plan }, Arc::default()).await.unwrap();
+    assert_eq!(errors.errors, errors.answers, "{errors}");
+    server.stop().await;
+}

@@ -9,6 +9,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::commands;
@@ -33,6 +34,8 @@ pub enum Command {
     /// Send one request to a server and print its answer.
     #[command(after_help = CallExit::HELP)]
     Call(CallArgs),
+    /// Load a running server with requests and report throughput and latency.
+    Load(LoadArgs),
 }
 
 /// Flags of `serve`.
@@ -65,6 +68,39 @@ pub struct CallArgs {
     /// The request: a command and its argument, joined by spaces (`call ECHO hello world`).
     #[arg(required = true, num_args = 1.., value_parser = without_line_break)]
     pub request: Vec<String>,
+}
+
+/// Flags of `load`; see [`crate::load`] for what it measures and how.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Server address (host:port).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub addr: String,
+    /// Connections, each with its own requests in flight.
+    #[arg(long, value_name = "N", default_value = "50", value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
+    pub connections: usize,
+    /// Requests in flight per connection (pipelining depth).
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
+    pub depth: usize,
+    /// How long to send requests for.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Requests a second in all, on a fixed schedule (open loop, latency from when each was due);
+    /// without it, each connection sends as fast as answers come (closed loop).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub rate: Option<u64>,
+    /// Time to connect.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Time for each answer.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The request lines, sent in turn (quote each: `load "PING" "SLEEP 10"`).
+    #[arg(default_value = "PING", value_parser = without_line_break)]
+    pub requests: Vec<String>,
 }
 
 /// How `call` exits. Scripts rely on these codes, so they are decided here and nowhere else.
@@ -124,6 +160,7 @@ pub fn command() -> clap::Command {
     Cli::command()
         .mut_subcommand("serve", |serve| serve.mut_args(with_env).after_long_help(commands::help()))
         .mut_subcommand("call", |call| call.mut_arg("addr", with_env))
+        .mut_subcommand("load", |load| load.mut_arg("addr", with_env))
 }
 
 /// Parses the process's arguments and environment; exits with a one-line error (status 2) if

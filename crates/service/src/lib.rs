@@ -14,6 +14,7 @@
 //! * [`shutdown`]: the two-step shutdown protocol and the signals;
 //! * `watchdog`, [`stats`], `summary`: stall detection, counters, rate-limited logging;
 //! * [`client`]: the client, for `call`, tests and benchmarks;
+//! * [`load`]: the load generator, for `load` and the benchmarks;
 //! * [`cli`], [`config`], [`telemetry`]: the command line, settings and logging.
 //!
 //! # What is public, and why
@@ -42,6 +43,7 @@ pub mod config;
 mod connection;
 pub mod health;
 mod job_queue;
+pub mod load;
 mod metrics;
 pub mod protocol;
 pub mod server;

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use service::cli::{CallArgs, CallExit, Command, ServeArgs};
+use service::cli::{CallArgs, CallExit, Command, LoadArgs, ServeArgs};
 use service::shutdown::Signals;
 use service::{Client, Server, telemetry};
 
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve(&args).map(|()| ExitCode::SUCCESS),
         Command::Call(args) => Ok(call(&args).into()),
+        Command::Load(args) => load(&args).map(ExitCode::from),
     };
     outcome.unwrap_or_else(|error| {
         // `{:#}` prints the whole chain of causes on one line.
@@ -105,4 +106,65 @@ fn call(args: &CallArgs) -> CallExit {
 fn subscribes(request: &str) -> bool {
     let name = request.split(' ').next().unwrap_or_default();
     service::commands::REGISTRY.iter().any(|spec| spec.pushes && spec.name.eq_ignore_ascii_case(name))
+}
+
+/// `load`: runs the plan on a multi-threaded runtime (the client must not be the bottleneck),
+/// showing a live count on a terminal and nothing when stderr is piped.
+fn load(args: &LoadArgs) -> anyhow::Result<CallExit> {
+    use std::io::IsTerminal as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    runtime.block_on(async {
+        let addr = tokio::net::lookup_host(args.addr.as_str())
+            .await
+            .with_context(|| format!("cannot resolve {}", args.addr))?
+            .next()
+            .with_context(|| format!("no address for {}", args.addr))?;
+        let plan = service::load::LoadPlan {
+            addr,
+            connections: args.connections,
+            depth: args.depth,
+            duration: args.duration,
+            rate: args.rate,
+            requests: args.requests.clone(),
+            connect_timeout: args.connect_timeout,
+            timeout: args.timeout,
+        };
+        let progress = Arc::new(AtomicU64::new(0));
+        let run = service::load::run(&plan, Arc::clone(&progress));
+        tokio::pin!(run);
+        let live = std::io::stderr().is_terminal();
+        let mut ticks = tokio::time::interval(std::time::Duration::from_millis(250));
+        let started = tokio::time::Instant::now();
+        let report = loop {
+            tokio::select! {
+                report = &mut run => break report,
+                _ = ticks.tick(), if live => {
+                    let done = progress.load(Ordering::Relaxed);
+                    let line = format!("\r{done} answers, {:.0}/s   ", done as f64 / started.elapsed().as_secs_f64().max(0.001));
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut tokio::io::stderr(), line.as_bytes()).await;
+                }
+            }
+        };
+        if live {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut tokio::io::stderr(), b"\r\x1b[K").await;
+        }
+        match report {
+            Ok(report) => {
+                if args.json {
+                    println!("{}", report.to_json());
+                } else {
+                    println!("{report}");
+                }
+                Ok(CallExit::Ok)
+            }
+            Err(error) => {
+                eprintln!("error: {}: {error}", args.addr);
+                Ok(CallExit::NoAnswer)
+            }
+        }
+    })
 }

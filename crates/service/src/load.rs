@@ -1,0 +1,233 @@
+//! `load`: a load generator for any running instance, and the measuring client of the benchmarks.
+//!
+//! Each of `connections` connections keeps up to `depth` requests in flight (pipelining), for
+//! `duration`. Two ways to pace them:
+//!
+//! * **Closed loop** (no `rate`): a request goes out as soon as an answer frees a slot. This
+//!   measures the most the service does, but hides a stall: while the service is stuck, no new
+//!   request is sent, so no request sees the stall.
+//! * **Open loop** (`rate` requests a second, spread over the connections): requests are due on a
+//!   fixed schedule, and each one's latency counts from the moment it was *due*, not sent. A stall
+//!   then shows in every request that should have gone out meanwhile: no coordinated omission
+//!   (Gil Tene, "How NOT to Measure Latency").
+//!
+//! Latencies go into an HDR histogram (`hdrhistogram`: microseconds, 3 significant digits), one
+//! per connection, merged at the end. Every wait is bounded: connecting by `connect_timeout`, and
+//! each answer by `timeout` from the moment its request was sent.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use hdrhistogram::Histogram;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::{self, Instant};
+use tokio_util::codec::{FramedRead, LinesCodec};
+
+use crate::client::{ClientError, MAX_RESPONSE};
+
+/// What to send, how hard, and for how long.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    /// The server.
+    pub addr: SocketAddr,
+    /// Connections, each with its own requests in flight.
+    pub connections: usize,
+    /// Requests in flight per connection.
+    pub depth: usize,
+    /// How long to send for (answers still due are then awaited).
+    pub duration: Duration,
+    /// Requests a second in all (open loop), or `None` for as fast as answers come (closed loop).
+    pub rate: Option<u64>,
+    /// The request lines, sent in turn.
+    pub requests: Vec<String>,
+    /// Bound on connecting.
+    pub connect_timeout: Duration,
+    /// Bound on each answer, from its request's sending.
+    pub timeout: Duration,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Answers received.
+    pub answers: u64,
+    /// Of which `ERR` answers.
+    pub errors: u64,
+    /// From the first request to the last answer.
+    pub elapsed: Duration,
+    /// Latency of every answer, in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl LoadReport {
+    /// Answers per second.
+    pub fn throughput(&self) -> f64 {
+        self.answers as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    /// A latency quantile (0.5, 0.99, ...).
+    pub fn quantile(&self, quantile: f64) -> Duration {
+        Duration::from_micros(self.latency.value_at_quantile(quantile))
+    }
+
+    /// The report as JSON, for machines.
+    pub fn to_json(&self) -> serde_json::Value {
+        let us = |quantile| self.latency.value_at_quantile(quantile);
+        serde_json::json!({
+            "answers": self.answers,
+            "errors": self.errors,
+            "seconds": self.elapsed.as_secs_f64(),
+            "throughput_per_second": self.throughput(),
+            "latency_us": { "p50": us(0.5), "p99": us(0.99), "p999": us(0.999), "max": self.latency.max() },
+        })
+    }
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |quantile| format!("{:?}", self.quantile(quantile));
+        write!(
+            f,
+            "{} answers ({} ERR) in {:.2?}: {:.0}/s; latency p50 {} p99 {} p99.9 {} max {:?}",
+            self.answers,
+            self.errors,
+            self.elapsed,
+            self.throughput(),
+            show(0.5),
+            show(0.99),
+            show(0.999),
+            Duration::from_micros(self.latency.max())
+        )
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A connection could not be made, or broke, or an answer did not come in time.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The plan cannot run (no request, no connection).
+    #[error("{0}")]
+    Plan(&'static str),
+}
+
+/// Runs `plan`; `progress` counts answers as they come, for a live display.
+pub async fn run(plan: &LoadPlan, progress: Arc<AtomicU64>) -> Result<LoadReport, LoadError> {
+    if plan.requests.is_empty() || plan.connections == 0 || plan.depth == 0 {
+        return Err(LoadError::Plan("load needs a request, a connection and a depth of at least 1"));
+    }
+    // Connect everything first, so connecting is not measured.
+    let mut streams = Vec::with_capacity(plan.connections);
+    for _ in 0..plan.connections {
+        let stream = match time::timeout(plan.connect_timeout, TcpStream::connect(plan.addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(ClientError::Connect(error).into()),
+            Err(_elapsed) => return Err(ClientError::ConnectTimeout(plan.connect_timeout).into()),
+        };
+        stream.set_nodelay(true).map_err(ClientError::Connect)?;
+        streams.push(stream);
+    }
+    let start = Instant::now();
+    let end = start + plan.duration;
+    // Each connection's share of the rate: one request every `interval`.
+    let interval =
+        plan.rate.map(|rate| Duration::from_secs_f64(plan.connections as f64 / rate.max(1) as f64));
+    let mut tasks = JoinSet::new();
+    for (index, stream) in streams.into_iter().enumerate() {
+        let plan = plan.clone();
+        let progress = Arc::clone(&progress);
+        // Stagger the open-loop schedules, so the connections do not fire in step.
+        let first = start
+            + interval.map_or(Duration::ZERO, |every| every.mul_f64(index as f64 / plan.connections as f64));
+        tasks.spawn(async move { connection(stream, &plan, first, end, interval, &progress).await });
+    }
+    let mut report = LoadReport {
+        answers: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+    };
+    while let Some(done) = tasks.join_next().await {
+        let (answers, errors, latency) = done.expect("a load task does not panic")?;
+        report.answers += answers;
+        report.errors += errors;
+        report.latency.add(latency).expect("histograms of the same bounds");
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// One connection's loop: send what is due (up to `depth` in flight), read answers, record.
+async fn connection(
+    stream: TcpStream,
+    plan: &LoadPlan,
+    first: Instant,
+    end: Instant,
+    interval: Option<Duration>,
+    progress: &AtomicU64,
+) -> Result<(u64, u64, Histogram<u64>), ClientError> {
+    let (reader, mut writer) = stream.into_split();
+    let mut answers = FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_RESPONSE));
+    let mut latency = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+    // When each request in flight was due (open loop) or sent (closed loop), oldest first.
+    let mut in_flight: VecDeque<(Instant, Instant)> = VecDeque::with_capacity(plan.depth);
+    let mut next_due = first;
+    let mut next_request = 0;
+    let (mut count, mut errors) = (0, 0);
+    let mut buffer = Vec::new();
+    loop {
+        let now = Instant::now();
+        while now < end && in_flight.len() < plan.depth && next_due <= now {
+            buffer.extend_from_slice(plan.requests[next_request % plan.requests.len()].as_bytes());
+            buffer.push(b'\n');
+            next_request += 1;
+            // Open loop: the schedule, however late we are. Closed loop: now.
+            let due = if interval.is_some() { next_due } else { now };
+            in_flight.push_back((due, now));
+            next_due = match interval {
+                Some(every) => next_due + every,
+                None => now,
+            };
+        }
+        if !buffer.is_empty() {
+            match time::timeout(plan.timeout, writer.write_all(&buffer)).await {
+                Ok(written) => written.map_err(ClientError::Io)?,
+                Err(_elapsed) => return Err(ClientError::Timeout(plan.timeout)),
+            }
+            buffer.clear();
+        }
+        let Some(&(_, sent)) = in_flight.front() else {
+            if now >= end || next_due >= end {
+                break;
+            }
+            time::sleep_until(next_due).await;
+            continue;
+        };
+        let may_send = interval.is_some() && in_flight.len() < plan.depth && next_due < end;
+        tokio::select! {
+            line = time::timeout_at(sent + plan.timeout, answers.next()) => {
+                let line = match line {
+                    Ok(Some(Ok(line))) => line,
+                    Ok(Some(Err(error))) => return Err(error.into()),
+                    Ok(None) => return Err(ClientError::Closed),
+                    Err(_elapsed) => return Err(ClientError::Timeout(plan.timeout)),
+                };
+                let (due, _) = in_flight.pop_front().expect("an answer answers a request in flight");
+                let micros = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+                latency.saturating_record(micros);
+                count += 1;
+                errors += u64::from(!(line == "OK" || line.starts_with("OK ")));
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+            () = time::sleep_until(next_due), if may_send => {}
+        }
+    }
+    Ok((count, errors, latency))
+}
