@@ -1,0 +1,431 @@
+//! The benchmark suite: `cargo bench -p service-tests` (in release mode, a few minutes on two cores).
+//!
+//! Each figure is measured beside its baseline in the same run, with the same client
+//! (`service::load`), alternating the two sides over several rounds, so a noisy machine moves the
+//! ratio little. It prints a table and writes `target/bench-report.json`: a list of figures, each
+//! with `name`, `value`, `unit`, `baseline`, `ratio` and `goal`. It asserts nothing: a timing
+//! goal is a figure to watch, not a test to flake.
+//!
+//! The anti-pattern of the negative control (a sieve run inline on the runtime) lives only here.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use service::Config;
+use service::load::{LoadPlan, LoadReport, run};
+use testkit::{TEST_TIMEOUT, TestServer, count, test_config};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::bytes::BytesMut;
+
+/// Connections of the throughput and latency figures.
+const CONNECTIONS: usize = 50;
+/// Rounds per side of each side-by-side figure.
+const ROUNDS: usize = 3;
+/// One round of load.
+const ROUND: Duration = Duration::from_secs(1);
+
+/// One line of the report.
+struct Figure {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+    baseline: Option<f64>,
+    ratio: Option<f64>,
+    goal: &'static str,
+}
+
+impl Figure {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name, "value": self.value, "unit": self.unit,
+            "baseline": self.baseline, "ratio": self.ratio, "goal": self.goal,
+        })
+    }
+}
+
+fn plan(addr: std::net::SocketAddr, connections: usize, depth: usize, requests: &[&str]) -> LoadPlan {
+    LoadPlan {
+        addr,
+        connections,
+        depth,
+        duration: ROUND,
+        rate: None,
+        requests: requests.iter().map(|request| (*request).to_owned()).collect(),
+        connect_timeout: TEST_TIMEOUT,
+        timeout: TEST_TIMEOUT,
+    }
+}
+
+async fn load(plan: &LoadPlan) -> LoadReport {
+    run(plan, Arc::new(AtomicU64::new(0))).await.expect("the load runs")
+}
+
+/// The baseline: the fastest bare tokio line server we can write with the same framing and the
+/// same flush batching as the service (read what is there, answer every complete line, one write
+/// per read), no limits, no timeouts, no coordinator. PING only; `PRIMES n` is counted inline
+/// when `inline_primes` (the negative control: CPU work on the runtime, never do this).
+async fn bare_server(inline_primes: bool) -> (std::net::SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().expect("an address");
+    let accept = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            stream.set_nodelay(true).expect("nodelay");
+            connections.spawn(async move {
+                let (mut input, mut output) = (BytesMut::with_capacity(8192), Vec::with_capacity(8192));
+                while stream.read_buf(&mut input).await.is_ok_and(|read| read > 0) {
+                    while let Some(end) = input.iter().position(|&b| b == b'\n') {
+                        let line = input.split_to(end + 1);
+                        match line.strip_prefix(b"PRIMES ").filter(|_| inline_primes) {
+                            Some(n) => {
+                                let n: u64 = std::str::from_utf8(n)
+                                    .ok()
+                                    .and_then(|n| n.trim().parse().ok())
+                                    .unwrap_or(0);
+                                output.extend_from_slice(
+                                    format!("OK {}\n", cpu::primes::count_below(n)).as_bytes(),
+                                );
+                            }
+                            None => output.extend_from_slice(b"OK PONG\n"),
+                        }
+                    }
+                    if stream.write_all(&output).await.is_err() {
+                        return;
+                    }
+                    output.clear();
+                }
+            });
+        }
+    });
+    (addr, accept)
+}
+
+fn service_config() -> Config {
+    Config {
+        max_connections: count(2048),
+        max_in_flight: count(64),
+        queue_capacity: count(256),
+        job_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(600),
+        cpu_threads: 0,
+        ..test_config()
+    }
+}
+
+/// Throughput (answers/s) of both sides at `depth`, alternating rounds.
+async fn side_by_side(bare: std::net::SocketAddr, service: std::net::SocketAddr, depth: usize) -> (f64, f64) {
+    let (mut bare_total, mut service_total) = (0.0, 0.0);
+    for _ in 0..ROUNDS {
+        bare_total += load(&plan(bare, CONNECTIONS, depth, &["PING"])).await.throughput();
+        service_total += load(&plan(service, CONNECTIONS, depth, &["PING"])).await.throughput();
+    }
+    (service_total / ROUNDS as f64, bare_total / ROUNDS as f64)
+}
+
+/// PING p99 (open loop) alone, then while a closed loop of PRIMES keeps the CPU busy.
+async fn ping_p99_idle_and_loaded(addr: std::net::SocketAddr) -> (Duration, Duration) {
+    let ping =
+        LoadPlan { rate: Some(2000), duration: Duration::from_secs(2), ..plan(addr, 10, 4, &["PING"]) };
+    let idle = load(&ping).await.quantile(0.99);
+    let cpu = LoadPlan {
+        duration: Duration::from_secs(2),
+        timeout: Duration::from_secs(60),
+        ..plan(addr, 4, 4, &["PRIMES 20000000"])
+    };
+    let (loaded, _) = tokio::join!(load(&ping), load(&cpu));
+    (idle, loaded.quantile(0.99))
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// About 1 ms of CPU work on this machine (a single-threaded count: the pool has one job).
+fn one_millisecond_of_work() -> u64 {
+    cpu::primes::count_below(1_500_000)
+}
+
+/// This process's resident memory (Linux; 0 elsewhere).
+fn resident_bytes() -> u64 {
+    #[expect(clippy::disallowed_methods, reason = "a read of /proc that never waits on a device")]
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+    let figures = runtime.block_on(async {
+        let mut figures = Vec::new();
+        let server = TestServer::start(service_config());
+        let (bare, bare_task) = bare_server(false).await;
+
+        // 1, 2. Throughput beside the bare server, one at a time and pipelined.
+        let (service_1, bare_1) = side_by_side(bare, server.addr, 1).await;
+        let (service_16, bare_16) = side_by_side(bare, server.addr, 16).await;
+        for (name, value, baseline) in [
+            ("throughput_vs_bare_depth1", service_1, bare_1),
+            ("throughput_vs_bare_depth16", service_16, bare_16),
+        ] {
+            figures.push(Figure {
+                name,
+                value,
+                unit: "req/s",
+                baseline: Some(baseline),
+                ratio: Some(value / baseline),
+                goal: "ratio >= 0.8",
+            });
+        }
+        figures.push(Figure {
+            name: "pipelining_gain",
+            value: service_16 / service_1,
+            unit: "x",
+            baseline: Some(service_1),
+            ratio: Some(service_16 / service_1),
+            goal: ">= 8",
+        });
+        bare_task.abort();
+
+        // 3. Isolation: PING latency while the CPU pool is saturated, and the negative control.
+        let (idle, loaded) = ping_p99_idle_and_loaded(server.addr).await;
+        let isolation = loaded.as_secs_f64() / idle.as_secs_f64();
+        figures.push(Figure {
+            name: "isolation_p99",
+            value: loaded.as_secs_f64() * 1e3,
+            unit: "ms",
+            baseline: Some(idle.as_secs_f64() * 1e3),
+            ratio: Some(isolation),
+            goal: "ratio <= 3",
+        });
+        let (inline, inline_task) = bare_server(true).await;
+        let (_, inline_loaded) = ping_p99_idle_and_loaded(inline).await;
+        inline_task.abort();
+        figures.push(Figure {
+            name: "inline_blocking_p99",
+            value: inline_loaded.as_secs_f64() * 1e3,
+            unit: "ms",
+            baseline: Some(loaded.as_secs_f64() * 1e3),
+            ratio: Some(inline_loaded.as_secs_f64() / loaded.as_secs_f64()),
+            goal: "ratio >= 10 (the harness sees blocking)",
+        });
+
+        // 4. The bridges' cost.
+        let pool = cpu::CpuPool::new(2).expect("a pool");
+        let blocking = cpu::BlockingPool::new(8);
+        let mut rayon_trips = Vec::new();
+        let mut blocking_trips = Vec::new();
+        for _ in 0..2000 {
+            let start = Instant::now();
+            pool.spawn(|| ()).await.expect("a no-op");
+            rayon_trips.push(start.elapsed());
+            let start = Instant::now();
+            blocking.run(|| ()).await.expect("a no-op");
+            blocking_trips.push(start.elapsed());
+        }
+        let (rayon_noop, blocking_noop) = (median(rayon_trips), median(blocking_trips));
+        figures.push(Figure {
+            name: "offload_noop_us",
+            value: rayon_noop.as_secs_f64() * 1e6,
+            unit: "us",
+            baseline: None,
+            ratio: None,
+            goal: "a figure to watch",
+        });
+        figures.push(Figure {
+            name: "spawn_blocking_noop_us",
+            value: blocking_noop.as_secs_f64() * 1e6,
+            unit: "us",
+            baseline: None,
+            ratio: None,
+            goal: "a figure to watch",
+        });
+        let (mut bridged, mut inline_runs) = (Vec::new(), Vec::new());
+        for _ in 0..200 {
+            let start = Instant::now();
+            std::hint::black_box(pool.spawn(one_millisecond_of_work).await.expect("work"));
+            bridged.push(start.elapsed());
+            let start = Instant::now();
+            std::hint::black_box(one_millisecond_of_work());
+            inline_runs.push(start.elapsed());
+        }
+        let (bridged, inline_run) = (median(bridged), median(inline_runs));
+        figures.push(Figure {
+            name: "offload_1ms_ratio",
+            value: bridged.as_secs_f64() * 1e3,
+            unit: "ms",
+            baseline: Some(inline_run.as_secs_f64() * 1e3),
+            ratio: Some(bridged.as_secs_f64() / inline_run.as_secs_f64()),
+            goal: "ratio <= 1.1",
+        });
+
+        // 5. Parallel speed-up of the sieve.
+        let single = cpu::CpuPool::new(1).expect("a pool");
+        let (mut on_pool, mut on_one) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..ROUNDS {
+            let start = Instant::now();
+            std::hint::black_box(
+                pool.spawn(|| cpu::primes::count_below(100_000_000)).await.expect("a count"),
+            );
+            on_pool += start.elapsed();
+            let start = Instant::now();
+            std::hint::black_box(
+                single.spawn(|| cpu::primes::count_below(100_000_000)).await.expect("a count"),
+            );
+            on_one += start.elapsed();
+        }
+        figures.push(Figure {
+            name: "parallel_speedup",
+            value: on_one.as_secs_f64() / on_pool.as_secs_f64(),
+            unit: "x",
+            baseline: Some(on_one.as_secs_f64() / ROUNDS as f64),
+            ratio: Some(on_one.as_secs_f64() / on_pool.as_secs_f64()),
+            goal: ">= 1.7 on 2 cores",
+        });
+
+        // 6. Timer lateness under mixed load: SLEEP 10 (open loop) beside a closed loop of PING.
+        let sleeps = LoadPlan {
+            rate: Some(500),
+            duration: Duration::from_secs(2),
+            ..plan(server.addr, 10, 8, &["SLEEP 10"])
+        };
+        let pings = LoadPlan { duration: Duration::from_secs(2), ..plan(server.addr, 10, 4, &["PING"]) };
+        let (slept, _) = tokio::join!(load(&sleeps), load(&pings));
+        let late = slept.quantile(0.99).saturating_sub(Duration::from_millis(10));
+        figures.push(Figure {
+            name: "timer_overshoot_p99_ms",
+            value: late.as_secs_f64() * 1e3,
+            unit: "ms",
+            baseline: None,
+            ratio: None,
+            goal: "<= 2",
+        });
+
+        // 7. Memory per idle connection (the clients are in this process too, a few hundred
+        // bytes each: the figure is an upper bound).
+        let before = resident_bytes();
+        let mut idle = Vec::new();
+        for _ in 0..1000 {
+            let mut client = server.client().await;
+            assert_eq!(client.request("PING").await.expect("an answer"), "OK PONG");
+            idle.push(client);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let per_connection = resident_bytes().saturating_sub(before) as f64 / 1000.0;
+        figures.push(Figure {
+            name: "bytes_per_idle_connection",
+            value: per_connection,
+            unit: "bytes",
+            baseline: None,
+            ratio: None,
+            goal: "<= 16384",
+        });
+        drop(idle);
+        server.stop().await;
+
+        // 8. Fan-out to 100 subscribers, beside a bare broadcast loop.
+        let bare_fanout = fanout::bare_broadcast().await;
+        let fanout_server = TestServer::start(Config { topic_capacity: count(1024), ..service_config() });
+        let delivered = fanout::service(&fanout_server).await;
+        fanout_server.stop().await;
+        figures.push(Figure {
+            name: "fanout_msgs_per_s",
+            value: delivered,
+            unit: "msg/s",
+            baseline: Some(bare_fanout),
+            ratio: Some(delivered / bare_fanout),
+            goal: "a figure to watch",
+        });
+        figures
+    });
+
+    println!("{:<28} {:>14} {:<6} {:>14} {:>8}  goal", "figure", "value", "unit", "baseline", "ratio");
+    for figure in &figures {
+        let baseline = figure.baseline.map_or(String::from("-"), |b| format!("{b:.1}"));
+        let ratio = figure.ratio.map_or(String::from("-"), |r| format!("{r:.2}"));
+        println!(
+            "{:<28} {:>14.1} {:<6} {:>14} {:>8}  {}",
+            figure.name, figure.value, figure.unit, baseline, ratio, figure.goal
+        );
+    }
+    let report = serde_json::Value::Array(figures.iter().map(Figure::json).collect());
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace");
+    let path = workspace.join("target/bench-report.json");
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the report is written once, after the runtime has finished"
+    )]
+    std::fs::write(&path, format!("{report:#}\n")).expect("write target/bench-report.json");
+    println!("wrote {}", path.display());
+}
+
+/// The fan-out figure and its baseline.
+mod fanout {
+    use super::*;
+
+    const SUBSCRIBERS: usize = 100;
+    const MESSAGES: usize = 20_000;
+
+    /// One tokio broadcast channel, 100 receiving tasks; messages received per second.
+    pub(super) async fn bare_broadcast() -> f64 {
+        let (sender, _) = tokio::sync::broadcast::channel::<Arc<str>>(1024);
+        let mut receivers = JoinSet::new();
+        for _ in 0..SUBSCRIBERS {
+            let mut receiver = sender.subscribe();
+            receivers.spawn(async move {
+                let mut received = 0usize;
+                loop {
+                    match receiver.recv().await {
+                        Ok(_) => received += 1,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return received,
+                    }
+                }
+            });
+        }
+        let start = Instant::now();
+        for i in 0..MESSAGES {
+            let _ = sender.send(Arc::from(i.to_string()));
+            if i % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(sender);
+        let received: usize = receivers.join_all().await.into_iter().sum();
+        received as f64 / start.elapsed().as_secs_f64()
+    }
+
+    /// 100 subscribers over loopback and one pipelining publisher; MSG lines received per second.
+    pub(super) async fn service(server: &TestServer) -> f64 {
+        let mut subscribers = JoinSet::new();
+        for _ in 0..SUBSCRIBERS {
+            let mut peer = server.connect().await;
+            assert_eq!(peer.request("SUBSCRIBE bench").await.as_deref(), Some("OK 1"));
+            subscribers.spawn(async move {
+                let (mut received, mut accounted) = (0, 0);
+                while accounted < MESSAGES {
+                    let line = peer.answer().await.expect("a pushed line");
+                    if line.starts_with("MSG ") {
+                        received += 1;
+                        accounted += 1;
+                    } else {
+                        accounted +=
+                            line.rsplit(' ').next().and_then(|n| n.parse::<usize>().ok()).expect("LAG n");
+                    }
+                }
+                received
+            });
+        }
+        let mut publisher = server.client().await;
+        let start = Instant::now();
+        for batch in 0..MESSAGES / 100 {
+            let requests: Vec<String> =
+                (0..100).map(|i| format!("PUBLISH bench {}", batch * 100 + i)).collect();
+            publisher.pipeline(requests.iter().map(String::as_str)).await.expect("answers");
+        }
+        let received: usize = subscribers.join_all().await.into_iter().sum();
+        received as f64 / start.elapsed().as_secs_f64()
+    }
+}
