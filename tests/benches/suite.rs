@@ -65,7 +65,7 @@ async fn load(plan: &LoadPlan) -> LoadReport {
 
 /// The baseline: the fastest bare tokio line server we can write with the same framing and the
 /// same flush batching as the service (read what is there, answer every complete line, one write
-/// per read), no limits, no timeouts, no coordinator. PING only; `PRIMES n` is counted inline
+/// per read), no limits, no timeouts, no job queue. PING only; `PRIMES n` is counted inline
 /// when `inline_primes` (the negative control: CPU work on the runtime, never do this).
 async fn bare_server(inline_primes: bool) -> (std::net::SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");

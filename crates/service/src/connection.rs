@@ -93,7 +93,7 @@ pub(crate) struct Handler {
 }
 
 impl Handler {
-    /// A handler bounded by `config`, running requests with `context`.
+    /// A handler bounded by `config`, running requests with what `shared` holds.
     pub(crate) fn new(
         config: Arc<Config>,
         shared: Shared,
@@ -167,11 +167,7 @@ impl Handler {
                     while let Some(Some(answer)) = in_flight.next().now_or_never() {
                         self.encode(&mut codec, answer, &mut output)?;
                     }
-                    self.bounded(async {
-                        stream.write_all_buf(&mut output).await?;
-                        stream.flush().await
-                    })
-                    .await?;
+                    self.write_out(&mut stream, &mut output).await?;
                     if in_flight.is_empty() {
                         idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
                     }
@@ -184,11 +180,7 @@ impl Handler {
                         let Some(Some(push)) = context.subscriptions.next().now_or_never() else { break };
                         self.push(&mut codec, push, &mut output)?;
                     }
-                    self.bounded(async {
-                        stream.write_all_buf(&mut output).await?;
-                        stream.flush().await
-                    })
-                    .await?;
+                    self.write_out(&mut stream, &mut output).await?;
                 }
                 // Read even at the in-flight bound (up to `read_limit`): see the module docs.
                 read = async { stream.read_buf(&mut (&mut input).limit(room)).await }, if taking && !eof && room > 0 => {
@@ -239,6 +231,19 @@ impl Handler {
             Push::Lagged(_, missed) => self.stats.count_missed(*missed),
         }
         codec.encode(push, output).map_err(ConnectionError::Io)
+    }
+
+    /// Writes the buffer out and flushes: one system call for everything gathered.
+    async fn write_out<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        output: &mut BytesMut,
+    ) -> Result<(), ConnectionError> {
+        self.bounded(async {
+            stream.write_all_buf(output).await?;
+            stream.flush().await
+        })
+        .await
     }
 
     /// Runs a write under `write_timeout`. Once the grace period is over, a write that cannot
