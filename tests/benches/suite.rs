@@ -1,4 +1,4 @@
-//! The benchmark suite: `cargo bench -p service-tests` (in release mode, a few minutes on two cores).
+//! The benchmark suite: `cargo bench -p NAME-tests` (release mode, a few minutes on two cores).
 //!
 //! Each figure is measured beside its baseline in the same run, with the same client
 //! (`service::load`), alternating the two sides over several rounds, so a noisy machine moves the
