@@ -1,5 +1,6 @@
 //! A robust tokio service: a line protocol over TCP with a bound on everything, CPU work on a
-//! rayon pool behind a bounded queue, and a graceful shutdown.
+//! rayon pool behind a bounded queue, fan-out on broadcast channels, health and metrics over
+//! HTTP, and a graceful shutdown.
 //!
 //! The modules, from the wire inwards:
 //!
@@ -11,7 +12,7 @@
 //! * `job_queue`: the bounded queue of CPU jobs and its workers;
 //! * `topics`: fan-out, a broadcast channel per topic and each connection's subscriptions;
 //! * [`app`]: the service's shared state and tasks;
-//! * [`shutdown`]: the two-step shutdown protocol and the signals;
+//! * [`shutdown`]: the shutdown protocol's three steps and the signals;
 //! * `watchdog`, [`stats`], `summary`: stall detection, counters, rate-limited logging;
 //! * [`client`]: the client, for `call`, tests and benchmarks;
 //! * [`load`]: the load generator, for `load` and the benchmarks;
@@ -23,9 +24,9 @@
 //!
 //! * the binary (`main.rs`, a crate of its own) needs [`cli`], [`telemetry`], [`shutdown`],
 //!   [`Server`] and [`Client`];
-//! * the tests crate drives the service without a socket through [`App`], reads [`Stats`], checks
-//!   answers against [`protocol::ErrorCode`], and checks the README against [`cli::command`] and
-//!   the [`commands::REGISTRY`];
+//! * the tests crate drives the service without a socket through [`App`], reads [`Stats`] and
+//!   [`health`], checks answers against [`protocol::ErrorCode`] and the [`commands::REGISTRY`]'s
+//!   examples, checks the README against [`cli::command`], and measures with [`load`];
 //! * a program embedding the server needs [`Config`], [`Server`] and [`shutdown::Shutdown`].
 //!
 //! Layers point one way: lower modules (config, stats, protocol, codec, job queue) import nothing
