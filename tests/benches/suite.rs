@@ -146,7 +146,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 /// About 1 ms of CPU work on this machine (a single-threaded count: the pool has one job).
 fn one_millisecond_of_work() -> u64 {
-    cpu::primes::count_below(1_500_000)
+    cpu::primes::count_below(3_000_000)
 }
 
 /// This process's resident memory (Linux; 0 elsewhere).

@@ -129,11 +129,12 @@ impl Handler {
 
         loop {
             // Start every complete request already read, up to the bound.
+            let now = Instant::now();
             while taking && in_flight.len() < max_in_flight {
                 let decoded = if eof { codec.decode_eof(&mut input) } else { codec.decode(&mut input) };
                 match decoded {
                     Ok(Some(frame)) => {
-                        let (reply, keep_taking) = Self::start(frame, &mut context);
+                        let (reply, keep_taking) = Self::start(frame, &mut context, now);
                         in_flight.push_back(reply);
                         taking = keep_taking;
                     }
@@ -163,9 +164,11 @@ impl Handler {
                 biased;
                 () = self.shutdown.drain.cancelled(), if taking => taking = false,
                 Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.encode(&mut codec, answer, &mut output)?;
+                    // One clock read for the whole burst of answers.
+                    let now = Instant::now();
+                    self.encode(&mut codec, answer, now, &mut output)?;
                     while let Some(Some(answer)) = in_flight.next().now_or_never() {
-                        self.encode(&mut codec, answer, &mut output)?;
+                        self.encode(&mut codec, answer, now, &mut output)?;
                     }
                     self.write_out(&mut stream, &mut output).await?;
                     if in_flight.is_empty() {
@@ -199,9 +202,9 @@ impl Handler {
     }
 
     /// The reply to one frame, and whether to take new requests after it.
-    fn start(frame: Frame, context: &mut Context) -> (Reply, bool) {
+    fn start(frame: Frame, context: &mut Context, now: Instant) -> (Reply, bool) {
         match frame {
-            Frame::Line(line) => commands::start(&line, context),
+            Frame::Line(line) => commands::start(&line, context, now),
             Frame::NotUtf8 => (Reply::ready(Response::err_with(ErrorCode::BadRequest, "not UTF-8")), true),
         }
     }
@@ -211,10 +214,11 @@ impl Handler {
         &self,
         codec: &mut RequestCodec,
         (response, started): (Response, Option<(usize, Instant)>),
+        now: Instant,
         output: &mut BytesMut,
     ) -> Result<(), ConnectionError> {
         if let Some((command, at)) = started {
-            self.metrics.observe_request(command, at.elapsed());
+            self.metrics.observe_request(command, now.saturating_duration_since(at));
         }
         codec.encode(response, output).map_err(ConnectionError::Io)
     }

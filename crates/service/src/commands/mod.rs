@@ -204,12 +204,14 @@ impl From<QueueError> for Response {
 ///
 /// A line is a command name, then optionally one space and the argument, which is everything
 /// after that space, byte for byte. Only the space separates: a tab is part of a word.
-pub(crate) fn start(line: &str, context: &mut Context) -> (Reply, bool) {
+///
+/// `now` is when the line was read: the start of its latency. (The connection reads the clock
+/// once per burst of requests, not once per request.)
+pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, bool) {
     let (name, argument) = match line.split_once(' ') {
         Some((name, argument)) => (name, Some(argument)),
         None => (line, None),
     };
-    let started = Instant::now();
     let Some((index, spec)) =
         REGISTRY.iter().enumerate().find(|(_, spec)| spec.name.eq_ignore_ascii_case(name))
     else {
@@ -226,7 +228,7 @@ pub(crate) fn start(line: &str, context: &mut Context) -> (Reply, bool) {
         // A refused request does not end the connection, whatever the command.
         Err(refused) => (Reply::ready(refused), true),
     };
-    reply.started = Some((index, started));
+    reply.started = Some((index, now));
     (reply, keep_reading)
 }
 
@@ -269,7 +271,7 @@ pub(crate) mod tests {
 
     /// The answer to one request line.
     pub(crate) async fn answer(line: &str, context: &mut Context) -> String {
-        start(line, context).0.await.0.to_string()
+        start(line, context, Instant::now()).0.await.0.to_string()
     }
 
     #[tokio::test(flavor = "current_thread")]
