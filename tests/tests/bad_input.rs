@@ -81,7 +81,7 @@ fn arbitrary_lines_each_get_one_answer_or_a_stated_close() {
                     while let Some(answer) = peer.answer().await {
                         // A line may subscribe the connection and a later one publish to it:
                         // pushed lines are not answers.
-                        if !answer.starts_with("MSG ") && !answer.starts_with("LAG ") {
+                        if !service::client::is_push(&answer) {
                             answers.push(answer);
                         }
                     }

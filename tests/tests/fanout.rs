@@ -279,7 +279,7 @@ fn arbitrary_interleavings_agree_with_a_model_on_every_count() {
                     // Skip the messages this connection's own subscriptions bring.
                     let answer = loop {
                         let line = peer.answer().await.unwrap();
-                        if !line.starts_with("MSG ") && !line.starts_with("LAG ") {
+                        if !service::client::is_push(&line) {
                             break line;
                         }
                     };

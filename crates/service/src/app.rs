@@ -124,11 +124,6 @@ impl App {
         &self.shutdown
     }
 
-    /// The health state, as the admin endpoints see it.
-    pub fn health(&self) -> Health {
-        *self.health.borrow()
-    }
-
     /// A receiver of every change to the health state.
     pub fn watch_health(&self) -> watch::Receiver<Health> {
         self.health.subscribe()

@@ -122,7 +122,7 @@ impl CallExit {
 
     /// The exit status for an answer line.
     pub fn for_answer(line: &str) -> Self {
-        if line == "OK" || line.starts_with("OK ") { Self::Ok } else { Self::Err }
+        if crate::client::is_ok(line) { Self::Ok } else { Self::Err }
     }
 }
 

@@ -114,6 +114,11 @@ pub struct Client<S = TcpStream> {
     pushes: VecDeque<String>,
 }
 
+/// Whether an answer is `OK`: exactly `OK`, or `OK` and a space (`OKAY` is not).
+pub fn is_ok(answer: &str) -> bool {
+    answer == "OK" || answer.starts_with("OK ")
+}
+
 /// Whether a line is pushed by the server (a subscription's message), not an answer.
 pub fn is_push(line: &str) -> bool {
     line.starts_with("MSG ") || line.starts_with("LAG ")

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use tokio::time::{self, Instant};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
-use crate::client::{ClientError, MAX_RESPONSE};
+use crate::client::{ClientError, MAX_RESPONSE, is_ok};
 
 /// What to send, how hard, and for how long.
 #[derive(Debug, Clone)]
@@ -148,12 +148,8 @@ pub async fn run(plan: &LoadPlan, progress: Arc<AtomicU64>) -> Result<LoadReport
             + interval.map_or(Duration::ZERO, |every| every.mul_f64(index as f64 / plan.connections as f64));
         tasks.spawn(async move { connection(stream, &plan, first, end, interval, &progress).await });
     }
-    let mut report = LoadReport {
-        answers: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
-    };
+    let mut report =
+        LoadReport { answers: 0, errors: 0, elapsed: Duration::ZERO, latency: latency_histogram() };
     while let Some(done) = tasks.join_next().await {
         let (answers, errors, latency) = done.expect("a load task does not panic")?;
         report.answers += answers;
@@ -162,6 +158,12 @@ pub async fn run(plan: &LoadPlan, progress: Arc<AtomicU64>) -> Result<LoadReport
     }
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// A histogram of latencies in microseconds, 1 µs to an hour, 3 significant digits. Every
+/// connection's has the same bounds, so they merge.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 
 /// One connection's loop: send what is due (up to `depth` in flight), read answers, record.
@@ -175,7 +177,7 @@ async fn connection(
 ) -> Result<(u64, u64, Histogram<u64>), ClientError> {
     let (reader, mut writer) = stream.into_split();
     let mut answers = FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_RESPONSE));
-    let mut latency = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+    let mut latency = latency_histogram();
     // When each request in flight was due (open loop) or sent (closed loop), oldest first.
     let mut in_flight: VecDeque<(Instant, Instant)> = VecDeque::with_capacity(plan.depth);
     let mut next_due = first;
@@ -226,7 +228,7 @@ async fn connection(
                     let micros = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
                     latency.saturating_record(micros);
                     count += 1;
-                    errors += u64::from(!(line == "OK" || line.starts_with("OK ")));
+                    errors += u64::from(!is_ok(&line));
                     progress.fetch_add(1, Ordering::Relaxed);
                     match answers.next().now_or_never() {
                         Some(Some(Ok(next))) if !in_flight.is_empty() => line = next,

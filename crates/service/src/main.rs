@@ -105,7 +105,7 @@ fn call(args: &CallArgs) -> CallExit {
 /// Whether the request's command may push lines after its answer (the registry says).
 fn subscribes(request: &str) -> bool {
     let name = request.split(' ').next().unwrap_or_default();
-    service::commands::REGISTRY.iter().any(|spec| spec.pushes && spec.name.eq_ignore_ascii_case(name))
+    service::commands::find(name).is_some_and(|(_, spec)| spec.pushes)
 }
 
 /// `load`: runs the plan on a multi-threaded runtime (the client must not be the bottleneck),

@@ -212,9 +212,7 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
         Some((name, argument)) => (name, Some(argument)),
         None => (line, None),
     };
-    let Some((index, spec)) =
-        REGISTRY.iter().enumerate().find(|(_, spec)| spec.name.eq_ignore_ascii_case(name))
-    else {
+    let Some((index, spec)) = find(name) else {
         let detail = if name.is_empty() {
             "empty request".to_owned()
         } else {
@@ -230,6 +228,11 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
     };
     reply.started = Some((index, now));
     (reply, keep_reading)
+}
+
+/// The command named `name` (in any case), and its place in the registry.
+pub fn find(name: &str) -> Option<(usize, &'static Spec)> {
+    REGISTRY.iter().copied().enumerate().find(|(_, spec)| spec.name.eq_ignore_ascii_case(name))
 }
 
 /// The protocol, one line per command, for `serve --help`.
