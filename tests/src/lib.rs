@@ -222,11 +222,24 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 /// `GET path` from an admin listener over loopback: the status code and the body. One request
 /// per connection (the admin listener does not keep connections alive); every wait bounded.
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = admin_request(addr, "GET", path, &[]).await;
+    (status, body)
+}
+
+/// `METHOD path` with extra `headers` from an admin listener over loopback: the status code, the
+/// response head (status line and headers) and the body; every wait bounded.
+pub async fn admin_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     use tokio::io::AsyncReadExt as _;
     const MAX_RESPONSE: usize = 1 << 20;
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect to the admin listener");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}\r\n");
         stream.write_all(request.as_bytes()).await.expect("send the request");
         let mut response = Vec::new();
         while stream.read_buf(&mut response).await.expect("read the response") > 0 {
@@ -238,13 +251,13 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let response = String::from_utf8(response).expect("a UTF-8 response");
     let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
     let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
-    (status, body.to_owned())
+    (status, head.to_owned(), body.to_owned())
 }
 
-/// Parses the OpenMetrics text of `/metrics` into its samples (`name{labels}` to value), failing
-/// on any line that is neither a comment nor a sample, or a value that is not a number.
+/// Parses the text of `/metrics` (OpenMetrics or the classic format) into its samples
+/// (`name{labels}` to value), failing on any line that is neither a comment nor a sample, a value
+/// that is not a number, or a series given twice.
 pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
-    assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
     let mut samples = std::collections::HashMap::new();
     for line in text.lines().filter(|line| !line.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line:?}"));

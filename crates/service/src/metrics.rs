@@ -33,7 +33,7 @@ const BOUNDS: [f64; 18] = [
 /// A latency histogram of atomic counters; see the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct Histogram {
-    /// Observations per bucket, the last one past every bound (`+Inf`).
+    /// Observations per bucket (not cumulative), the last one past every bound (`+Inf`).
     buckets: [AtomicU64; BOUNDS.len() + 1],
     sum_nanos: AtomicU64,
     count: AtomicU64,
@@ -58,10 +58,12 @@ impl Histogram {
         &self,
         mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
+        // The last bound is `f64::INFINITY`, which the encoder writes `le="+Inf"`: OpenMetrics
+        // requires that bucket, and `histogram_quantile` returns NaN without it.
         let buckets: Vec<(f64, u64)> = BOUNDS
             .iter()
             .copied()
-            .chain([f64::MAX])
+            .chain([f64::INFINITY])
             .zip(&self.buckets)
             .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
             .collect();
@@ -117,17 +119,69 @@ pub(crate) struct Scrape {
     pub(crate) runtime: Handle,
 }
 
+/// The two text formats a scraper may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// OpenMetrics 1.0, what Prometheus asks for first.
+    OpenMetrics,
+    /// Prometheus's classic text format 0.0.4, for scrapers that do not ask for OpenMetrics.
+    Classic,
+}
+
+impl Format {
+    /// The format for a request's `Accept` header. As Prometheus's own Go client negotiates:
+    /// OpenMetrics if the scraper names it, the classic text format otherwise.
+    pub(crate) fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(accept) if accept.contains("application/openmetrics-text") => Self::OpenMetrics,
+            _ => Self::Classic,
+        }
+    }
+
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Classic => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
 impl Scrape {
-    /// The OpenMetrics text for this scrape, every name prefixed with `prefix` (the program's
+    /// The text of this scrape in `format`, every name prefixed with `prefix` (the program's
     /// name in snake case).
-    pub(crate) fn render(self, prefix: &str) -> String {
+    pub(crate) fn render(self, prefix: &str, format: Format) -> String {
         let mut registry = Registry::with_prefix(prefix);
         registry.register_collector(Box::new(self));
         let mut text = String::new();
         // Writing to a String cannot fail, and every value here encodes.
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics encode to a String");
-        text
+        match format {
+            Format::OpenMetrics => text,
+            Format::Classic => classic(&text),
+        }
     }
+}
+
+/// The classic text format (0.0.4) of an OpenMetrics text, as prometheus-client writes it (it
+/// writes no other): the same samples, without the `# EOF` line, and with each counter's
+/// `# HELP`/`# TYPE` naming its `_total` sample, as the classic format wants. prometheus-client
+/// writes no `# UNIT`, `_created` or exemplar for these metrics (none is given to it).
+fn classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines().filter(|line| *line != "# EOF") {
+        let metadata = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        text.push_str(metadata.as_deref().unwrap_or(line));
+        text.push('\n');
+    }
+    text
 }
 
 fn gauge(
@@ -258,5 +312,25 @@ mod tests {
         assert_eq!(counts[3], 1, "1 ms <= 1 ms");
         assert_eq!(counts[BOUNDS.len()], 1, "an hour is past every bound");
         assert_eq!(histogram.count(), 3);
+    }
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_samples_and_has_no_eof() {
+        let openmetrics = "# HELP s_jobs CPU jobs.\n# TYPE s_jobs counter\ns_jobs_total{outcome=\"done\"} 1\n\
+                           # HELP s_topics Topics.\n# TYPE s_topics gauge\ns_topics 2\n# EOF\n";
+        assert_eq!(
+            classic(openmetrics),
+            "# HELP s_jobs_total CPU jobs.\n# TYPE s_jobs_total counter\ns_jobs_total{outcome=\"done\"} 1\n\
+             # HELP s_topics Topics.\n# TYPE s_topics gauge\ns_topics 2\n"
+        );
+    }
+
+    #[test]
+    fn prometheus_asks_for_openmetrics_and_anything_else_gets_the_classic_format() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("text/plain; version=0.0.4")), Format::Classic);
+        assert_eq!(Format::negotiate(None), Format::Classic);
     }
 }

@@ -33,8 +33,9 @@ use crate::summary::Summary;
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// The longest pause between accept retries.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-/// The admin listener's backlog: probes and scrapers connect a few at a time.
-const ADMIN_BACKLOG: u32 = 128;
+/// The admin listener's backlog. Probes and scrapers connect a few at a time, but a flood of
+/// connects must not fill it: a probe whose SYN is dropped waits a second for the retry.
+const ADMIN_BACKLOG: u32 = 1024;
 /// The whole answer to a connection over the limit.
 const BUSY: &[u8] = b"ERR busy\n";
 /// At most one log line per this period about refused connections (a flood of connects must
