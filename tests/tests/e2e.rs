@@ -290,7 +290,55 @@ async fn load_measures_closed_and_open_loops_and_counts_errors() {
     .unwrap();
     assert!(open.answers <= 100 + 4, "at most the schedule's 100 (and one per connection): {open}");
     assert!(open.answers >= 50, "{open}");
-    let errors = run(&LoadPlan { requests: vec!["NOPE".to_owned()], ..plan }, Arc::default()).await.unwrap();
+    let errors =
+        run(&LoadPlan { requests: vec!["NOPE".to_owned()], ..plan.clone() }, Arc::default()).await.unwrap();
     assert_eq!(errors.errors, errors.answers, "{errors}");
+    assert_eq!(errors.unexpected, 0, "an ERR answers its request: {errors}");
+    // One request a second on 4 connections for 300 ms: one request, and a run of 300 ms.
+    let slow = run(&LoadPlan { rate: Some(1), ..plan }, Arc::default()).await.unwrap();
+    assert_eq!(slow.answers, 1, "{slow}");
+    assert!(slow.elapsed >= Duration::from_millis(300), "the run lasts its duration: {slow}");
+    assert!(slow.throughput() < 4.0, "1 answer in 300 ms or more: {slow}");
     server.stop().await;
+}
+
+/// A server that answers every request twice is not reported clean: the lines that answer no
+/// request are counted as unexpected.
+#[tokio::test]
+async fn load_counts_answers_that_answer_no_request() {
+    use futures_util::StreamExt as _;
+    use service::load::{LoadPlan, run};
+    use tokio::io::AsyncWriteExt as _;
+    use tokio_util::codec::{FramedRead, LinesCodec};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut connections = tokio::task::JoinSet::new();
+    let twice = async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            connections.spawn(async move {
+                let (reader, mut writer) = stream.into_split();
+                let mut lines = FramedRead::new(reader, LinesCodec::new_with_max_length(64));
+                while let Some(Ok(_)) = lines.next().await {
+                    writer.write_all(b"OK PONG\nOK PONG\n").await.unwrap();
+                }
+            });
+        }
+    };
+    let plan = LoadPlan {
+        addr,
+        connections: 2,
+        depth: 1,
+        duration: Duration::from_millis(200),
+        rate: None,
+        requests: vec!["PING".to_owned()],
+        connect_timeout: TEST_TIMEOUT,
+        timeout: TEST_TIMEOUT,
+    };
+    let report = tokio::select! {
+        report = run(&plan, std::sync::Arc::default()) => report.unwrap(),
+        () = twice => unreachable!("the fake server serves until dropped"),
+    };
+    assert!(report.unexpected >= report.answers / 2 && report.unexpected > 0, "{report}");
 }

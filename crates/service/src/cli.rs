@@ -13,7 +13,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::commands;
-use crate::config::Config;
+use crate::config::{Config, DAY, HOUR, MILLISECOND, duration};
 use crate::telemetry::LogFormat;
 
 /// A robust tokio service: timed TCP I/O, bounded queues, a CPU pool and graceful shutdown.
@@ -35,6 +35,9 @@ pub enum Command {
     #[command(after_help = CallExit::HELP)]
     Call(CallArgs),
     /// Load a running server with requests and report throughput and latency.
+    #[command(after_help = "Exit status: 0 when every answer answered a request (ERR answers \
+                            included), 1 when a line came that answered none, 2 for a usage \
+                            error, 3 if a connection failed or an answer did not come in time.")]
     Load(LoadArgs),
 }
 
@@ -82,18 +85,18 @@ pub struct LoadArgs {
     /// Requests in flight per connection (pipelining depth).
     #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
     pub depth: usize,
-    /// How long to send requests for.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long the run lasts (answers still due are then awaited).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration(MILLISECOND..=DAY))]
     pub duration: Duration,
     /// Requests a second in all, on a fixed schedule (open loop, latency from when each was due);
     /// without it, each connection sends as fast as answers come (closed loop).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub rate: Option<u64>,
     /// Time to connect.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration(MILLISECOND..=HOUR))]
     pub connect_timeout: Duration,
     /// Time for each answer.
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = duration(MILLISECOND..=HOUR))]
     pub timeout: Duration,
     /// Print the report as JSON.
     #[arg(long)]
@@ -117,7 +120,10 @@ pub enum CallExit {
 }
 
 impl CallExit {
-    const HELP: &'static str = "Exit status: 0 for an OK answer, 1 for any other answer, 2 for a usage \
+    const HELP: &'static str = "On a terminal, control characters, bidi overrides and zero-width \
+                                characters in what the server sends are shown escaped (\\u{1b}); \
+                                piped, lines are written byte for byte.\n\n\
+                                Exit status: 0 for an OK answer, 1 for any other answer, 2 for a usage \
                                 error, 3 if no complete answer came.";
 
     /// The exit status for an answer line.
@@ -251,6 +257,23 @@ mod tests {
         assert!(parse(&["call"]).is_err(), "a request is required");
         let refused = parse(&["call", "ECHO", "a\nPING"]).unwrap_err();
         assert_eq!(refused.exit_code(), CallExit::Usage as i32);
+    }
+
+    #[test]
+    fn load_flags_are_bounded_like_serve_s() {
+        for (flag, bad) in [
+            ("--duration", "0s"),
+            ("--duration", "100000000000y"),
+            ("--duration", "2days"),
+            ("--timeout", "0s"),
+            ("--connect-timeout", "2h"),
+            ("--connections", "0"),
+            ("--depth", "1025"),
+            ("--rate", "0"),
+        ] {
+            assert!(parse(&["load", flag, bad]).is_err(), "load {flag} {bad} was accepted");
+        }
+        assert!(parse(&["load", "--duration", "1ms", "--timeout", "1h"]).is_ok());
     }
 
     #[test]

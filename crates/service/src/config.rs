@@ -106,10 +106,10 @@ pub struct Config {
     pub stall_threshold: Duration,
 }
 
-const MILLISECOND: Duration = Duration::from_millis(1);
+pub(crate) const MILLISECOND: Duration = Duration::from_millis(1);
 const FIVE_MINUTES: Duration = Duration::from_secs(300);
-const HOUR: Duration = Duration::from_secs(3600);
-const DAY: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const HOUR: Duration = Duration::from_secs(3600);
+pub(crate) const DAY: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for Config {
     /// The defaults written in the `#[arg]` attributes, read through clap without the environment.
@@ -133,7 +133,9 @@ fn count(range: RangeInclusive<u64>) -> impl clap::builder::TypedValueParser<Val
 }
 
 /// A human-readable duration (`250ms`, `5s`, `1m`) within `range`.
-fn duration(range: RangeInclusive<Duration>) -> impl clap::builder::TypedValueParser<Value = Duration> {
+pub(crate) fn duration(
+    range: RangeInclusive<Duration>,
+) -> impl clap::builder::TypedValueParser<Value = Duration> {
     move |text: &str| {
         let value = humantime::parse_duration(text).map_err(|error| error.to_string())?;
         if range.contains(&value) {

@@ -14,6 +14,12 @@
 //! Latencies go into an HDR histogram (`hdrhistogram`: microseconds, 3 significant digits), one
 //! per connection, merged at the end. Every wait is bounded: connecting by `connect_timeout`, and
 //! each answer by `timeout` from the moment its request was sent.
+//!
+//! A run lasts `duration` even when fewer requests were due (an open loop slower than one
+//! request per connection), so the throughput it reports is over the whole run. At the end each
+//! connection half-closes and reads until the server closes (at most [`DRAIN_WAIT`]): a line
+//! that comes then answers no request, and is counted as [`LoadReport::unexpected`], like a
+//! server that answers twice. Pushed lines (`MSG`, `LAG`) answer nothing and are skipped.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -29,7 +35,10 @@ use tokio::task::JoinSet;
 use tokio::time::{self, Instant};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
-use crate::client::{ClientError, MAX_RESPONSE, is_ok};
+use crate::client::{ClientError, MAX_RESPONSE, is_ok, is_push};
+
+/// How long a connection waits, at the end, for the server to close after its half-close.
+const DRAIN_WAIT: Duration = Duration::from_millis(250);
 
 /// What to send, how hard, and for how long.
 #[derive(Debug, Clone)]
@@ -59,6 +68,8 @@ pub struct LoadReport {
     pub answers: u64,
     /// Of which `ERR` answers.
     pub errors: u64,
+    /// Lines that answered no request: they came after every request had its answer.
+    pub unexpected: u64,
     /// From the first request to the last answer.
     pub elapsed: Duration,
     /// Latency of every answer, in microseconds.
@@ -82,6 +93,7 @@ impl LoadReport {
         serde_json::json!({
             "answers": self.answers,
             "errors": self.errors,
+            "unexpected": self.unexpected,
             "seconds": self.elapsed.as_secs_f64(),
             "throughput_per_second": self.throughput(),
             "latency_us": { "p50": us(0.5), "p99": us(0.99), "p999": us(0.999), "max": self.latency.max() },
@@ -94,9 +106,10 @@ impl std::fmt::Display for LoadReport {
         let show = |quantile| format!("{:?}", self.quantile(quantile));
         write!(
             f,
-            "{} answers ({} ERR) in {:.2?}: {:.0}/s; latency p50 {} p99 {} p99.9 {} max {:?}",
+            "{} answers ({} ERR, {} unexpected) in {:.2?}: {:.0}/s; latency p50 {} p99 {} p99.9 {} max {:?}",
             self.answers,
             self.errors,
+            self.unexpected,
             self.elapsed,
             self.throughput(),
             show(0.5),
@@ -148,16 +161,32 @@ pub async fn run(plan: &LoadPlan, progress: Arc<AtomicU64>) -> Result<LoadReport
             + interval.map_or(Duration::ZERO, |every| every.mul_f64(index as f64 / plan.connections as f64));
         tasks.spawn(async move { connection(stream, &plan, first, end, interval, &progress).await });
     }
-    let mut report =
-        LoadReport { answers: 0, errors: 0, elapsed: Duration::ZERO, latency: latency_histogram() };
+    let mut report = LoadReport {
+        answers: 0,
+        errors: 0,
+        unexpected: 0,
+        elapsed: Duration::ZERO,
+        latency: latency_histogram(),
+    };
     while let Some(done) = tasks.join_next().await {
-        let (answers, errors, latency) = done.expect("a load task does not panic")?;
-        report.answers += answers;
-        report.errors += errors;
-        report.latency.add(latency).expect("histograms of the same bounds");
+        let tally = done.expect("a load task does not panic")?;
+        report.answers += tally.answers;
+        report.errors += tally.errors;
+        report.unexpected += tally.unexpected;
+        report.latency.add(tally.latency).expect("histograms of the same bounds");
     }
+    // The run lasts its duration, whenever the last request was due.
+    time::sleep_until(end).await;
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// What one connection counted.
+struct Tally {
+    answers: u64,
+    errors: u64,
+    unexpected: u64,
+    latency: Histogram<u64>,
 }
 
 /// A histogram of latencies in microseconds, 1 µs to an hour, 3 significant digits. Every
@@ -174,7 +203,7 @@ async fn connection(
     end: Instant,
     interval: Option<Duration>,
     progress: &AtomicU64,
-) -> Result<(u64, u64, Histogram<u64>), ClientError> {
+) -> Result<Tally, ClientError> {
     let (reader, mut writer) = stream.into_split();
     let mut answers = FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_RESPONSE));
     let mut latency = latency_histogram();
@@ -182,7 +211,7 @@ async fn connection(
     let mut in_flight: VecDeque<(Instant, Instant)> = VecDeque::with_capacity(plan.depth);
     let mut next_due = first;
     let mut next_request = 0;
-    let (mut count, mut errors) = (0, 0);
+    let (mut count, mut errors, mut unexpected) = (0, 0, 0);
     let mut buffer = Vec::new();
     loop {
         let now = Instant::now();
@@ -221,6 +250,9 @@ async fn connection(
                     Ok(None) => return Err(ClientError::Closed),
                     Err(_elapsed) => return Err(ClientError::Timeout(plan.timeout)),
                 };
+                if is_push(&line) {
+                    continue;
+                }
                 // Take every answer already read, then refill the freed slots with one write:
                 // the client batches as the server does, so it is not the bottleneck.
                 loop {
@@ -230,8 +262,19 @@ async fn connection(
                     count += 1;
                     errors += u64::from(!is_ok(&line));
                     progress.fetch_add(1, Ordering::Relaxed);
-                    match answers.next().now_or_never() {
+                    let next = loop {
+                        match answers.next().now_or_never() {
+                            Some(Some(Ok(next))) if is_push(&next) => {}
+                            next => break next,
+                        }
+                    };
+                    match next {
                         Some(Some(Ok(next))) if !in_flight.is_empty() => line = next,
+                        // A line with nothing in flight: it answers no request.
+                        Some(Some(Ok(_))) => {
+                            unexpected += 1;
+                            break;
+                        }
                         Some(Some(Err(error))) => return Err(error.into()),
                         _ => break,
                     }
@@ -240,5 +283,20 @@ async fn connection(
             () = time::sleep_until(next_due), if may_send => {}
         }
     }
-    Ok((count, errors, latency))
+    // Every request has its answer. Half-close, and count what still comes until the server
+    // closes: lines that answer nothing.
+    let drained = async {
+        writer.shutdown().await?;
+        while let Some(line) = answers.next().await {
+            if !is_push(&line?) {
+                unexpected += 1;
+            }
+        }
+        Ok::<_, ClientError>(())
+    };
+    // A server that keeps the connection open after our half-close is not an error.
+    if let Ok(result) = time::timeout(DRAIN_WAIT, drained).await {
+        result?;
+    }
+    Ok(Tally { answers: count, errors, unexpected, latency })
 }

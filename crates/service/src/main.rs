@@ -40,12 +40,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         tokio::pin!(run);
         tokio::select! {
             () = &mut run => return anyhow::Ok(()),
-            signal = signals.recv() => tracing::info!(signal, "shutting down"),
+            signal = signals.stop() => tracing::info!(signal, "shutting down"),
         }
         shutdown.begin.cancel();
         tokio::select! {
             () = &mut run => return Ok(()),
-            signal = signals.recv() => tracing::warn!(signal, "second signal: cutting the grace period short"),
+            signal = signals.stop() => tracing::warn!(signal, "second signal: cutting the grace period short"),
         }
         shutdown.abort.cancel();
         run.await;
@@ -67,6 +67,15 @@ fn call(args: &CallArgs) -> CallExit {
         }
     };
     let request = args.request.join(" ");
+    // Answers and pushes carry other peers' bytes: on a terminal, show what could act on it.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let show = |line: &str| {
+        if terminal {
+            println!("{}", service::protocol::escaped(line));
+        } else {
+            println!("{line}");
+        }
+    };
     runtime.block_on(async {
         let answer = async {
             let mut client = Client::connect(args.addr.as_str(), args.connect_timeout, args.timeout).await?;
@@ -79,7 +88,7 @@ fn call(args: &CallArgs) -> CallExit {
                 return CallExit::NoAnswer;
             }
         };
-        println!("{line}");
+        show(&line);
         let exit = CallExit::for_answer(&line);
         // Pushed lines follow an OK to a command that subscribes, or when --count asks for them.
         let pushes = args.count.or_else(|| subscribes(&request).then_some(u64::MAX)).unwrap_or(0);
@@ -89,7 +98,7 @@ fn call(args: &CallArgs) -> CallExit {
         for _ in 0..pushes {
             tokio::select! {
                 push = client.next_push(None) => match push {
-                    Ok(push) => println!("{push}"),
+                    Ok(push) => show(&push),
                     Err(error) => {
                         eprintln!("error: {}: {error}", args.addr);
                         break;
@@ -158,6 +167,10 @@ fn load(args: &LoadArgs) -> anyhow::Result<CallExit> {
                     println!("{}", report.to_json());
                 } else {
                     println!("{report}");
+                }
+                if report.unexpected > 0 {
+                    eprintln!("error: {}: {} lines answered no request", args.addr, report.unexpected);
+                    return Ok(CallExit::Err);
                 }
                 Ok(CallExit::Ok)
             }

@@ -76,22 +76,35 @@ impl Response {
         Self::Err(code, None)
     }
 
-    /// `ERR <code> <detail>`. A detail may quote a peer's bytes, so its control characters are
-    /// escaped (`\u{1b}`, `\r`): a peer cannot write terminal escapes into another program's
-    /// output, or a line break into the protocol.
+    /// `ERR <code> <detail>`. A detail may quote a peer's bytes, so it is [`escaped`]: a peer
+    /// cannot write terminal escapes into another program's output, or a line break into the
+    /// protocol.
     pub fn err_with(code: ErrorCode, detail: impl Into<Cow<'static, str>>) -> Self {
-        let detail = detail.into();
-        let detail = if detail.chars().any(char::is_control) {
-            Cow::Owned(
-                detail
-                    .chars()
-                    .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
-                    .collect(),
-            )
-        } else {
-            detail
+        let detail = match escaped(&detail.into()) {
+            Cow::Borrowed(same) => Cow::Owned(same.to_owned()),
+            Cow::Owned(escaped) => Cow::Owned(escaped),
         };
         Self::Err(code, Some(detail))
+    }
+}
+
+/// `text` with every character that could act on a terminal or hide in it written as its Rust
+/// escape (`\u{1b}`, `\t`, `\u{202e}`): control characters (escape sequences, line breaks), and
+/// the invisible format characters that reorder or hide text (bidi overrides and isolates,
+/// zero-width spaces and joiners; CVE-2021-42574, "Trojan Source"). Anything else is unchanged.
+pub fn escaped(text: &str) -> Cow<'_, str> {
+    fn hides(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    }
+    if text.chars().any(hides) {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if hides(c) { c.escape_default().to_string() } else { c.to_string() })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
@@ -141,5 +154,13 @@ mod tests {
         assert_eq!(hostile.to_string(), r"ERR unknown-command \u{1b}[31mRED\r\u{0}");
         let tab = Response::err_with(ErrorCode::UnknownCommand, "PING\t");
         assert_eq!(tab.to_string(), r"ERR unknown-command PING\t");
+    }
+
+    #[test]
+    fn escaping_leaves_plain_text_alone_and_shows_what_hides() {
+        assert!(matches!(escaped("MSG news héllo wörld"), Cow::Borrowed(_)));
+        assert_eq!(escaped("\u{1b}]0;pwned\u{7}\u{1b}[2J"), r"\u{1b}]0;pwned\u{7}\u{1b}[2J");
+        assert_eq!(escaped("admin\u{202e}gnp.exe"), r"admin\u{202e}gnp.exe");
+        assert_eq!(escaped("a\u{200b}b\u{feff}"), r"a\u{200b}b\u{feff}");
     }
 }

@@ -40,16 +40,27 @@ impl Default for Shutdown {
     }
 }
 
-/// SIGINT (Ctrl-C) and SIGTERM (what `docker stop` and Kubernetes send), installed as one.
+/// A signal, as the service takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT (Ctrl-C) or SIGTERM (what `docker stop` and Kubernetes send): shut down.
+    Stop(&'static str),
+    /// SIGHUP: reload what can be reloaded. A closed terminal or a supervisor's "reload" sends
+    /// it, and neither means "stop".
+    Reload,
+    /// SIGUSR1, SIGUSR2 or SIGALRM: nothing uses them, and their default action (ending the
+    /// process at once, with no drain) is never what a stray one means. Logged and ignored.
+    Ignored(&'static str),
+}
+
+/// The signals the service handles, installed as one: see [`Signal`] for what each does.
 ///
 /// Install them before binding the listener: from then on a signal is caught and counted, never
 /// lost (before a handler exists, SIGTERM kills the process outright; after it, tokio queues the
 /// signal for the next [`Signals::recv`], however late that call comes).
 pub struct Signals {
     #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
+    handlers: Vec<(tokio::signal::unix::Signal, Signal)>,
 }
 
 impl Signals {
@@ -58,11 +69,20 @@ impl Signals {
     pub fn install() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                terminate: signal(SignalKind::terminate())?,
-                interrupt: signal(SignalKind::interrupt())?,
-            })
+            use tokio::signal::unix::SignalKind;
+            let kinds = [
+                (SignalKind::terminate(), Signal::Stop("SIGTERM")),
+                (SignalKind::interrupt(), Signal::Stop("SIGINT")),
+                (SignalKind::hangup(), Signal::Reload),
+                (SignalKind::user_defined1(), Signal::Ignored("SIGUSR1")),
+                (SignalKind::user_defined2(), Signal::Ignored("SIGUSR2")),
+                (SignalKind::alarm(), Signal::Ignored("SIGALRM")),
+            ];
+            let handlers = kinds
+                .into_iter()
+                .map(|(kind, signal)| Ok((tokio::signal::unix::signal(kind)?, signal)))
+                .collect::<std::io::Result<_>>()?;
+            Ok(Self { handlers })
         }
         #[cfg(not(unix))]
         {
@@ -70,22 +90,41 @@ impl Signals {
         }
     }
 
-    /// Waits for the next signal and returns its name.
-    pub async fn recv(&mut self) -> &'static str {
+    /// Waits for the next signal.
+    pub async fn recv(&mut self) -> Signal {
         #[cfg(unix)]
         {
-            tokio::select! {
-                _ = self.terminate.recv() => "SIGTERM",
-                _ = self.interrupt.recv() => "SIGINT",
-            }
+            let next = self.handlers.iter_mut().map(|(handler, signal)| {
+                let signal = *signal;
+                Box::pin(async move {
+                    // `None` only if the runtime is going away: then no signal came.
+                    if handler.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                    signal
+                })
+            });
+            futures_util::future::select_all(next).await.0
         }
         #[cfg(not(unix))]
         {
             // Outside unix only Ctrl-C exists; if its handler fails, never return rather than
             // report a signal that did not come.
             match tokio::signal::ctrl_c().await {
-                Ok(()) => "Ctrl-C",
+                Ok(()) => Signal::Stop("Ctrl-C"),
                 Err(_) => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Waits for a signal to stop, logging every other signal as it comes.
+    pub async fn stop(&mut self) -> &'static str {
+        loop {
+            match self.recv().await {
+                Signal::Stop(name) => return name,
+                // Nothing is reloadable yet; this is where a reload goes.
+                Signal::Reload => tracing::info!(signal = "SIGHUP", "nothing to reload; going on"),
+                Signal::Ignored(name) => tracing::info!(signal = name, "ignored"),
             }
         }
     }

@@ -31,8 +31,24 @@ fn serve(args: &[&str]) -> Command {
 }
 
 fn terminate(child: &Child) {
-    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
-    assert!(sent.success(), "kill -TERM {}", child.id());
+    signal(child, "TERM");
+}
+
+/// Sends SIG`name` to the child.
+fn signal(child: &Child, name: &str) {
+    let sent =
+        Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().expect("run kill");
+    assert!(sent.success(), "kill -{name} {}", child.id());
+}
+
+/// One request over TCP, and its answer line, each bounded by [`PATIENCE`].
+fn request(addr: SocketAddr, line: &str) -> String {
+    let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("a read timeout");
+    (&stream).write_all(format!("{line}\n").as_bytes()).expect("send");
+    let mut answer = String::new();
+    std::io::BufReader::new(&stream).read_line(&mut answer).expect("an answer");
+    answer
 }
 
 /// Waits for the child to end, at most [`PATIENCE`]; kills it and fails the test otherwise.
@@ -125,11 +141,7 @@ fn a_server_whose_stderr_nobody_reads_still_accepts_and_answers() {
     // Should the last connections hold every slot for a moment (`ERR busy`), retry.
     let deadline = Instant::now() + PATIENCE;
     let answer = loop {
-        let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
-        stream.set_read_timeout(Some(PATIENCE)).expect("a read timeout");
-        (&stream).write_all(b"PING\n").expect("send");
-        let mut answer = String::new();
-        std::io::BufReader::new(&stream).read_line(&mut answer).expect("an answer while stderr is full");
+        let answer = request(addr, "PING");
         if answer != "ERR busy\n" || Instant::now() > deadline {
             break answer;
         }
@@ -139,6 +151,36 @@ fn a_server_whose_stderr_nobody_reads_still_accepts_and_answers() {
     terminate(&child);
     assert_eq!(wait(&mut child).code(), Some(0));
     drop(stderr);
+}
+
+/// SIGHUP (a closed terminal, a supervisor's "reload"), SIGUSR1, SIGUSR2 and SIGALRM end a
+/// process that has no handler for them, at once and without a word. The service logs each and
+/// goes on serving; SIGTERM still stops it gracefully.
+#[test]
+fn stray_signals_are_logged_and_the_service_goes_on() {
+    let mut child = serve(&[]).stderr(Stdio::piped()).spawn().expect("start the binary");
+    let mut stderr = child.stderr.take().expect("piped");
+    let addr = listening_addr(&mut stderr);
+    for name in ["HUP", "USR1", "USR2", "ALRM"] {
+        signal(&child, name);
+        assert_eq!(request(addr, "PING"), "OK PONG\n", "serving after SIG{name}");
+    }
+    terminate(&child);
+    assert_eq!(wait(&mut child).code(), Some(0));
+    let mut log = String::new();
+    stderr.read_to_string(&mut log).expect("read stderr");
+    for (name, said) in [
+        ("SIGHUP", "nothing to reload"),
+        ("SIGUSR1", "ignored"),
+        ("SIGUSR2", "ignored"),
+        ("SIGALRM", "ignored"),
+    ] {
+        let field = format!("signal=\"{name}\"");
+        assert!(
+            log.lines().any(|line| line.contains(said) && line.contains(&field)),
+            "no {name} line in:\n{log}"
+        );
+    }
 }
 
 /// Reads the text log until the "listening" line, and returns its address.
@@ -171,6 +213,33 @@ fn the_listen_backlog_is_the_one_asked_for() {
     let line = String::from_utf8_lossy(&ss.stdout).into_owned();
     let send_q = line.split_whitespace().nth(2).unwrap_or_else(|| panic!("no listening socket in: {line:?}"));
     assert_eq!(send_q, "77", "{line}");
+    terminate(&child);
+    assert_eq!(wait(&mut child).code(), Some(0));
+}
+
+/// `call` on a terminal shows another peer's escape sequences escaped, and writes them byte for
+/// byte into a pipe. `script` (util-linux) gives the child a pseudo-terminal for stdout.
+#[cfg(target_os = "linux")]
+#[test]
+fn call_escapes_what_could_act_on_a_terminal_and_pipes_bytes_as_they_are() {
+    let mut child = serve(&[]).stderr(Stdio::piped()).spawn().expect("start the binary");
+    let mut stderr = child.stderr.take().expect("piped");
+    let addr = listening_addr(&mut stderr).to_string();
+    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    let on_terminal = Command::new("script")
+        .args(["-qec", r#""$BINARY" call --addr "$ADDR" ECHO "$HOSTILE""#, "/dev/null"])
+        .env("BINARY", BINARY)
+        .env("ADDR", &addr)
+        .env("HOSTILE", hostile)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run call under script (util-linux) for a pseudo-terminal");
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(shown.contains(r"OK \u{1b}]0;pwned\u{7}\u{1b}[2J"), "{shown:?}");
+    assert!(!shown.contains('\u{1b}'), "a raw escape reached the terminal: {shown:?}");
+    let piped =
+        Command::new(BINARY).args(["call", "--addr", &addr, "ECHO", hostile]).output().expect("run call");
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), format!("OK {hostile}\n"), "a pipe gets the bytes");
     terminate(&child);
     assert_eq!(wait(&mut child).code(), Some(0));
 }

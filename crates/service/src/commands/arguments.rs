@@ -27,12 +27,14 @@ pub(super) fn number(command: &'static str, argument: Option<&str>, max: u64) ->
 /// The longest topic name, in bytes.
 pub(super) const MAX_TOPIC: usize = 64;
 
-/// A topic name: 1 to 64 bytes, no control characters (a space ends it, as it ends any word).
+/// A topic name: 1 to 64 printable ASCII characters (`!` to `~`; a space ends it, as it ends
+/// any word). Topic names reach other peers' screens in `MSG` lines, so nothing in them can
+/// move a cursor, reorder text (bidi overrides) or hide (zero-width characters).
 pub(super) fn topic<'a>(command: &'static str, word: &'a str) -> Result<&'a str, Response> {
-    if word.is_empty() || word.len() > MAX_TOPIC || word.chars().any(char::is_control) {
+    if word.is_empty() || word.len() > MAX_TOPIC || !word.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Response::err_with(
             ErrorCode::BadArgument,
-            format!("{command}: a topic is 1 to {MAX_TOPIC} bytes, no control characters"),
+            format!("{command}: a topic is 1 to {MAX_TOPIC} printable ASCII characters"),
         ));
     }
     Ok(word)
@@ -57,7 +59,9 @@ mod tests {
     fn topics_are_bounded_words() {
         assert_eq!(topic("T", "news"), Ok("news"));
         assert_eq!(topic("T", &"x".repeat(MAX_TOPIC)).map(str::len), Ok(MAX_TOPIC));
-        for bad in ["", "a\tb", "\u{1b}", &"x".repeat(MAX_TOPIC + 1)] {
+        assert_eq!(topic("T", "orders.eu-west/1"), Ok("orders.eu-west/1"));
+        for bad in ["", "a\tb", "\u{1b}", "caf\u{e9}", "a\u{202e}b", "a\u{200b}b", &"x".repeat(MAX_TOPIC + 1)]
+        {
             assert!(topic("T", bad).is_err(), "{bad:?}");
         }
     }

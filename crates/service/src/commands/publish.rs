@@ -47,7 +47,7 @@ mod tests {
         assert_eq!(answer("PUBLISH u ", publisher).await, "OK 1", "an empty text is a text");
         assert_eq!(
             answer("PUBLISH  hi", publisher).await,
-            "ERR bad-argument PUBLISH: a topic is 1 to 64 bytes, no control characters"
+            "ERR bad-argument PUBLISH: a topic is 1 to 64 printable ASCII characters"
         );
     }
 }

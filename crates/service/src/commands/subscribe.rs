@@ -70,11 +70,11 @@ mod tests {
         assert_eq!(answer("SUBSCRIBE d e f g h", context).await, "OK 8");
         assert_eq!(
             answer("SUBSCRIBE ok \u{7}", context).await,
-            "ERR bad-argument SUBSCRIBE: a topic is 1 to 64 bytes, no control characters"
+            "ERR bad-argument SUBSCRIBE: a topic is 1 to 64 printable ASCII characters"
         );
         assert_eq!(
             answer("SUBSCRIBE a  b", context).await,
-            "ERR bad-argument SUBSCRIBE: a topic is 1 to 64 bytes, no control characters",
+            "ERR bad-argument SUBSCRIBE: a topic is 1 to 64 printable ASCII characters",
             "two spaces make an empty topic"
         );
     }
