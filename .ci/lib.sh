@@ -39,7 +39,7 @@ die() {
 
 # start_server BIN NAME: starts `BIN serve` on a free loopback port, set through the program's
 # own environment variable (NAME_LISTEN, in upper case with `-` as `_`), logging JSON to a
-# temporary file. Sets SERVER_PID, SERVER_ADDR and SERVER_LOG.
+# temporary file. Sets SERVER_PID, SERVER_ADDR, SERVER_ADMIN_ADDR and SERVER_LOG.
 start_server() {
     local bin=$1 name=$2 prefix
     prefix=$(printf '%s' "$name" | tr 'a-z-' 'A-Z_')
@@ -49,6 +49,7 @@ start_server() {
     SERVER_PID=$!
     for _ in $(seq 100); do
         SERVER_ADDR=$(grep -o '"local_addr":"[^"]*"' "$SERVER_LOG" | cut -d '"' -f 4 || true)
+        SERVER_ADMIN_ADDR=$(grep -o '"admin_addr":"[^"]*"' "$SERVER_LOG" | cut -d '"' -f 4 || true)
         [ -n "$SERVER_ADDR" ] && return 0
         sleep 0.1
     done

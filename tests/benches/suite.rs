@@ -158,7 +158,7 @@ fn resident_bytes() -> u64 {
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
-    let figures = runtime.block_on(async {
+    let mut figures = runtime.block_on(async {
         let mut figures = Vec::new();
         let server = TestServer::start(service_config());
         let (bare, bare_task) = bare_server(false).await;
@@ -327,7 +327,16 @@ fn main() {
 
         // 8. Fan-out to 100 subscribers, beside a bare broadcast loop.
         let bare_fanout = fanout::bare_broadcast().await;
-        let fanout_server = TestServer::start(Config { topic_capacity: count(1024), ..service_config() });
+        // 64 topics of 1,024 messages keep at most 71 MiB (the 1,024 topics of the defaults could
+        // keep over the 1 GiB ceiling). The publish budget is lifted: this measures the fan-out
+        // machinery, and `bystander_p99_one_publisher` what the budget protects.
+        let fanout_server = TestServer::start(Config {
+            topic_capacity: count(1024),
+            max_topics: count(64),
+            max_subscriptions: count(1),
+            publish_budget: count(1_000_000_000),
+            ..service_config()
+        });
         let delivered = fanout::service(&fanout_server).await;
         fanout_server.stop().await;
         figures.push(Figure {
@@ -340,6 +349,8 @@ fn main() {
         });
         figures
     });
+    drop(runtime);
+    figures.push(amplification::figure());
 
     println!("{:<28} {:>14} {:<6} {:>14} {:>8}  goal", "figure", "value", "unit", "baseline", "ratio");
     for figure in &figures {
@@ -359,6 +370,95 @@ fn main() {
     )]
     std::fs::write(&path, format!("{report:#}\n")).expect("write target/bench-report.json");
     println!("wrote {}", path.display());
+}
+
+/// What one publisher costs everybody else: a bystander's PING latency (open loop) while one
+/// connection pipelines `PUBLISH` of 1,000 bytes to 1,000 subscribers that read everything,
+/// beside the same PING latency with nobody publishing. The server, the subscribers with the
+/// publisher, and the bystander each run on a runtime of their own, on threads of their own, so
+/// the bystander's latency is the server's doing, not its own client's queue.
+mod amplification {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    const SUBSCRIBERS: usize = 1000;
+    const LOAD: Duration = Duration::from_secs(3);
+
+    /// The figure, for the default `--publish-budget`.
+    pub(super) fn figure() -> Figure {
+        let config = Config { max_line: count(2048), max_connections: count(2048), ..service_config() };
+        let budget = config.publish_budget.get();
+        let server_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the server's runtime");
+        let server = server_runtime.block_on(async { TestServer::start(config) });
+        let clients = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+        let (alone, loaded, rate) = clients.block_on(bystander_p99(server.addr));
+        server_runtime.block_on(server.stop());
+        println!("one publisher to {SUBSCRIBERS} subscribers, budget {budget}/s: {rate:.0} deliveries/s");
+        Figure {
+            name: "bystander_p99_one_publisher",
+            value: loaded.as_secs_f64() * 1e3,
+            unit: "ms",
+            baseline: Some(alone.as_secs_f64() * 1e3),
+            ratio: Some(loaded.as_secs_f64() / alone.as_secs_f64()),
+            goal: "a figure to watch",
+        }
+    }
+
+    /// The bystander's PING p99 alone, then while the publisher runs; and the messages
+    /// delivered per second meanwhile.
+    async fn bystander_p99(addr: std::net::SocketAddr) -> (Duration, Duration, f64) {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let delivered = Arc::new(AtomicU64::new(0));
+        let mut subscribers = JoinSet::new();
+        for _ in 0..SUBSCRIBERS {
+            let mut client =
+                service::Client::connect(addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect");
+            assert_eq!(client.request("SUBSCRIBE amp").await.expect("an answer"), "OK 1");
+            let (stop, delivered) = (stop.clone(), Arc::clone(&delivered));
+            subscribers.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        line = client.next_push(None) => match line {
+                            Ok(_) => delivered.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => return,
+                        },
+                    };
+                }
+            });
+        }
+        let ping = LoadPlan { rate: Some(200), duration: LOAD, ..plan(addr, 1, 1, &["PING"]) };
+        let alone = apart(ping.clone()).await.quantile(0.99);
+        let publish = format!("PUBLISH amp {}", "x".repeat(1000));
+        let publisher = LoadPlan { duration: LOAD, ..plan(addr, 1, 32, &[publish.as_str()]) };
+        let before = delivered.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let (bystander, _) = tokio::join!(apart(ping), load(&publisher));
+        let rate = (delivered.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
+        stop.cancel();
+        subscribers.join_all().await;
+        (alone, bystander.quantile(0.99), rate)
+    }
+
+    /// Runs `plan` on a `current_thread` runtime on a thread of its own.
+    async fn apart(plan: LoadPlan) -> LoadReport {
+        let (report, received) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            let _ = report.send(runtime.block_on(load(&plan)));
+        });
+        let report = received.await.expect("the load thread reports");
+        // The thread has sent its report: it is ending, and the join does not wait.
+        #[expect(clippy::disallowed_methods, reason = "the thread has already sent its last value")]
+        thread.join().expect("the load thread does not panic");
+        report
+    }
 }
 
 /// The fan-out figure and its baseline.

@@ -30,6 +30,9 @@ use crate::watchdog;
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// Settings that do not fit together.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The CPU pool's threads could not be started. (The cause is the error's `source`, so
     /// `{:#}` prints it once.)
     #[error("cannot start the CPU pool")]
@@ -65,6 +68,7 @@ pub struct App {
 impl App {
     /// Starts the job queue and the watchdog. Must be called inside a tokio runtime.
     pub fn start(config: &Config) -> Result<Self, StartError> {
+        config.check()?;
         let config = Arc::new(config.clone());
         let pool = cpu::CpuPool::new(config.cpu_threads)?;
         let stats = Arc::new(Stats::default());
@@ -87,10 +91,15 @@ impl App {
             health.clone(),
             background_stop.clone(),
         ));
-        let topics =
-            Arc::new(Topics::new(config.topic_capacity.get(), config.max_topics.get(), Arc::clone(&stats)));
-        let shared =
-            Shared::new(jobs.clone(), pool, Arc::clone(&stats), Arc::clone(&topics), shutdown.abort.clone());
+        let topics = Arc::new(Topics::new(&config, Arc::clone(&stats)));
+        let shared = Shared::new(
+            jobs.clone(),
+            pool,
+            Arc::clone(&stats),
+            Arc::clone(&topics),
+            shutdown.abort.clone(),
+            config.publish_budget.get(),
+        );
         let handler = Handler::new(
             Arc::clone(&config),
             shared,
@@ -116,6 +125,11 @@ impl App {
     /// The service's counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// The settings it runs with.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The shutdown tokens: cancel `begin` to start a shutdown that [`App::stop`] completes, or

@@ -172,10 +172,18 @@ pub fn command() -> clap::Command {
 /// Parses the process's arguments and environment; exits with a one-line error (status 2) if
 /// they are wrong, before anything starts.
 pub fn parse() -> Cli {
-    command()
+    let cli = command()
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches))
-        .unwrap_or_else(|error| exit_with(&error))
+        .unwrap_or_else(|error| exit_with(&error));
+    // Settings each within bounds may still not fit together: refused the same way.
+    if let Command::Serve(serve) = &cli.command
+        && let Err(error) = serve.config.check()
+    {
+        eprintln!("error: {error}");
+        std::process::exit(CallExit::Usage as i32)
+    }
+    cli
 }
 
 /// Prints help or the version as clap does; otherwise the error on one line (clap's message

@@ -50,6 +50,12 @@ pub struct Config {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration(MILLISECOND..=HOUR))]
     pub write_timeout: Duration,
 
+    /// TCP keepalive: after this long with nothing from the peer, the kernel probes it (every
+    /// 10 s, or this if shorter; 3 probes), so a peer that vanished without a word (no FIN, no
+    /// RST), such as a subscriber waiting for pushes, is found and its connection closed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration(SECOND..=2 * HOUR))]
+    pub keepalive: Duration,
+
     /// Longest request line, in bytes, without its line ending. It bounds the memory of a
     /// connection, whatever the peer sends.
     #[arg(long, value_name = "BYTES", default_value = "8192", value_parser = count(1..=16 << 20))]
@@ -86,12 +92,28 @@ pub struct Config {
 
     /// Messages each topic keeps for a subscriber that is behind; one further behind loses the
     /// oldest and is told how many (`LAG`).
-    #[arg(long, value_name = "N", default_value = "64", value_parser = count(1..=65_536))]
+    #[arg(long, value_name = "N", default_value = "32", value_parser = count(1..=65_536))]
     pub topic_capacity: NonZeroUsize,
 
     /// Topics that may exist at once; past it, a subscription to a new topic is `ERR busy`.
     #[arg(long, value_name = "N", default_value = "1024", value_parser = count(1..=1_000_000))]
     pub max_topics: NonZeroUsize,
+
+    /// Topics one connection may subscribe to; past it, `ERR busy`. At most `--max-topics`
+    /// / 64, so that no fewer than 64 connections can take every topic.
+    #[arg(long, value_name = "N", default_value = "16", value_parser = count(1..=1024))]
+    pub max_subscriptions: NonZeroUsize,
+
+    /// Messages one connection's PUBLISHes may deliver per second, counted per subscriber
+    /// reached (bursts of a tenth of it pass at once). Past it, that connection's next request
+    /// waits: it bounds what one publisher costs everyone else.
+    #[arg(long, value_name = "N", default_value = "200000", value_parser = count(1..=1_000_000_000))]
+    pub publish_budget: NonZeroUsize,
+
+    /// Longest PUBLISH text, in bytes. With `--max-topics` and `--topic-capacity` it bounds what
+    /// the topics keep for subscribers that are behind (36 MiB at the defaults; at most 1 GiB).
+    #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = count(1..=16 << 20))]
+    pub max_message: NonZeroUsize,
 
     /// Threads in the CPU (rayon) pool; 0 means one per core.
     #[arg(long, value_name = "N", default_value = "0", value_parser = clap::value_parser!(u16).range(0..=1024).map(usize::from))]
@@ -107,6 +129,7 @@ pub struct Config {
 }
 
 pub(crate) const MILLISECOND: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
 const FIVE_MINUTES: Duration = Duration::from_secs(300);
 pub(crate) const HOUR: Duration = Duration::from_secs(3600);
 pub(crate) const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -122,6 +145,67 @@ impl Default for Config {
         <Defaults as clap::Parser>::try_parse_from(["defaults"])
             .expect("every default is within its bounds (tested)")
             .config
+    }
+}
+
+/// The most the topics may keep, in all, for subscribers that are behind.
+pub const MAX_FANOUT_MEMORY: u64 = 1 << 30;
+/// No fewer connections than this, each at `--max-subscriptions`, can take every topic.
+pub const CONNECTIONS_TO_FILL_TOPICS: usize = 64;
+/// What one kept message costs beyond its text: its allocation's header and the allocator's
+/// rounding (an upper bound).
+const MESSAGE_OVERHEAD: u64 = 64;
+/// What one slot of a topic's ring costs (a `broadcast` slot: a lock, a count, a position and a
+/// pointer; an upper bound).
+const SLOT_BYTES: u64 = 48;
+
+/// Settings that are each within bounds but do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The topics could keep more memory than [`MAX_FANOUT_MEMORY`].
+    #[error(
+        "--max-topics x --topic-capacity x --max-message let the topics keep {} MiB, over {} MiB: lower one of them",
+        .0 >> 20,
+        MAX_FANOUT_MEMORY >> 20
+    )]
+    FanoutMemory(u64),
+    /// Fewer than [`CONNECTIONS_TO_FILL_TOPICS`] connections could take every topic.
+    #[error(
+        "--max-subscriptions {0} lets fewer than {CONNECTIONS_TO_FILL_TOPICS} connections take all of --max-topics {1}: at most {2}"
+    )]
+    Subscriptions(usize, usize, usize),
+}
+
+impl Config {
+    /// The most memory the topics can keep, whatever peers do: every topic's ring full of the
+    /// longest messages, none yet read by every subscriber. (A message is dropped as soon as every
+    /// subscriber has read it; a subscriber further behind than the ring loses the oldest.)
+    pub fn fanout_memory(&self) -> u64 {
+        let slots = self.topic_capacity.get().next_power_of_two() as u64;
+        let message = self.max_message.get() as u64 + MESSAGE_OVERHEAD + SLOT_BYTES;
+        (self.max_topics.get() as u64).saturating_mul(slots).saturating_mul(message)
+    }
+
+    /// The most topics one connection may take: `max_subscriptions`, if it fits.
+    fn subscriptions_allowed(&self) -> usize {
+        (self.max_topics.get() / CONNECTIONS_TO_FILL_TOPICS).max(1)
+    }
+
+    /// Checks what single bounds cannot: that the settings fit together.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let memory = self.fanout_memory();
+        if memory > MAX_FANOUT_MEMORY {
+            return Err(ConfigError::FanoutMemory(memory));
+        }
+        let allowed = self.subscriptions_allowed();
+        if self.max_subscriptions.get() > allowed {
+            return Err(ConfigError::Subscriptions(
+                self.max_subscriptions.get(),
+                self.max_topics.get(),
+                allowed,
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -200,5 +284,34 @@ mod tests {
         assert!(parse(&["--backlog", "65536"]).is_err());
         assert!(parse(&["--cpu-threads", "1025"]).is_err());
         assert_eq!(parse(&["--cpu-threads", "0"]).unwrap().cpu_threads, 0);
+    }
+
+    #[test]
+    fn the_topics_keep_at_most_36_mib_at_the_defaults_and_1_gib_whatever_the_flags() {
+        let defaults = Config::default();
+        assert_eq!(defaults.check(), Ok(()));
+        // 1024 topics x 32 slots x (1024 B + 64 B + 48 B).
+        assert_eq!(defaults.fanout_memory(), 1024 * 32 * 1136);
+        assert_eq!(defaults.fanout_memory() >> 20, 35, "the README says 36 MiB (35.5)");
+        let huge =
+            parse(&["--max-topics", "1000000", "--topic-capacity", "65536", "--max-message", "16777216"])
+                .unwrap();
+        assert!(huge.fanout_memory() > MAX_FANOUT_MEMORY);
+        let refused = huge.check().unwrap_err().to_string();
+        assert!(refused.starts_with("--max-topics x --topic-capacity x --max-message"), "{refused}");
+        let big = parse(&["--max-topics", "1024", "--topic-capacity", "1024"]).unwrap();
+        assert!(
+            matches!(big.check(), Err(ConfigError::FanoutMemory(_))),
+            "1024 x 1024 x 1 KiB is over 1 GiB"
+        );
+    }
+
+    #[test]
+    fn no_fewer_than_64_connections_can_take_every_topic() {
+        assert_eq!(Config::default().max_topics.get() / Config::default().max_subscriptions.get(), 64);
+        let few = parse(&["--max-subscriptions", "17"]).unwrap();
+        assert_eq!(few.check(), Err(ConfigError::Subscriptions(17, 1024, 16)));
+        let small = parse(&["--max-topics", "10", "--max-subscriptions", "1"]).unwrap();
+        assert_eq!(small.check(), Ok(()), "below 64 topics, one each is allowed");
     }
 }

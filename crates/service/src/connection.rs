@@ -128,9 +128,13 @@ impl Handler {
         tokio::pin!(idle);
 
         loop {
-            // Start every complete request already read, up to the bound.
+            // Start every complete request already read, up to the bound, unless this
+            // connection's PUBLISHes have spent their budget (see `topics::PublishBudget`).
             let now = Instant::now();
-            while taking && in_flight.len() < max_in_flight {
+            while taking
+                && in_flight.len() < max_in_flight
+                && context.publish_budget.wait_until(now).is_none()
+            {
                 let decoded = if eof { codec.decode_eof(&mut input) } else { codec.decode(&mut input) };
                 match decoded {
                     Ok(Some(frame)) => {
@@ -154,6 +158,7 @@ impl Handler {
             if !taking && in_flight.is_empty() {
                 break;
             }
+            let throttled = context.publish_budget.wait_until(now);
             let room = read_limit.saturating_sub(input.len());
             if room > 0 && input.capacity() - input.len() < READ_CHUNK {
                 input.reserve(READ_CHUNK.min(room));
@@ -191,8 +196,13 @@ impl Handler {
                         eof = true;
                     }
                 }
-                // A subscribed connection waits for pushes: it is not idle.
-                () = &mut idle, if taking && in_flight.is_empty() && context.subscriptions.is_empty() => {
+                // The publish budget is back: start what was read meanwhile.
+                () = time::sleep_until(throttled.unwrap_or(now)), if taking && throttled.is_some() => {
+                    idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
+                }
+                // A subscribed connection waits for pushes, a throttled one for its budget:
+                // neither is idle.
+                () = &mut idle, if taking && in_flight.is_empty() && context.subscriptions.is_empty() && throttled.is_none() => {
                     return Err(ConnectionError::Idle(self.config.idle_timeout));
                 }
             }

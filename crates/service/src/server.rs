@@ -11,6 +11,10 @@
 //!   (hyper's `accept` and tokio issue #1172 describe the same).
 //! * **`TCP_NODELAY`** on every stream: answers are already batched by the connection's write
 //!   buffer, and Nagle's algorithm would add up to 40 ms to each small answer.
+//! * **TCP keepalive** on every stream (`--keepalive`), as Redis does for its clients: a
+//!   subscriber waits for pushes without sending anything, so no timeout of ours can tell it from
+//!   a peer that vanished without a FIN (a crashed host, a dropped NAT mapping); the kernel's
+//!   probes can, and then the connection's next read fails and frees its slot.
 
 use std::io;
 use std::net::SocketAddr;
@@ -38,6 +42,10 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 const ADMIN_BACKLOG: u32 = 1024;
 /// The whole answer to a connection over the limit.
 const BUSY: &[u8] = b"ERR busy\n";
+/// The pause between keepalive probes, at most.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered keepalive probes before the kernel gives up on a peer.
+const KEEPALIVE_PROBES: u32 = 3;
 /// At most one log line per this period about refused connections (a flood of connects must
 /// not become a flood of log).
 const REFUSALS_LOG_PERIOD: Duration = Duration::from_secs(1);
@@ -162,6 +170,9 @@ async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>) {
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
                 }
+                if let Err(error) = set_keepalive(&stream, app.config().keepalive) {
+                    tracing::debug!(%peer, %error, "cannot set TCP keepalive");
+                }
                 match Arc::clone(&slots).try_acquire_owned() {
                     Ok(slot) => app.spawn_connection(stream, peer, Some(slot)),
                     Err(_) => {
@@ -218,6 +229,22 @@ impl Backoff {
         self.next = (self.next * 2).min(MAX_ACCEPT_BACKOFF);
         Some(pause)
     }
+}
+
+/// Turns on TCP keepalive: the first probe after `idle` with nothing received, then one every
+/// [`KEEPALIVE_INTERVAL`] (or `idle`, if shorter), and the connection fails after
+/// [`KEEPALIVE_PROBES`] unanswered ones.
+fn set_keepalive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd"
+    ))]
+    let keepalive = keepalive.with_interval(idle.min(KEEPALIVE_INTERVAL)).with_retries(KEEPALIVE_PROBES);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
 }
 
 /// Answers a connection over the limit with `ERR busy` and closes it, without a task: the socket

@@ -11,8 +11,18 @@
 //!   while it was subscribed. (tokio-rs/mini-redis skips lagged messages without a word.)
 //! * **Nothing grows without bound.** A topic exists only while it has subscribers: the first
 //!   subscription creates it, the last one to go removes it, so subscribing to random names
-//!   leaks nothing. Past `max_topics` topics in all, a new topic is refused. A connection's
-//!   subscriptions are a `StreamMap`, bounded by the command that adds to it.
+//!   leaks nothing. Past `max_topics` topics in all, a new topic is refused, and one connection
+//!   holds at most `max_subscriptions` (a 64th of them or less: see [`crate::config`]).
+//! * **A memory ceiling.** A PUBLISH text is at most `max_message` bytes, and each topic keeps
+//!   at most `topic_capacity` messages, each dropped once every subscriber has read it. So what
+//!   the topics keep is at most [`Config::fanout_memory`] (36 MiB at the defaults), whatever
+//!   peers do; `App::start` refuses settings that would allow more than 1 GiB.
+//!
+//! * **One publisher cannot crowd out the others.** A PUBLISH costs a write on every
+//!   subscriber's connection, so one connection pipelining them to a thousand subscribers makes
+//!   a thousand times the work it sends. Each connection has a [`PublishBudget`] of deliveries
+//!   per second; past it, its next request waits (the message already sent stays sent, and order
+//!   is kept: only the start of new requests is delayed).
 //!
 //! The map of topics sits behind a `std::sync::Mutex`, held only to look up, create or remove a
 //! channel and never across an `.await` (tokio's docs on `Mutex`: a blocking mutex is the right
@@ -22,13 +32,16 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use crate::config::Config;
 use crate::stats::Stats;
 
 /// A published message: cheap to clone into every subscriber's queue.
@@ -42,6 +55,10 @@ pub(crate) struct Topics {
     capacity: usize,
     /// Topics that may exist at once.
     max_topics: usize,
+    /// Topics one connection may subscribe to.
+    max_subscriptions: usize,
+    /// The longest text a message may have.
+    max_message: usize,
     stats: Arc<Stats>,
 }
 
@@ -50,18 +67,34 @@ pub(crate) struct Topics {
 #[error("too many topics")]
 pub(crate) struct TooManyTopics;
 
+/// Why a message was refused: its text is longer than this many bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a text is at most {0} bytes")]
+pub(crate) struct MessageTooLong(pub(crate) usize);
+
 impl Topics {
-    pub(crate) fn new(capacity: usize, max_topics: usize, stats: Arc<Stats>) -> Self {
-        Self { channels: Mutex::default(), capacity, max_topics, stats }
+    /// Topics bounded as `config` says.
+    pub(crate) fn new(config: &Config, stats: Arc<Stats>) -> Self {
+        Self {
+            channels: Mutex::default(),
+            capacity: config.topic_capacity.get(),
+            max_topics: config.max_topics.get(),
+            max_subscriptions: config.max_subscriptions.get(),
+            max_message: config.max_message.get(),
+            stats,
+        }
     }
 
     /// Sends `text` to every subscriber of `topic`; returns how many it reached (0 if nobody
     /// subscribes: the message goes nowhere, and no topic is created).
-    pub(crate) fn publish(&self, topic: &str, text: &str) -> usize {
+    pub(crate) fn publish(&self, topic: &str, text: &str) -> Result<usize, MessageTooLong> {
+        if text.len() > self.max_message {
+            return Err(MessageTooLong(self.max_message));
+        }
         let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         let reached = channels.get(topic).and_then(|channel| channel.send(Arc::from(text)).ok()).unwrap_or(0);
         self.stats.count_published();
-        reached
+        Ok(reached)
     }
 
     /// Topics alive now.
@@ -92,6 +125,43 @@ impl Topics {
     }
 }
 
+/// How many deliveries one connection's PUBLISHes may cause per second: the generic cell rate
+/// algorithm (GCRA, a token bucket kept as one instant). Each delivery costs `1 / rate`
+/// seconds of the connection's allowance, which may run ahead of now by a tenth of a second
+/// (the burst). Past that, the connection waits until it is back within it.
+#[derive(Debug)]
+pub(crate) struct PublishBudget {
+    /// The cost of one delivery.
+    per_delivery: Duration,
+    /// How far ahead of now the allowance may run.
+    burst: Duration,
+    /// The instant the deliveries so far have used the allowance up to.
+    used_until: Option<Instant>,
+}
+
+impl PublishBudget {
+    /// A budget of `rate` deliveries a second.
+    pub(crate) fn new(rate: usize) -> Self {
+        let per_delivery = Duration::from_secs(1)
+            .checked_div(u32::try_from(rate).unwrap_or(u32::MAX))
+            .unwrap_or(Duration::ZERO);
+        Self { per_delivery, burst: Duration::from_millis(100), used_until: None }
+    }
+
+    /// Records `deliveries` made at `now`.
+    pub(crate) fn spend(&mut self, deliveries: usize, now: Instant) {
+        let from = self.used_until.map_or(now, |until| until.max(now));
+        let cost = self.per_delivery.saturating_mul(u32::try_from(deliveries).unwrap_or(u32::MAX));
+        self.used_until = Some(from + cost);
+    }
+
+    /// Until when the connection must wait before its next request, if it must.
+    pub(crate) fn wait_until(&self, now: Instant) -> Option<Instant> {
+        let resume = self.used_until?.checked_sub(self.burst)?;
+        (resume > now).then_some(resume)
+    }
+}
+
 /// What a subscription yields: a message, or how many were missed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Push {
@@ -116,6 +186,11 @@ impl Subscriptions {
     /// Topics subscribed to now.
     pub(crate) fn len(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Topics this connection may subscribe to at most.
+    pub(crate) fn limit(&self) -> usize {
+        self.topics.max_subscriptions
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -179,7 +254,14 @@ mod tests {
     use super::*;
 
     fn topics(capacity: usize, max_topics: usize) -> Arc<Topics> {
-        Arc::new(Topics::new(capacity, max_topics, Arc::new(Stats::default())))
+        let count = |n| std::num::NonZeroUsize::new(n).unwrap();
+        let config = Config {
+            topic_capacity: count(capacity),
+            max_topics: count(max_topics),
+            max_message: count(8),
+            ..Config::default()
+        };
+        Arc::new(Topics::new(&config, Arc::new(Stats::default())))
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -187,12 +269,13 @@ mod tests {
         let topics = topics(4, 8);
         let (mut first, mut second) =
             (Subscriptions::new(Arc::clone(&topics)), Subscriptions::new(Arc::clone(&topics)));
-        assert_eq!(topics.publish("news", "nobody"), 0);
+        assert_eq!(topics.publish("news", "nobody"), Ok(0));
         assert_eq!(topics.count(), 0, "publishing creates no topic");
         first.subscribe("news").unwrap();
         second.subscribe("news").unwrap();
         assert_eq!(topics.count(), 1);
-        assert_eq!(topics.publish("news", "hello"), 2);
+        assert_eq!(topics.publish("news", "hello"), Ok(2));
+        assert_eq!(topics.publish("news", "123456789"), Err(MessageTooLong(8)), "past max_message");
         assert_eq!(first.next().await, Some(Push::Message("news".into(), "hello".into())));
         first.unsubscribe("news");
         assert_eq!(topics.count(), 1, "the second still subscribes");
@@ -206,11 +289,30 @@ mod tests {
         let mut slow = Subscriptions::new(Arc::clone(&topics));
         slow.subscribe("t").unwrap();
         for i in 0..5 {
-            assert_eq!(topics.publish("t", &i.to_string()), 1, "the publisher never waits");
+            assert_eq!(topics.publish("t", &i.to_string()), Ok(1), "the publisher never waits");
         }
         assert_eq!(slow.next().await, Some(Push::Lagged("t".into(), 3)));
         assert_eq!(slow.next().await, Some(Push::Message("t".into(), "3".into())));
         assert_eq!(slow.next().await, Some(Push::Message("t".into(), "4".into())));
+    }
+
+    #[test]
+    fn a_publisher_past_its_budget_waits_until_it_is_back_within_its_burst() {
+        // 1,000 deliveries a second: one costs 1 ms, and the burst is 100 ms (100 deliveries).
+        let mut budget = PublishBudget::new(1000);
+        let start = Instant::now();
+        budget.spend(100, start);
+        assert_eq!(budget.wait_until(start), None, "a burst of 100 passes at once");
+        budget.spend(1000, start);
+        assert_eq!(
+            budget.wait_until(start),
+            Some(start + Duration::from_millis(1000)),
+            "1,100 ms used, 100 ahead"
+        );
+        let later = start + Duration::from_secs(5);
+        assert_eq!(budget.wait_until(later), None, "an idle budget does not bank more than its burst");
+        budget.spend(200, later);
+        assert_eq!(budget.wait_until(later), Some(later + Duration::from_millis(100)));
     }
 
     #[test]

@@ -243,3 +243,31 @@ fn call_escapes_what_could_act_on_a_terminal_and_pipes_bytes_as_they_are() {
     terminate(&child);
     assert_eq!(wait(&mut child).code(), Some(0));
 }
+
+/// Every connection has TCP keepalive, so a subscriber that vanished without a FIN is found:
+/// `ss -o` shows the kernel's keepalive timer on the server's end of a connection.
+#[cfg(target_os = "linux")]
+#[test]
+fn every_connection_has_the_keepalive_asked_for() {
+    let mut child = serve(&["--keepalive", "42s"]).stderr(Stdio::piped()).spawn().expect("start the binary");
+    let mut stderr = child.stderr.take().expect("piped");
+    let addr = listening_addr(&mut stderr);
+    let client = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+    assert_eq!(request(addr, "PING"), "OK PONG\n", "the server has accepted");
+    let ss = Command::new("ss")
+        .args(["-tnoH", "state", "established", &format!("sport = :{}", addr.port())])
+        .output()
+        .expect("run ss (iproute2) to read the keepalive timer");
+    let lines = String::from_utf8_lossy(&ss.stdout).into_owned();
+    assert!(!lines.trim().is_empty(), "no connection on the server's port");
+    // `timer:(keepalive,41sec,0)`: counting down from the 42 s asked for.
+    for line in lines.lines() {
+        let timer = line.split("timer:(keepalive,").nth(1).unwrap_or_else(|| panic!("no keepalive: {line}"));
+        let seconds: u64 =
+            timer.split("sec").next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+        assert!((30..=42).contains(&seconds), "{line}");
+    }
+    drop(client);
+    terminate(&child);
+    assert_eq!(wait(&mut child).code(), Some(0));
+}

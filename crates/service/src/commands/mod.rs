@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::job_queue::{JobQueue, QueueError};
 use crate::protocol::{ErrorCode, Response};
 use crate::stats::Stats;
-use crate::topics::{Subscriptions, Topics};
+use crate::topics::{PublishBudget, Subscriptions, Topics};
 
 mod arguments;
 mod echo;
@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     stats: Arc<Stats>,
     topics: Arc<Topics>,
     abort: CancellationToken,
+    /// Each connection's PUBLISH budget, in deliveries a second.
+    publish_budget: usize,
 }
 
 impl Shared {
@@ -105,14 +107,16 @@ impl Shared {
         stats: Arc<Stats>,
         topics: Arc<Topics>,
         abort: CancellationToken,
+        publish_budget: usize,
     ) -> Self {
-        Self { jobs, pool, stats, topics, abort }
+        Self { jobs, pool, stats, topics, abort, publish_budget }
     }
 
-    /// A new connection's context: the shared parts, and subscriptions of its own.
+    /// A new connection's context: the shared parts, and subscriptions and a budget of its own.
     pub(crate) fn context(&self) -> Context {
         let subscriptions = Subscriptions::new(Arc::clone(&self.topics));
-        Context { shared: self.clone(), subscriptions }
+        let publish_budget = PublishBudget::new(self.publish_budget);
+        Context { shared: self.clone(), subscriptions, publish_budget }
     }
 }
 
@@ -121,6 +125,8 @@ pub(crate) struct Context {
     shared: Shared,
     /// The connection's subscriptions, which its loop reads pushed messages from.
     pub(crate) subscriptions: Subscriptions,
+    /// What the connection's PUBLISHes have cost; its loop waits while it is spent.
+    pub(crate) publish_budget: PublishBudget,
 }
 
 impl Context {
@@ -258,18 +264,25 @@ pub(crate) mod tests {
         shared().context()
     }
 
-    /// The shared parts for unit tests: a small pool and queue, at most 8 topics of 4 messages.
-    /// Call it inside a runtime.
+    /// The shared parts for unit tests: a small pool and queue, at most 8 topics of 4 messages
+    /// (6 for one connection). Call it inside a runtime.
     pub(crate) fn shared() -> Shared {
-        let config = Arc::new(crate::Config { cpu_threads: 1, ..crate::Config::default() });
+        let count = |n| std::num::NonZeroUsize::new(n).expect("a count");
+        let config = Arc::new(crate::Config {
+            cpu_threads: 1,
+            topic_capacity: count(4),
+            max_topics: count(8),
+            max_subscriptions: count(6),
+            ..crate::Config::default()
+        });
         let stats = Arc::new(Stats::default());
         let shutdown = crate::shutdown::Shutdown::default();
         let tracker = tokio_util::task::TaskTracker::new();
         let metrics = Arc::new(crate::metrics::Metrics::new(REGISTRY.iter().map(|spec| spec.name)));
         let jobs = JobQueue::start(Arc::clone(&config), Arc::clone(&stats), metrics, &shutdown, &tracker);
-        let topics = Arc::new(Topics::new(4, 8, Arc::clone(&stats)));
+        let topics = Arc::new(Topics::new(&config, Arc::clone(&stats)));
         let pool = cpu::CpuPool::new(1).expect("a pool");
-        Shared::new(jobs, pool, stats, topics, shutdown.abort)
+        Shared::new(jobs, pool, stats, topics, shutdown.abort, config.publish_budget.get())
     }
 
     /// The answer to one request line.

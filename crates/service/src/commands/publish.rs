@@ -4,7 +4,8 @@
 //! It stands for fan-out, the fourth kind of work a service does (after answering, waiting and
 //! computing): one event pushed to many clients. It never waits: each subscriber's connection
 //! reads from a bounded `broadcast` channel, and one that falls behind is told what it missed
-//! (see `topics.rs`). The text is everything after the topic's space, byte for byte.
+//! (see `topics.rs`). The text is everything after the topic's space, byte for byte, and at most
+//! `--max-message` bytes.
 
 use super::{Context, Reply, Spec, Work, arguments};
 use crate::protocol::{ErrorCode, Response};
@@ -27,7 +28,11 @@ fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Respons
     let refused = || Response::err_with(ErrorCode::BadArgument, "PUBLISH takes a topic and a text");
     let (topic, text) = argument.and_then(|argument| argument.split_once(' ')).ok_or_else(refused)?;
     let topic = arguments::topic(PUBLISH.name, topic)?;
-    let reached = context.topics().publish(topic, text);
+    let reached = context
+        .topics()
+        .publish(topic, text)
+        .map_err(|too_long| Response::err_with(ErrorCode::BadArgument, format!("PUBLISH: {too_long}")))?;
+    context.publish_budget.spend(reached, tokio::time::Instant::now());
     Ok(Reply::ready(Response::ok(reached.to_string())))
 }
 
@@ -45,6 +50,8 @@ mod tests {
         assert_eq!(answer("SUBSCRIBE t u", second).await, "OK 2");
         assert_eq!(answer("PUBLISH t hi there", publisher).await, "OK 2");
         assert_eq!(answer("PUBLISH u ", publisher).await, "OK 1", "an empty text is a text");
+        let long = format!("PUBLISH t {}", "x".repeat(1025));
+        assert_eq!(answer(&long, publisher).await, "ERR bad-argument PUBLISH: a text is at most 1024 bytes");
         assert_eq!(
             answer("PUBLISH  hi", publisher).await,
             "ERR bad-argument PUBLISH: a topic is 1 to 64 printable ASCII characters"

@@ -4,15 +4,12 @@
 //!
 //! Answers keep request order, and pushed lines go between them; a client tells them apart by
 //! the first word. A subscribed connection is not idle (it waits for pushes), but one that stops
-//! reading is dropped at the write timeout like any peer. Bounds: at most [`MAX_PER_CONNECTION`]
+//! reading is dropped at the write timeout like any peer. Bounds: at most `--max-subscriptions`
 //! topics per connection, and `--max-topics` in all (past either: `ERR busy`); a request that
 //! cannot take all its topics takes none.
 
 use super::{Context, Reply, Spec, Work, arguments};
 use crate::protocol::{ErrorCode, Response};
-
-/// Topics one connection may subscribe to.
-const MAX_PER_CONNECTION: usize = 64;
 
 pub(super) const SUBSCRIBE: Spec = Spec {
     name: "SUBSCRIBE",
@@ -39,8 +36,9 @@ fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Respons
         topics.iter().copied().filter(|topic| !context.subscriptions.contains(topic)).collect();
     new.sort_unstable();
     new.dedup();
-    if context.subscriptions.len() + new.len() > MAX_PER_CONNECTION {
-        let busy = format!("at most {MAX_PER_CONNECTION} topics per connection");
+    let limit = context.subscriptions.limit();
+    if context.subscriptions.len() + new.len() > limit {
+        let busy = format!("at most {limit} topics per connection");
         return Err(Response::err_with(ErrorCode::Busy, busy));
     }
     for (added, topic) in new.iter().enumerate() {
@@ -57,23 +55,27 @@ fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Respons
 
 #[cfg(test)]
 mod tests {
-    use crate::commands::tests::{answer, context};
+    use crate::commands::tests::{answer, shared};
 
     #[tokio::test(flavor = "current_thread")]
     async fn counts_topics_once_and_refuses_past_the_bounds_all_or_nothing() {
-        let context = &mut context();
-        assert_eq!(answer("SUBSCRIBE a b", context).await, "OK 2");
-        assert_eq!(answer("subscribe b c", context).await, "OK 3");
-        // The test context allows 8 topics in all: 5 more is 8, 6 more is refused whole.
-        assert_eq!(answer("SUBSCRIBE d e f g h i", context).await, "ERR busy too many topics");
-        assert_eq!(context.subscriptions.len(), 3, "nothing of the refused request stays");
-        assert_eq!(answer("SUBSCRIBE d e f g h", context).await, "OK 8");
+        // The test context allows 8 topics in all, 6 for one connection.
+        let shared = shared();
+        let (first, second) = (&mut shared.context(), &mut shared.context());
+        assert_eq!(answer("SUBSCRIBE a b", first).await, "OK 2");
+        assert_eq!(answer("subscribe b c", first).await, "OK 3");
+        assert_eq!(answer("SUBSCRIBE d e f g", first).await, "ERR busy at most 6 topics per connection");
+        assert_eq!(first.subscriptions.len(), 3, "nothing of the refused request stays");
+        assert_eq!(answer("SUBSCRIBE p q r s t", second).await, "OK 5", "8 topics in all");
+        assert_eq!(answer("SUBSCRIBE u", second).await, "ERR busy too many topics", "a 9th topic");
+        assert_eq!(second.subscriptions.len(), 5);
+        assert_eq!(answer("SUBSCRIBE a", second).await, "OK 6", "an existing topic is no new topic");
         assert_eq!(
-            answer("SUBSCRIBE ok \u{7}", context).await,
+            answer("SUBSCRIBE ok \u{7}", first).await,
             "ERR bad-argument SUBSCRIBE: a topic is 1 to 64 printable ASCII characters"
         );
         assert_eq!(
-            answer("SUBSCRIBE a  b", context).await,
+            answer("SUBSCRIBE a  b", first).await,
             "ERR bad-argument SUBSCRIBE: a topic is 1 to 64 printable ASCII characters",
             "two spaces make an empty topic"
         );
