@@ -6,7 +6,7 @@
 //! with `name`, `value`, `unit`, `baseline`, `ratio` and `goal`. It asserts nothing: a timing
 //! goal is a figure to watch, not a test to flake.
 //!
-//! The anti-pattern of the negative control (a sieve run inline on the runtime) lives only here.
+//! The anti-pattern of the negative control (CPU work spun inline on the runtime) lives only here.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -48,7 +48,7 @@ impl Figure {
 
 fn plan(addr: std::net::SocketAddr, connections: usize, depth: usize, requests: &[&str]) -> LoadPlan {
     LoadPlan {
-        addr,
+        addr: addr.to_string(),
         connections,
         depth,
         duration: ROUND,
@@ -65,9 +65,9 @@ async fn load(plan: &LoadPlan) -> LoadReport {
 
 /// The baseline: the fastest bare tokio line server we can write with the same framing and the
 /// same flush batching as the service (read what is there, answer every complete line, one write
-/// per read), no limits, no timeouts, no job queue. PING only; `PRIMES n` is counted inline
-/// when `inline_primes` (the negative control: CPU work on the runtime, never do this).
-async fn bare_server(inline_primes: bool) -> (std::net::SocketAddr, JoinHandle<()>) {
+/// per read), no limits, no timeouts, no job queue. PING only; `SPIN ms` spins inline when
+/// `inline_spin` (the negative control: CPU work on the runtime, never do this).
+async fn bare_server(inline_spin: bool) -> (std::net::SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let addr = listener.local_addr().expect("an address");
     let accept = tokio::spawn(async move {
@@ -79,15 +79,17 @@ async fn bare_server(inline_primes: bool) -> (std::net::SocketAddr, JoinHandle<(
                 while stream.read_buf(&mut input).await.is_ok_and(|read| read > 0) {
                     while let Some(end) = input.iter().position(|&b| b == b'\n') {
                         let line = input.split_to(end + 1);
-                        match line.strip_prefix(b"PRIMES ").filter(|_| inline_primes) {
-                            Some(n) => {
-                                let n: u64 = std::str::from_utf8(n)
+                        match line.strip_prefix(b"SPIN ").filter(|_| inline_spin) {
+                            Some(ms) => {
+                                let ms: u64 = std::str::from_utf8(ms)
                                     .ok()
-                                    .and_then(|n| n.trim().parse().ok())
+                                    .and_then(|ms| ms.trim().parse().ok())
                                     .unwrap_or(0);
-                                output.extend_from_slice(
-                                    format!("OK {}\n", cpu::primes::count_below(n)).as_bytes(),
-                                );
+                                let until = Instant::now() + Duration::from_millis(ms);
+                                while Instant::now() < until {
+                                    std::hint::spin_loop();
+                                }
+                                output.extend_from_slice(format!("OK {ms}\n").as_bytes());
                             }
                             None => output.extend_from_slice(b"OK PONG\n"),
                         }
@@ -125,7 +127,7 @@ async fn side_by_side(bare: std::net::SocketAddr, service: std::net::SocketAddr,
     (service_total / ROUNDS as f64, bare_total / ROUNDS as f64)
 }
 
-/// PING p99 (open loop) alone, then while a closed loop of PRIMES keeps the CPU busy.
+/// PING p99 (open loop) alone, then while a closed loop of `SPIN 20` keeps the CPU busy.
 async fn ping_p99_idle_and_loaded(addr: std::net::SocketAddr) -> (Duration, Duration) {
     let ping =
         LoadPlan { rate: Some(2000), duration: Duration::from_secs(2), ..plan(addr, 10, 4, &["PING"]) };
@@ -133,7 +135,7 @@ async fn ping_p99_idle_and_loaded(addr: std::net::SocketAddr) -> (Duration, Dura
     let cpu = LoadPlan {
         duration: Duration::from_secs(2),
         timeout: Duration::from_secs(60),
-        ..plan(addr, 4, 4, &["PRIMES 20000000"])
+        ..plan(addr, 4, 4, &["SPIN 20"])
     };
     let (loaded, _) = tokio::join!(load(&ping), load(&cpu));
     (idle, loaded.quantile(0.99))
@@ -285,11 +287,11 @@ fn main() {
             goal: ">= 1.7 on 2 cores",
         });
 
-        // 6. Timer lateness under mixed load: SLEEP 10 (open loop) beside a closed loop of PING.
+        // 6. Timer lateness under mixed load: WAIT 10 (open loop) beside a closed loop of PING.
         let sleeps = LoadPlan {
             rate: Some(500),
             duration: Duration::from_secs(2),
-            ..plan(server.addr, 10, 8, &["SLEEP 10"])
+            ..plan(server.addr, 10, 8, &["WAIT 10"])
         };
         let pings = LoadPlan { duration: Duration::from_secs(2), ..plan(server.addr, 10, 4, &["PING"]) };
         let (slept, _) = tokio::join!(load(&sleeps), load(&pings));

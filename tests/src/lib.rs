@@ -19,6 +19,11 @@
 //!   OS picks), reached with the real [`Client`], or with a raw [`Peer`] from
 //!   [`TestServer::connect`]. Every wait is bounded by [`TEST_TIMEOUT`], so a bug fails the test
 //!   instead of hanging it.
+//!
+//! Both answer the registry and the tests' own [`commands`] (`WAIT`, `SPIN`), so the tests name
+//! no example command.
+
+pub mod commands;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -70,7 +75,7 @@ pub struct Harness {
 impl Harness {
     /// Starts the service. Call it inside the test's runtime.
     pub fn start(config: &Config) -> Self {
-        Self { app: App::start(config).expect("valid test config") }
+        Self { app: App::start_with(config, commands::commands()).expect("valid test config") }
     }
 
     /// Opens a connection whose pipe holds at most `buffer` bytes each way (a small buffer makes
@@ -148,7 +153,7 @@ pub struct TestServer {
     /// Where its admin endpoints listen.
     pub admin_addr: SocketAddr,
     stats: std::sync::Arc<service::Stats>,
-    health: tokio::sync::watch::Receiver<service::health::Health>,
+    health: tokio::sync::watch::Receiver<service::Health>,
     shutdown: Shutdown,
     task: JoinHandle<()>,
 }
@@ -160,7 +165,7 @@ impl TestServer {
             config.listen.ip().is_loopback() && config.admin_listen.ip().is_loopback(),
             "tests reach only loopback"
         );
-        let server = Server::bind(&config).expect("bind a loopback port");
+        let server = Server::bind_with(&config, commands::commands()).expect("bind a loopback port");
         let addr = server.local_addr();
         let admin_addr = server.admin_addr();
         let stats = std::sync::Arc::clone(server.stats());
@@ -195,7 +200,7 @@ impl TestServer {
     }
 
     /// The server's health, as its admin endpoints see it.
-    pub fn health(&self) -> service::health::Health {
+    pub fn health(&self) -> service::Health {
         *self.health.borrow()
     }
 

@@ -22,7 +22,7 @@ async fn metrics_parse_and_count_what_was_served() {
     let server = TestServer::start(test_config());
     let mut client = server.client().await;
     assert_eq!(client.request("PING").await.unwrap(), "OK PONG");
-    assert_eq!(client.request("PRIMES 1000").await.unwrap(), "OK 168");
+    assert_eq!(client.request("SPIN 1").await.unwrap(), "OK 1");
     let (status, head, text) =
         admin_request(server.admin_addr, "GET", "/metrics", &[("Accept", "application/openmetrics-text")])
             .await;
@@ -38,7 +38,7 @@ async fn metrics_parse_and_count_what_was_served() {
     assert_eq!(sample("connections"), 1.0);
     assert_eq!(sample(r#"jobs_total{outcome="done"}"#), 1.0);
     assert_eq!(sample(r#"request_duration_seconds_count{command="PING"}"#), 1.0);
-    assert_eq!(sample(r#"request_duration_seconds_count{command="PRIMES"}"#), 1.0);
+    assert_eq!(sample(r#"request_duration_seconds_count{command="SPIN"}"#), 1.0);
     assert_eq!(sample("job_queue_wait_seconds_count"), 1.0);
     assert_eq!(sample("job_run_seconds_count"), 1.0);
     assert!(sample("tokio_workers") >= 1.0);
@@ -82,7 +82,7 @@ async fn shutdown_turns_ready_off_first_then_serves_for_the_drain_delay_then_clo
 async fn every_histogram_ends_at_inf_and_adds_up_in_both_formats() {
     let server = TestServer::start(test_config());
     let mut client = server.client().await;
-    for request in ["PING", "PRIMES 1000", "SLEEP 1"] {
+    for request in ["PING", "SPIN 1", "WAIT 1"] {
         assert!(client.request(request).await.unwrap().starts_with("OK"));
     }
     let formats = [
@@ -121,7 +121,7 @@ async fn every_histogram_ends_at_inf_and_adds_up_in_both_formats() {
         assert_eq!(
             histograms.values().filter(|buckets| buckets.last().unwrap().1 > 0.0).count(),
             5,
-            "PING, PRIMES, SLEEP, queue wait and run time observed"
+            "PING, SPIN, WAIT, queue wait and run time observed"
         );
     }
     for path in ["/livez", "/metrics"] {

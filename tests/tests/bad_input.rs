@@ -81,7 +81,7 @@ fn arbitrary_lines_each_get_one_answer_or_a_stated_close() {
                     while let Some(answer) = peer.answer().await {
                         // A line may subscribe the connection and a later one publish to it:
                         // pushed lines are not answers.
-                        if !service::client::is_push(&answer) {
+                        if !service::protocol::is_push(&answer) {
                             answers.push(answer);
                         }
                     }
@@ -126,11 +126,11 @@ async fn bad_lines_get_one_line_errors_and_the_connection_goes_on() {
     for (request, expected) in [
         (&b"\xff\xfe\xfd"[..], "ERR bad-request not UTF-8"),
         (b"", "ERR unknown-command empty request"),
-        (b"SLEEP", "ERR bad-argument SLEEP takes a number from 0 to 60000"),
-        (b"SLEEP 1e3", "ERR bad-argument SLEEP takes a number from 0 to 60000"),
-        (b"PRIMES 18446744073709551616", "ERR bad-argument PRIMES takes a number from 0 to 1000000000"),
+        (b"WAIT", "ERR bad-argument WAIT takes a number from 0 to 60000"),
+        (b"WAIT 1e3", "ERR bad-argument WAIT takes a number from 0 to 60000"),
+        (b"SPIN 18446744073709551616", "ERR bad-argument SPIN takes a number from 0 to 60000"),
         (b"STATS now", "ERR bad-argument STATS takes no argument"),
-        (b"SLEEP +5", "ERR bad-argument SLEEP takes a number from 0 to 60000"),
+        (b"WAIT +5", "ERR bad-argument WAIT takes a number from 0 to 60000"),
         (b"\x00\x01", r"ERR unknown-command \u{0}\u{1}"),
         (b"\x1b[2J", r"ERR unknown-command \u{1b}[2J"),
         (b"PING", "OK PONG"),

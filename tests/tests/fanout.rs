@@ -143,7 +143,7 @@ async fn pushed_lines_interleave_with_answers_in_request_order() {
     let mut subscriber = harness.connect();
     let mut publisher = harness.connect();
     let start = Instant::now();
-    subscriber.send(b"SUBSCRIBE t\nSLEEP 100\nPING\n").await.unwrap();
+    subscriber.send(b"SUBSCRIBE t\nWAIT 100\nPING\n").await.unwrap();
     let publish = async {
         time::sleep(Duration::from_millis(50)).await;
         publisher.request("PUBLISH t between").await
@@ -170,7 +170,7 @@ async fn a_subscribed_connection_is_not_idle_and_ends_at_drain_after_its_answers
     let mut subscriber = harness.connect();
     let start = Instant::now();
     assert_eq!(subscriber.request("SUBSCRIBE t").await.as_deref(), Some("OK 1"));
-    subscriber.send(b"SLEEP 30000\n").await.unwrap();
+    subscriber.send(b"WAIT 30000\n").await.unwrap();
     time::sleep(secs(25)).await;
     let stats = std::sync::Arc::clone(harness.app.stats());
     assert_eq!(stats.open_connections(), 1, "still open at 25 s, past the 10 s idle timeout");
@@ -314,7 +314,7 @@ fn arbitrary_interleavings_agree_with_a_model_on_every_count() {
                     // Skip the messages this connection's own subscriptions bring.
                     let answer = loop {
                         let line = peer.answer().await.unwrap();
-                        if !service::client::is_push(&line) {
+                        if !service::protocol::is_push(&line) {
                             break line;
                         }
                     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use service::Config;
-use service::client::{Client, ClientError};
+use service::{Client, ClientError};
 use testkit::{Harness, count, test_config};
 use tokio::io::AsyncWriteExt as _;
 use tokio::time::{self, Instant};
@@ -66,7 +66,7 @@ async fn a_peer_waiting_for_a_slow_answer_is_not_idle() {
     let harness = Harness::start(&Config { idle_timeout: secs(10), ..test_config() });
     let start = Instant::now();
     let mut peer = harness.connect();
-    assert_eq!(peer.request("SLEEP 30000").await.as_deref(), Some("OK 30000"));
+    assert_eq!(peer.request("WAIT 30000").await.as_deref(), Some("OK 30000"));
     assert_eq!(start.elapsed(), secs(30), "not closed at 10 s while the answer was pending");
     assert_eq!(peer.answer().await, None);
     assert_eq!(start.elapsed(), secs(40), "idle from the answer on");
@@ -103,7 +103,7 @@ async fn sleep_answers_at_exactly_its_time_while_another_connection_is_served() 
     let mut sleeper = harness.connect();
     let mut other = harness.connect();
     let slow = async {
-        let answer = sleeper.request("SLEEP 30000").await;
+        let answer = sleeper.request("WAIT 30000").await;
         (answer, start.elapsed())
     };
     let busy = async {
@@ -127,7 +127,7 @@ async fn pipelined_requests_run_concurrently_and_are_answered_in_order() {
     let harness = Harness::start(&Config { idle_timeout: secs(60), ..test_config() });
     let start = Instant::now();
     let mut peer = harness.connect();
-    peer.send(b"SLEEP 3000\nSLEEP 1000\nPING\nSLEEP 2000\n").await.unwrap();
+    peer.send(b"WAIT 3000\nWAIT 1000\nPING\nWAIT 2000\n").await.unwrap();
     let mut answers = Vec::new();
     for _ in 0..4 {
         answers.push((peer.answer().await.unwrap(), start.elapsed()));
@@ -144,7 +144,7 @@ async fn in_flight_requests_beyond_the_bound_wait_for_a_free_slot() {
         Harness::start(&Config { idle_timeout: secs(60), max_in_flight: count(2), ..test_config() });
     let start = Instant::now();
     let mut peer = harness.connect();
-    peer.send(b"SLEEP 1000\nSLEEP 1000\nSLEEP 1000\n").await.unwrap();
+    peer.send(b"WAIT 1000\nWAIT 1000\nWAIT 1000\n").await.unwrap();
     let mut times = Vec::new();
     for _ in 0..3 {
         assert_eq!(peer.answer().await.as_deref(), Some("OK 1000"));
@@ -181,7 +181,7 @@ async fn shutdown_lets_in_flight_requests_finish_inside_the_grace_period() {
     let harness = Harness::start(&Config { shutdown_grace: secs(10), ..test_config() });
     let start = Instant::now();
     let mut peer = harness.connect();
-    peer.send(b"SLEEP 4000\n").await.unwrap();
+    peer.send(b"WAIT 4000\n").await.unwrap();
     time::sleep(secs(1)).await;
     let stats = std::sync::Arc::clone(harness.app.stats());
     let client = async {
@@ -208,7 +208,7 @@ async fn past_the_grace_period_requests_are_answered_shutting_down_and_closed() 
     let start = Instant::now();
     let mut peer = harness.connect();
     let mut idle = harness.connect();
-    peer.send(b"PING\nSLEEP 60000\nSLEEP 50000\n").await.unwrap();
+    peer.send(b"PING\nWAIT 60000\nWAIT 50000\n").await.unwrap();
     assert_eq!(peer.answer().await.as_deref(), Some("OK PONG"));
     let stats = std::sync::Arc::clone(harness.app.stats());
     let client = async {
@@ -236,7 +236,7 @@ async fn a_draining_connection_reads_no_new_requests() {
     let harness =
         Harness::start(&Config { shutdown_grace: secs(10), idle_timeout: secs(60), ..test_config() });
     let mut peer = harness.connect();
-    peer.send(b"SLEEP 2000\n").await.unwrap();
+    peer.send(b"WAIT 2000\n").await.unwrap();
     time::sleep(secs(1)).await;
     harness.app.shutdown().drain.cancel();
     time::sleep(Duration::from_millis(1)).await;
@@ -273,7 +273,7 @@ async fn cancelling_abort_during_the_grace_period_ends_shutdown_at_once() {
     let harness =
         Harness::start(&Config { shutdown_grace: secs(30), idle_timeout: secs(60), ..test_config() });
     let mut peer = harness.connect();
-    peer.send(b"SLEEP 60000\n").await.unwrap();
+    peer.send(b"WAIT 60000\n").await.unwrap();
     time::sleep(secs(1)).await;
     let shutdown = harness.app.shutdown().clone();
     let start = Instant::now();

@@ -1,16 +1,6 @@
 //! The blocking bridge: run blocking I/O (a sync client library, `std::fs`) on tokio's blocking
-//! thread pool, with a bound on how many such jobs run at once.
-//!
-//! `tokio::task::spawn_blocking` is meant for code that *waits* (on a disk, a socket inside a sync
-//! library), not for CPU work: its pool grows to 512 threads by default, and each queued job holds
-//! a thread while it waits (see the "CPU-bound tasks and blocking code" section of the
-//! `tokio::task` docs). Left unbounded, a burst of slow jobs would start hundreds of threads, so
-//! [`BlockingPool`] admits at most `max_jobs` at a time with a semaphore; the rest wait for a permit,
-//! asynchronously.
-//!
-//! The permit moves into the blocking closure, so the bound holds even when the caller stops
-//! waiting: `spawn_blocking` work cannot be cancelled, and a dropped future leaves the job running
-//! to the end, permit in hand.
+//! thread pool, with a bound on how many such jobs run at once. [`BlockingPool`]'s docs say
+//! how and why.
 
 use std::sync::Arc;
 
@@ -19,6 +9,17 @@ use tokio::sync::Semaphore;
 use crate::JobError;
 
 /// Runs blocking jobs on tokio's blocking pool, at most `max_jobs` at once. Clones share the bound.
+///
+/// `tokio::task::spawn_blocking` is meant for code that *waits* (on a disk, a socket inside a sync
+/// library), not for CPU work: its pool grows to 512 threads by default, and each queued job holds
+/// a thread while it waits (see the "CPU-bound tasks and blocking code" section of the
+/// `tokio::task` docs). Left unbounded, a burst of slow jobs would start hundreds of threads, so
+/// [`BlockingPool`] admits at most `max_jobs` at a time with a semaphore; the rest wait for a permit,
+/// asynchronously.
+///
+/// The permit moves into the blocking closure, so the bound holds even when the caller stops
+/// waiting: `spawn_blocking` work cannot be cancelled, and a dropped future leaves the job running
+/// to the end, permit in hand.
 #[derive(Clone)]
 pub struct BlockingPool {
     permits: Arc<Semaphore>,

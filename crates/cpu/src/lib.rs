@@ -2,7 +2,7 @@
 //!
 //! The rule this template teaches is **async for I/O, sync for CPU**. The functions in
 //! [`primes`] are plain synchronous Rust and know nothing of tokio; only the two bridges,
-//! [`rayon_bridge`] and [`blocking_bridge`], touch the runtime.
+//! [`CpuPool`] (rayon) and [`BlockingPool`] (`spawn_blocking`), touch the runtime.
 //!
 //! # Where each kind of work goes
 //!
@@ -18,7 +18,8 @@
 //! | a loop that runs forever (a sync consumer, a device poller) | its own named `std::thread` | it would hold a blocking-pool thread for good and delay runtime shutdown, which waits for blocking tasks ([`spawn_blocking`](https://docs.rs/tokio/latest/tokio/task/fn.spawn_blocking.html): "not suitable for tasks that run forever") |
 //!
 //! A job on either bridge that panics comes back as [`JobError::Panicked`]; neither bridge can
-//! interrupt a job that has started, so a dropped future discards only the result.
+//! interrupt a job that has started, so a dropped future discards only the result, unless the
+//! work takes a [`Stop`] ([`CpuPool::spawn_stoppable`]) and gives up when it is set.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -44,12 +45,14 @@
 //! # }
 //! ```
 
-pub mod blocking_bridge;
+mod blocking_bridge;
 mod error;
 pub mod primes;
-pub mod rayon_bridge;
+mod rayon_bridge;
+mod stop;
 
 pub use blocking_bridge::BlockingPool;
 pub use error::JobError;
 pub use rayon::ThreadPoolBuildError;
 pub use rayon_bridge::{CpuPool, CpuTask};
+pub use stop::{Stop, Stopped};

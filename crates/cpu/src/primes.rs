@@ -2,19 +2,20 @@
 //! CPU work.**
 //!
 //! It is plain synchronous Rust with no tokio in it; it runs on a rayon pool and reaches async code
-//! only through [`crate::rayon_bridge`]. It shows the shape such work should have:
+//! only through [`crate::CpuPool`]. It shows the shape such work should have:
 //!
-//! * **Bounded memory.** A segmented sieve of Eratosthenes keeps the base primes up to `√n`
-//!   (3,401 of them below 1e9) and one segment buffer per rayon task, never anything proportional
-//!   to `n`: counting below 1e9 needs about 100 KiB, not 1 GB.
+//! * **Memory that grows with `√n`, not `n`.** A segmented sieve of Eratosthenes keeps the base
+//!   primes up to `√n` and one 32 KiB segment buffer per rayon task: counting below 1e9 needs
+//!   about 100 KiB (3,401 base primes), not 1 GB. That is a bound only for a bounded `n`: near
+//!   `u64::MAX` the base primes alone take over a gigabyte, so a caller caps `n` (PRIMES at 1e9).
 //! * **Parallel.** Segments are independent, so rayon spreads them over the pool.
-//! * **Cancellable.** A CPU job cannot be interrupted from outside; it checks a flag between
+//! * **Stoppable.** A CPU job cannot be interrupted from outside; it checks a [`Stop`] between
 //!   segments, so a caller that gave up (a deadline, a shutdown) gets its thread back within one
 //!   segment's work (a fraction of a millisecond) instead of after the whole count.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use rayon::prelude::*;
+
+use crate::stop::{Stop, Stopped};
 
 /// Odd numbers per segment: 32 Ki bytes of flags, which stays inside a core's L1/L2 cache while
 /// it is sieved. Each segment covers `2 * SEGMENT` consecutive integers.
@@ -27,16 +28,14 @@ const SEGMENT: u64 = 32 * 1024;
 /// assert_eq!(cpu::primes::count_below(2), 0); // 2 itself is not below 2
 /// ```
 pub fn count_below(n: u64) -> u64 {
-    count_below_until(n, &AtomicBool::new(false)).expect("a flag nobody sets never stops the count")
+    try_count_below(n, &Stop::new()).expect("a flag nobody sets never stops the count")
 }
 
-/// Counts the primes `p < n`, or returns `None` as soon as `stop` is seen set.
-///
-/// `stop` is read between segments with relaxed ordering: it is a hint to give up early, and
-/// carries no data that needs synchronising.
-pub fn count_below_until(n: u64, stop: &AtomicBool) -> Option<u64> {
+/// Counts the primes `p < n`, or gives up with [`Stopped`] once `stop` is set (it is checked
+/// between segments).
+pub fn try_count_below(n: u64, stop: &Stop) -> Result<u64, Stopped> {
     if n <= 2 {
-        return Some(0);
+        return Ok(0);
     }
     // The segments sieve odd numbers only; 2 is counted here.
     let base = odd_base_primes((n - 1).isqrt());
@@ -48,15 +47,13 @@ pub fn count_below_until(n: u64, stop: &AtomicBool) -> Option<u64> {
         // One buffer per rayon split, reused across its segments: memory is bounded by the number
         // of splits alive at once (about one per thread), not by the number of segments.
         .map_init(Vec::new, |flags, segment| {
-            if stop.load(Ordering::Relaxed) {
-                return None;
-            }
+            stop.check()?;
             let low = (segment * SEGMENT).max(1);
             let high = ((segment + 1) * SEGMENT).min(odd_count);
-            Some(count_segment(low, high, &base, flags))
+            Ok(count_segment(low, high, &base, flags))
         })
-        .try_reduce(|| 0, |a, b| Some(a + b))?;
-    Some(odd_primes + 1)
+        .try_reduce(|| 0, |a, b| Ok(a + b))?;
+    Ok(odd_primes + 1)
 }
 
 /// Counts the odd primes `2i + 1` for `i` in `low..high`, using the odd base primes.
@@ -149,6 +146,8 @@ mod tests {
 
     #[test]
     fn a_set_stop_flag_gives_up() {
-        assert_eq!(count_below_until(1_000_000_000, &AtomicBool::new(true)), None);
+        let stop = Stop::new();
+        stop.set();
+        assert_eq!(try_count_below(1_000_000_000, &stop), Err(Stopped));
     }
 }

@@ -1,20 +1,5 @@
-//! The rayon bridge: run CPU work on a dedicated rayon pool and await its result from async code.
-//!
-//! CPU-bound work on a tokio worker blocks every other task on that worker for as long as it runs
-//! ("async code should never spend a long time without reaching an `.await`": see
-//! <https://ryhl.io/blog/async-what-is-blocking/>). So the work goes to rayon, and the async side
-//! waits on a `tokio::sync::oneshot`, which needs no runtime features and so works from any
-//! runtime, `current_thread` included.
-//!
-//! Two details make it safe to use from a server:
-//!
-//! * **Panics come back as values.** A panic inside `rayon::spawn` with no panic handler aborts the
-//!   whole process (see `rayon::ThreadPoolBuilder::panic_handler`). The closure runs inside
-//!   `catch_unwind`, so a panicking job yields [`JobError::Panicked`] and the pool keeps working.
-//! * **The job starts at once, not on first poll.** [`CpuPool::spawn`] queues the job before it
-//!   returns. Dropping the returned [`CpuTask`] discards the result, but **the job still runs to the
-//!   end**: rayon cannot interrupt a running closure. Work that should stop early checks a flag,
-//!   as [`crate::primes::count_below_until`] does.
+//! The rayon bridge: run CPU work on a dedicated rayon pool and await its result from async
+//! code. [`CpuPool`]'s docs say how, and why it is safe to use from a server.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -25,8 +10,25 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 use crate::JobError;
+use crate::stop::Stop;
 
 /// A rayon thread pool shared by cheap clones.
+///
+/// CPU-bound work on a tokio worker blocks every other task on that worker for as long as it runs
+/// ("async code should never spend a long time without reaching an `.await`": see
+/// <https://ryhl.io/blog/async-what-is-blocking/>). So the work goes to rayon, and the async side
+/// waits on a `tokio::sync::oneshot`, which needs no runtime features and so works from any
+/// runtime, `current_thread` included.
+///
+/// Two details make it safe to use from a server:
+///
+/// * **Panics come back as values.** A panic inside `rayon::spawn` with no panic handler aborts the
+///   whole process (see `rayon::ThreadPoolBuilder::panic_handler`). The closure runs inside
+///   `catch_unwind`, so a panicking job yields [`JobError::Panicked`] and the pool keeps working.
+/// * **The job starts at once, not on first poll.** [`CpuPool::spawn`] queues the job before it
+///   returns. Dropping the returned [`CpuTask`] discards the result, but **the job still runs to the
+///   end**: rayon cannot interrupt a running closure. Work that should stop early takes a
+///   [`Stop`] through [`CpuPool::spawn_stoppable`], which dropping the task sets, as [`crate::primes::try_count_below`] does.
 #[derive(Clone)]
 pub struct CpuPool {
     pool: Arc<rayon::ThreadPool>,
@@ -68,20 +70,51 @@ impl CpuPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.spawn_stoppable(move |_| job())
+    }
+
+    /// Like [`CpuPool::spawn`], and `job` gets a [`Stop`] that is set when the returned
+    /// [`CpuTask`] is dropped, so work nobody waits for can give up early.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = cpu::CpuPool::new(1).unwrap();
+    /// let count = pool.spawn_stoppable(|stop| cpu::primes::try_count_below(1_000, stop)).await;
+    /// assert_eq!(count, Ok(Ok(168)));
+    /// # }
+    /// ```
+    pub fn spawn_stoppable<F, T>(&self, job: F) -> CpuTask<T>
+    where
+        F: FnOnce(&Stop) -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
+        let stop = Stop::new();
+        let seen_by_the_job = stop.clone();
         self.pool.spawn(move || {
-            let result = catch_unwind(AssertUnwindSafe(job)).map_err(JobError::from_panic);
+            let result =
+                catch_unwind(AssertUnwindSafe(|| job(&seen_by_the_job))).map_err(JobError::from_panic);
             // The receiver is gone if the caller stopped waiting: the result is discarded.
             let _ = tx.send(result);
         });
-        CpuTask { rx }
+        CpuTask { rx, stop }
     }
 }
 
-/// The result of a job on a [`CpuPool`]; see [`CpuPool::spawn`].
-#[must_use = "the job runs anyway; dropping this only discards its result"]
+/// The result of a job on a [`CpuPool`]; see [`CpuPool::spawn`]. Dropping it sets the job's
+/// [`Stop`].
+#[must_use = "the job runs anyway; dropping this only discards its result and sets its Stop"]
 pub struct CpuTask<T> {
     rx: oneshot::Receiver<Result<T, JobError>>,
+    stop: Stop,
+}
+
+impl<T> Drop for CpuTask<T> {
+    fn drop(&mut self) {
+        // Harmless once the job has ended; before, it tells a stoppable job to give up.
+        self.stop.set();
+    }
 }
 
 impl<T> Future for CpuTask<T> {
@@ -140,5 +173,27 @@ mod tests {
         release_tx.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(10), done_rx).await.unwrap().unwrap();
         assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn dropping_the_task_of_a_stoppable_job_stops_it() {
+        let pool = CpuPool::new(1).unwrap();
+        let (started_tx, started_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let task = pool.spawn_stoppable(move |stop: &Stop| {
+            let _ = started_tx.send(());
+            // Work that checks its flag between steps, forever unless stopped.
+            let mut steps = 0u64;
+            while stop.check().is_ok() {
+                steps += 1;
+                std::hint::black_box(steps);
+            }
+            let _ = done_tx.send(steps);
+        });
+        tokio::time::timeout(Duration::from_secs(10), started_rx).await.unwrap().unwrap();
+        drop(task);
+        // Without the stop, the loop never ends and this times out.
+        let ended = tokio::time::timeout(Duration::from_secs(10), done_rx).await;
+        assert!(matches!(ended, Ok(Ok(_))), "the job stopped when its task was dropped");
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::admin::Endpoints;
-use crate::commands::{REGISTRY, Shared};
+use crate::commands::{Commands, Parts, Shared};
 use crate::config::Config;
 use crate::connection::Handler;
 use crate::health::Health;
@@ -66,13 +66,20 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the job queue and the watchdog. Must be called inside a tokio runtime.
+    /// Starts the job queue and the watchdog, answering the [`crate::commands::REGISTRY`]. Must be
+    /// called inside a tokio runtime.
     pub fn start(config: &Config) -> Result<Self, StartError> {
+        Self::start_with(config, Commands::registry())
+    }
+
+    /// Like [`App::start`], answering `commands` (a program's own, added to the registry with
+    /// [`Commands::with`]).
+    pub fn start_with(config: &Config, commands: Commands) -> Result<Self, StartError> {
         config.check()?;
         let config = Arc::new(config.clone());
         let pool = cpu::CpuPool::new(config.cpu_threads)?;
         let stats = Arc::new(Stats::default());
-        let metrics = Arc::new(Metrics::new(REGISTRY.iter().map(|spec| spec.name)));
+        let metrics = Arc::new(Metrics::new(commands.iter().map(|spec| spec.name)));
         let (health, _) = watch::channel(Health::starting());
         let shutdown = Shutdown::default();
         let (tracker, background, background_stop) =
@@ -92,14 +99,15 @@ impl App {
             background_stop.clone(),
         ));
         let topics = Arc::new(Topics::new(&config, Arc::clone(&stats)));
-        let shared = Shared::new(
-            jobs.clone(),
+        let shared = Shared::new(Parts {
+            commands,
+            jobs: jobs.clone(),
             pool,
-            Arc::clone(&stats),
-            Arc::clone(&topics),
-            shutdown.abort.clone(),
-            config.publish_budget.get(),
-        );
+            stats: Arc::clone(&stats),
+            topics: Arc::clone(&topics),
+            abort: shutdown.abort.clone(),
+            publish_budget: config.publish_budget.get(),
+        });
         let handler = Handler::new(
             Arc::clone(&config),
             shared,

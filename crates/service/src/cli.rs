@@ -1,4 +1,4 @@
-//! The command line: `serve` runs the service, `call` sends it one request.
+//! The command line: `serve` runs the service, `call` sends it one request, `load` measures it.
 //!
 //! `serve`'s flags are [`Config`]'s fields (flattened), plus the log format. Every `serve` flag
 //! also reads an environment variable named after the program: `SERVICE_LISTEN` for `service`,
@@ -9,11 +9,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::builder::TypedValueParser as _;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
-use crate::commands;
-use crate::config::{Config, DAY, HOUR, MILLISECOND, duration};
+use crate::commands::Commands;
+use crate::config::Config;
+use crate::load::LoadPlan;
 use crate::telemetry::LogFormat;
 
 /// A robust tokio service: timed TCP I/O, bounded queues, a CPU pool and graceful shutdown.
@@ -32,7 +32,7 @@ pub enum Command {
     /// the grace period short).
     Serve(ServeArgs),
     /// Send one request to a server and print its answer.
-    #[command(after_help = CallExit::HELP)]
+    #[command(after_help = Exit::HELP)]
     Call(CallArgs),
     /// Load a running server with requests and report throughput and latency.
     #[command(after_help = "Exit status: 0 when every answer answered a request (ERR answers \
@@ -76,39 +76,18 @@ pub struct CallArgs {
 /// Flags of `load`; see [`crate::load`] for what it measures and how.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Server address (host:port).
-    #[arg(long, default_value = "127.0.0.1:7878")]
-    pub addr: String,
-    /// Connections, each with its own requests in flight.
-    #[arg(long, value_name = "N", default_value = "50", value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
-    pub connections: usize,
-    /// Requests in flight per connection (pipelining depth).
-    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
-    pub depth: usize,
-    /// How long the run lasts (answers still due are then awaited).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration(MILLISECOND..=DAY))]
-    pub duration: Duration,
-    /// Requests a second in all, on a fixed schedule (open loop, latency from when each was due);
-    /// without it, each connection sends as fast as answers come (closed loop).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub rate: Option<u64>,
-    /// Time to connect.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration(MILLISECOND..=HOUR))]
-    pub connect_timeout: Duration,
-    /// Time for each answer.
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = duration(MILLISECOND..=HOUR))]
-    pub timeout: Duration,
+    /// What to send, how hard, and for how long.
+    #[command(flatten)]
+    pub plan: LoadPlan,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// The request lines, sent in turn (quote each: `load "PING" "SLEEP 10"`).
-    #[arg(default_value = "PING", value_parser = without_line_break)]
-    pub requests: Vec<String>,
 }
 
-/// How `call` exits. Scripts rely on these codes, so they are decided here and nowhere else.
+/// How the binary exits from `call` and `load`, and on a usage error. Scripts rely on these
+/// codes, so they are decided here and nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallExit {
+pub enum Exit {
     /// 0: the answer is `OK` or starts with `OK `.
     Ok = 0,
     /// 1: the server answered, with anything else (an `ERR` line).
@@ -119,7 +98,7 @@ pub enum CallExit {
     NoAnswer = 3,
 }
 
-impl CallExit {
+impl Exit {
     const HELP: &'static str = "On a terminal, control characters, bidi overrides and zero-width \
                                 characters in what the server sends are shown escaped (\\u{1b}); \
                                 piped, lines are written byte for byte.\n\n\
@@ -128,18 +107,18 @@ impl CallExit {
 
     /// The exit status for an answer line.
     pub fn for_answer(line: &str) -> Self {
-        if crate::client::is_ok(line) { Self::Ok } else { Self::Err }
+        if crate::protocol::is_ok(line) { Self::Ok } else { Self::Err }
     }
 }
 
-impl From<CallExit> for ExitCode {
-    fn from(exit: CallExit) -> Self {
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
         Self::from(exit as u8)
     }
 }
 
 /// A request word holds no line break: it would reach the server as two requests.
-fn without_line_break(word: &str) -> Result<String, &'static str> {
+pub(crate) fn without_line_break(word: &str) -> Result<String, &'static str> {
     if word.contains(['\n', '\r']) {
         Err("a request cannot contain a line break")
     } else {
@@ -164,7 +143,9 @@ pub fn command() -> clap::Command {
         _ => arg,
     };
     Cli::command()
-        .mut_subcommand("serve", |serve| serve.mut_args(with_env).after_long_help(commands::help()))
+        .mut_subcommand("serve", |serve| {
+            serve.mut_args(with_env).after_long_help(Commands::registry().help())
+        })
         .mut_subcommand("call", |call| call.mut_arg("addr", with_env))
         .mut_subcommand("load", |load| load.mut_arg("addr", with_env))
 }
@@ -181,7 +162,7 @@ pub fn parse() -> Cli {
         && let Err(error) = serve.config.check()
     {
         eprintln!("error: {error}");
-        std::process::exit(CallExit::Usage as i32)
+        std::process::exit(Exit::Usage as i32)
     }
     cli
 }
@@ -199,7 +180,7 @@ fn exit_with(error: &clap::Error) -> ! {
         error.exit()
     }
     eprintln!("{}", one_line(&error.render().to_string()));
-    std::process::exit(CallExit::Usage as i32)
+    std::process::exit(Exit::Usage as i32)
 }
 
 /// The first paragraph of a clap message, on one line.
@@ -264,7 +245,7 @@ mod tests {
         assert_eq!(args.request.join(" "), "ECHO hello world");
         assert!(parse(&["call"]).is_err(), "a request is required");
         let refused = parse(&["call", "ECHO", "a\nPING"]).unwrap_err();
-        assert_eq!(refused.exit_code(), CallExit::Usage as i32);
+        assert_eq!(refused.exit_code(), Exit::Usage as i32);
     }
 
     #[test]
@@ -298,10 +279,10 @@ mod tests {
 
     #[test]
     fn only_ok_or_ok_and_a_space_is_ok() {
-        assert_eq!(CallExit::for_answer("OK"), CallExit::Ok);
-        assert_eq!(CallExit::for_answer("OK PONG"), CallExit::Ok);
-        assert_eq!(CallExit::for_answer("OKAY"), CallExit::Err);
-        assert_eq!(CallExit::for_answer("ERR busy"), CallExit::Err);
-        assert_eq!(CallExit::for_answer(""), CallExit::Err);
+        assert_eq!(Exit::for_answer("OK"), Exit::Ok);
+        assert_eq!(Exit::for_answer("OK PONG"), Exit::Ok);
+        assert_eq!(Exit::for_answer("OKAY"), Exit::Err);
+        assert_eq!(Exit::for_answer("ERR busy"), Exit::Err);
+        assert_eq!(Exit::for_answer(""), Exit::Err);
     }
 }

@@ -25,8 +25,10 @@ use tokio::time;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder, Framed, LinesCodec, LinesCodecError};
 
+use crate::protocol::is_push;
+
 /// The longest answer line the client accepts: the server's answers are bounded by its
-/// `max_line` (ECHO repeats a request), so anything longer is not our server.
+/// `max_line` (an answer may repeat its request), so anything longer is not our server.
 pub const MAX_RESPONSE: usize = 1 << 20;
 /// Pushed lines kept while answers are awaited; past it, the oldest are dropped.
 const MAX_KEPT_PUSHES: usize = 1024;
@@ -53,7 +55,7 @@ pub enum ClientError {
     /// their answers would be taken for later requests'.
     #[error("a request cannot contain a line break")]
     LineBreak,
-    /// An answer line was longer than [`MAX_RESPONSE`].
+    /// An answer line was longer than `MAX_RESPONSE` (1 MiB).
     #[error("answer longer than {MAX_RESPONSE} bytes")]
     ResponseTooLong,
     /// Reading or writing failed.
@@ -112,16 +114,6 @@ pub struct Client<S = TcpStream> {
     request_timeout: Duration,
     /// Pushed lines read while waiting for answers, oldest first.
     pushes: VecDeque<String>,
-}
-
-/// Whether an answer is `OK`: exactly `OK`, or `OK` and a space (`OKAY` is not).
-pub fn is_ok(answer: &str) -> bool {
-    answer == "OK" || answer.starts_with("OK ")
-}
-
-/// Whether a line is pushed by the server (a subscription's message), not an answer.
-pub fn is_push(line: &str) -> bool {
-    line.starts_with("MSG ") || line.starts_with("LAG ")
 }
 
 impl Client<TcpStream> {

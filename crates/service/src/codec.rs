@@ -10,7 +10,8 @@
 //! * A line that is not UTF-8 is a [`Frame::NotUtf8`] value, not an error, so the connection
 //!   answers `ERR bad-request` and goes on with the next line.
 //!
-//! Answers are encoded straight into the write buffer with a trailing `\n`.
+//! Answers and pushed lines (their form is [`crate::protocol`]'s) are encoded straight into the
+//! write buffer with a trailing `\n`.
 
 use std::fmt::Write as _;
 use std::io;
@@ -18,8 +19,7 @@ use std::io;
 use tokio_util::bytes::{Bytes, BytesMut};
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, Encoder};
 
-use crate::protocol::Response;
-use crate::topics::Push;
+use crate::protocol::{Push, Response};
 
 /// One decoded request line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,16 +106,11 @@ impl Encoder<Response> for RequestCodec {
     }
 }
 
-/// Pushed lines: `MSG <topic> <text>` and `LAG <topic> <missed>`.
 impl Encoder<Push> for RequestCodec {
     type Error = io::Error;
 
     fn encode(&mut self, push: Push, dst: &mut BytesMut) -> Result<(), io::Error> {
-        match push {
-            Push::Message(topic, text) => writeln!(dst, "MSG {topic} {text}"),
-            Push::Lagged(topic, missed) => writeln!(dst, "LAG {topic} {missed}"),
-        }
-        .map_err(io::Error::other)
+        writeln!(dst, "{push}").map_err(io::Error::other)
     }
 }
 

@@ -149,9 +149,9 @@ impl Default for Config {
 }
 
 /// The most the topics may keep, in all, for subscribers that are behind.
-pub const MAX_FANOUT_MEMORY: u64 = 1 << 30;
+pub(crate) const MAX_FANOUT_MEMORY: u64 = 1 << 30;
 /// No fewer connections than this, each at `--max-subscriptions`, can take every topic.
-pub const CONNECTIONS_TO_FILL_TOPICS: usize = 64;
+pub(crate) const CONNECTIONS_TO_FILL_TOPICS: usize = 64;
 /// What one kept message costs beyond its text: its allocation's header and the allocator's
 /// rounding (an upper bound).
 const MESSAGE_OVERHEAD: u64 = 64;
@@ -162,14 +162,14 @@ const SLOT_BYTES: u64 = 48;
 /// Settings that are each within bounds but do not fit together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// The topics could keep more memory than [`MAX_FANOUT_MEMORY`].
+    /// The topics could keep more memory than `MAX_FANOUT_MEMORY` (1 GiB).
     #[error(
         "--max-topics x --topic-capacity x --max-message let the topics keep {} MiB, over {} MiB: lower one of them",
         .0 >> 20,
         MAX_FANOUT_MEMORY >> 20
     )]
     FanoutMemory(u64),
-    /// Fewer than [`CONNECTIONS_TO_FILL_TOPICS`] connections could take every topic.
+    /// Fewer than `CONNECTIONS_TO_FILL_TOPICS` (64) connections could take every topic.
     #[error(
         "--max-subscriptions {0} lets fewer than {CONNECTIONS_TO_FILL_TOPICS} connections take all of --max-topics {1}: at most {2}"
     )]

@@ -53,10 +53,9 @@ use crate::codec::{Frame, FrameError, RequestCodec};
 use crate::commands::{self, Context, Reply, Shared};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::protocol::{ErrorCode, Response};
+use crate::protocol::{ErrorCode, Push, Response};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
-use crate::topics::Push;
 
 /// Bytes a connection may read beyond one line while it waits at the in-flight bound.
 const READ_AHEAD: usize = 4096;
@@ -67,7 +66,7 @@ const MAX_PUSH_BATCH: usize = 64;
 
 /// Why a connection ended other than by the peer's EOF, `QUIT`, a long line or shutdown.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectionError {
+pub(crate) enum ConnectionError {
     /// No complete request arrived in time while nothing was in flight.
     #[error("idle for {0:?} with no complete request")]
     Idle(Duration),
@@ -112,111 +111,65 @@ impl Handler {
     {
         let _open = self.stats.open_connection();
         let max_in_flight = self.config.max_in_flight.get();
-        let mut codec = RequestCodec::new(self.config.max_line.get());
         // Bounded: a line, its `\r\n`, and the read-ahead.
         let read_limit = self.config.max_line.get().saturating_add(2 + READ_AHEAD);
-        let mut input = BytesMut::new();
-        let mut output = BytesMut::new();
-        let mut in_flight: FuturesOrdered<Reply> = FuturesOrdered::new();
-        // The connection's own state: its subscriptions. Dropped with the connection.
-        let mut context = self.shared.context();
-        // Whether new requests are taken: false after EOF, QUIT, a long line, or the drain.
-        let mut taking = true;
-        // Whether the peer has sent EOF; what is left in `input` is then its last request.
-        let mut eof = false;
+        let mut state = State::new(RequestCodec::new(self.config.max_line.get()), self.shared.context());
         let idle = time::sleep(self.config.idle_timeout);
         tokio::pin!(idle);
-
         loop {
-            // Start every complete request already read, up to the bound, unless this
-            // connection's PUBLISHes have spent their budget (see `topics::PublishBudget`).
             let now = Instant::now();
-            while taking
-                && in_flight.len() < max_in_flight
-                && context.publish_budget.wait_until(now).is_none()
-            {
-                let decoded = if eof { codec.decode_eof(&mut input) } else { codec.decode(&mut input) };
-                match decoded {
-                    Ok(Some(frame)) => {
-                        let (reply, keep_taking) = Self::start(frame, &mut context, now);
-                        in_flight.push_back(reply);
-                        taking = keep_taking;
-                    }
-                    Ok(None) => {
-                        // After EOF nothing more will come.
-                        taking = !eof;
-                        break;
-                    }
-                    Err(FrameError::LineTooLong(max)) => {
-                        let refused = Response::err_with(ErrorCode::LineTooLong, format!("max {max} bytes"));
-                        in_flight.push_back(Reply::ready(refused));
-                        taking = false;
-                    }
-                    Err(FrameError::Io(error)) => return Err(error.into()),
-                }
-            }
-            if !taking && in_flight.is_empty() {
+            state.start_ready(max_in_flight, now)?;
+            if !state.taking && state.in_flight.is_empty() {
                 break;
             }
-            let throttled = context.publish_budget.wait_until(now);
-            let room = read_limit.saturating_sub(input.len());
-            if room > 0 && input.capacity() - input.len() < READ_CHUNK {
-                input.reserve(READ_CHUNK.min(room));
-            }
+            let throttled = state.context.publish_budget.wait_until(now);
+            let room = state.make_room(read_limit);
             tokio::select! {
                 // Order matters: answers first, so a pipelined burst is answered with one flush
                 // once every ready reply is in the buffer.
                 biased;
-                () = self.shutdown.drain.cancelled(), if taking => taking = false,
-                Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                () = self.shutdown.drain.cancelled(), if state.taking => state.taking = false,
+                Some(answer) = state.in_flight.next(), if !state.in_flight.is_empty() => {
                     // One clock read for the whole burst of answers.
                     let now = Instant::now();
-                    self.encode(&mut codec, answer, now, &mut output)?;
-                    while let Some(Some(answer)) = in_flight.next().now_or_never() {
-                        self.encode(&mut codec, answer, now, &mut output)?;
+                    self.encode(&mut state.codec, answer, now, &mut state.output)?;
+                    while let Some(Some(answer)) = state.in_flight.next().now_or_never() {
+                        self.encode(&mut state.codec, answer, now, &mut state.output)?;
                     }
-                    self.write_out(&mut stream, &mut output).await?;
-                    if in_flight.is_empty() {
+                    self.write_out(&mut stream, &mut state.output).await?;
+                    if state.in_flight.is_empty() {
                         idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
                     }
                 }
                 // Messages for this connection's subscriptions, between the answers. They stop
                 // at drain, with the reading.
-                Some(push) = context.subscriptions.next(), if taking && !context.subscriptions.is_empty() => {
-                    self.push(&mut codec, push, &mut output)?;
+                Some(push) = state.context.subscriptions.next(), if state.taking && !state.context.subscriptions.is_empty() => {
+                    self.push(&mut state.codec, push, &mut state.output)?;
                     for _ in 1..MAX_PUSH_BATCH {
-                        let Some(Some(push)) = context.subscriptions.next().now_or_never() else { break };
-                        self.push(&mut codec, push, &mut output)?;
+                        let Some(Some(push)) = state.context.subscriptions.next().now_or_never() else { break };
+                        self.push(&mut state.codec, push, &mut state.output)?;
                     }
-                    self.write_out(&mut stream, &mut output).await?;
+                    self.write_out(&mut stream, &mut state.output).await?;
                 }
                 // Read even at the in-flight bound (up to `read_limit`): see the module docs.
-                read = async { stream.read_buf(&mut (&mut input).limit(room)).await }, if taking && !eof && room > 0 => {
+                read = async { stream.read_buf(&mut (&mut state.input).limit(room)).await }, if state.taking && !state.eof && room > 0 => {
                     if read? == 0 {
-                        eof = true;
+                        state.eof = true;
                     }
                 }
                 // The publish budget is back: start what was read meanwhile.
-                () = time::sleep_until(throttled.unwrap_or(now)), if taking && throttled.is_some() => {
+                () = time::sleep_until(throttled.unwrap_or(now)), if state.taking && throttled.is_some() => {
                     idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
                 }
                 // A subscribed connection waits for pushes, a throttled one for its budget:
                 // neither is idle.
-                () = &mut idle, if taking && in_flight.is_empty() && context.subscriptions.is_empty() && throttled.is_none() => {
+                () = &mut idle, if state.taking && state.in_flight.is_empty() && state.context.subscriptions.is_empty() && throttled.is_none() => {
                     return Err(ConnectionError::Idle(self.config.idle_timeout));
                 }
             }
         }
         // Everything is answered and flushed: send EOF so the peer sees a clean close.
         self.bounded(stream.shutdown()).await
-    }
-
-    /// The reply to one frame, and whether to take new requests after it.
-    fn start(frame: Frame, context: &mut Context, now: Instant) -> (Reply, bool) {
-        match frame {
-            Frame::Line(line) => commands::start(&line, context, now),
-            Frame::NotUtf8 => (Reply::ready(Response::err_with(ErrorCode::BadRequest, "not UTF-8")), true),
-        }
     }
 
     /// Records the answer's latency and adds it to the write buffer.
@@ -273,6 +226,79 @@ impl Handler {
             },
             () = self.shutdown.abort.cancelled() => Err(ConnectionError::Aborted),
         }
+    }
+}
+
+/// One connection's state between two turns of its loop.
+struct State {
+    codec: RequestCodec,
+    /// Bytes read and not decoded yet; at most the loop's `read_limit`.
+    input: BytesMut,
+    /// Answers and pushed lines not written yet.
+    output: BytesMut,
+    /// Replies in request order, at most `max_in_flight`.
+    in_flight: FuturesOrdered<Reply>,
+    /// What its commands use of their own: its subscriptions and its publish budget.
+    context: Context,
+    /// Whether new requests are taken: false after EOF, QUIT, a long line, or the drain.
+    taking: bool,
+    /// Whether the peer has sent EOF; what is left in `input` is then its last request.
+    eof: bool,
+}
+
+impl State {
+    fn new(codec: RequestCodec, context: Context) -> Self {
+        let (input, output, in_flight) = (BytesMut::new(), BytesMut::new(), FuturesOrdered::new());
+        Self { codec, input, output, in_flight, context, taking: true, eof: false }
+    }
+
+    /// Starts every complete request already read, up to `max_in_flight` in flight, unless the
+    /// connection's PUBLISHes have spent their budget (see `topics::PublishBudget`). `now` is
+    /// when they count as read.
+    fn start_ready(&mut self, max_in_flight: usize, now: Instant) -> Result<(), ConnectionError> {
+        while self.taking
+            && self.in_flight.len() < max_in_flight
+            && self.context.publish_budget.wait_until(now).is_none()
+        {
+            let decoded = if self.eof {
+                self.codec.decode_eof(&mut self.input)
+            } else {
+                self.codec.decode(&mut self.input)
+            };
+            match decoded {
+                Ok(Some(Frame::Line(line))) => {
+                    let (reply, keep_taking) = commands::start(&line, &mut self.context, now);
+                    self.in_flight.push_back(reply);
+                    self.taking = keep_taking;
+                }
+                Ok(Some(Frame::NotUtf8)) => {
+                    let refused = Response::err_with(ErrorCode::BadRequest, "not UTF-8");
+                    self.in_flight.push_back(Reply::ready(refused));
+                }
+                Ok(None) => {
+                    // After EOF nothing more will come.
+                    self.taking = !self.eof;
+                    return Ok(());
+                }
+                Err(FrameError::LineTooLong(max)) => {
+                    let refused = Response::err_with(ErrorCode::LineTooLong, format!("max {max} bytes"));
+                    self.in_flight.push_back(Reply::ready(refused));
+                    self.taking = false;
+                }
+                Err(FrameError::Io(error)) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the next read has room (at least [`READ_CHUNK`] when the limit allows), and
+    /// returns how much the input may still take under `read_limit`.
+    fn make_room(&mut self, read_limit: usize) -> usize {
+        let room = read_limit.saturating_sub(self.input.len());
+        if room > 0 && self.input.capacity() - self.input.len() < READ_CHUNK {
+            self.input.reserve(READ_CHUNK.min(room));
+        }
+        room
     }
 }
 

@@ -1,8 +1,9 @@
 //! The job queue: a bounded queue of jobs and the workers that run them.
 //!
-//! A job is any future; its caller awaits the job's value, or a [`QueueError`] saying why there
-//! is none. The queue knows nothing of the protocol: the commands turn its errors into answers.
-//! It answers the four questions every job queue must:
+//! A job is any future of a `Result<T, QueueError>` (CPU work on the pool is one: see
+//! `commands::Context::compute`); its caller awaits the job's value, or a [`QueueError`] saying
+//! why there is none. The queue knows nothing of the protocol: the commands turn its errors into
+//! answers. It answers the four questions every job queue must:
 //!
 //! * **What if the queue is full?** [`JobQueue::submit`] uses `try_send`: a full queue refuses
 //!   at once with [`QueueError::Busy`] (load shedding). Waiting for room instead would let queued
@@ -17,10 +18,13 @@
 //!   still queued at its deadline ends with [`QueueError::TimedOut`] without running; a running
 //!   one is dropped at its deadline (a job holding CPU work tells it to stop when dropped).
 //! * **What if a job panics?** The job runs under `catch_unwind`: its caller gets
-//!   [`QueueError::Panicked`], and the workers carry on.
+//!   [`QueueError::Panicked`], and the workers carry on. (A job on the CPU pool reports its own
+//!   panic as `Err(QueueError::Panicked)`; it is counted the same way.)
 //!
 //! A job whose caller stops waiting (its connection closed) is dropped at once, not run to the
-//! end for nobody, and counted as abandoned.
+//! end for nobody, and counted as abandoned; after `abort`, as cancelled, whoever dropped it
+//! first. So each job ends in exactly one outcome, whatever the order in which shutdown reaches
+//! the job, its worker and its caller.
 //!
 //! **Shutdown.** At `drain` the queue closes: a new job is refused with
 //! [`QueueError::ShuttingDown`], queued jobs still run, and the dispatcher ends once the queue is
@@ -65,11 +69,12 @@ type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A handle to submit jobs; clones share the queue.
 #[derive(Clone)]
-pub struct JobQueue {
+pub(crate) struct JobQueue {
     queue: mpsc::Sender<Job>,
     config: Arc<Config>,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
+    abort: CancellationToken,
 }
 
 impl JobQueue {
@@ -85,26 +90,31 @@ impl JobQueue {
         let (queue, jobs) = mpsc::channel(config.queue_capacity.get().min(Semaphore::MAX_PERMITS));
         let workers = Arc::new(Semaphore::new(config.workers.get().min(Semaphore::MAX_PERMITS)));
         tracker.spawn(dispatch(jobs, workers, Arc::clone(&stats), shutdown.clone(), tracker.clone()));
-        Self { queue, config, stats, metrics }
+        Self { queue, config, stats, metrics, abort: shutdown.abort.clone() }
     }
 
     /// Queues `work` and returns a future of its value. A full queue refuses at once: the
     /// future is then ready with [`QueueError::Busy`]. The future never waits past the job's
     /// deadline (plus the time to notice it) or, at shutdown, the grace period. Dropping it
     /// abandons the job.
-    pub fn submit<T, W>(
+    pub(crate) fn submit<T, W>(
         &self,
         work: W,
     ) -> impl Future<Output = Result<T, QueueError>> + Send + 'static + use<T, W>
     where
         T: Send + 'static,
-        W: Future<Output = T> + Send + 'static,
+        W: Future<Output = Result<T, QueueError>> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
+        let (reply, value) = oneshot::channel();
         let submitted = Instant::now();
-        let deadline = submitted + self.config.job_timeout;
-        let observed = (submitted, Arc::clone(&self.stats), Arc::clone(&self.metrics));
-        let job = Box::pin(run(work, deadline, reply, observed));
+        let ledger = Ledger {
+            submitted,
+            deadline: submitted + self.config.job_timeout,
+            stats: Arc::clone(&self.stats),
+            metrics: Arc::clone(&self.metrics),
+            abort: self.abort.clone(),
+        };
+        let job = Box::pin(run_job(work, reply, ledger));
         let refused = match self.queue.try_send(job) {
             Ok(()) => None,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -119,65 +129,82 @@ impl JobQueue {
                 Some(error) => Err(error),
                 // The job was dropped unrun or unfinished: only shutdown does that to a job
                 // whose caller still waits.
-                None => answer.await.unwrap_or(Err(QueueError::ShuttingDown)),
+                None => value.await.unwrap_or(Err(QueueError::ShuttingDown)),
             }
         }
     }
 
     /// Jobs waiting in the queue now.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
     }
 }
 
-/// Runs one job when a worker takes it: checks its deadline and its caller, runs it under
+/// What a job needs to account for itself: its deadline, the counters, the metrics, and the
+/// shutdown's `abort` (a job dropped after it counts as cancelled, not abandoned).
+struct Ledger {
+    submitted: Instant,
+    deadline: Instant,
+    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    abort: CancellationToken,
+}
+
+impl Ledger {
+    /// Counts a job whose caller is gone: abandoned, or cancelled if shutdown has aborted (the
+    /// caller may be a connection that the abort closed).
+    fn count_dropped(&self) {
+        let outcome = if self.abort.is_cancelled() { JobOutcome::Cancelled } else { JobOutcome::Abandoned };
+        self.stats.count_job(outcome);
+    }
+}
+
+/// One job, as a worker runs it: checks its deadline and its caller, runs it under
 /// `catch_unwind` until the deadline, counts how it ended and how long it waited and ran, and
 /// sends the value.
-async fn run<T, W>(
-    work: W,
-    deadline: Instant,
-    mut reply: oneshot::Sender<Result<T, QueueError>>,
-    (submitted, stats, metrics): (Instant, Arc<Stats>, Arc<Metrics>),
-) where
-    W: Future<Output = T>,
+async fn run_job<T, W>(work: W, mut reply: oneshot::Sender<Result<T, QueueError>>, ledger: Ledger)
+where
+    W: Future<Output = Result<T, QueueError>>,
 {
     let started = Instant::now();
-    metrics.job_wait.observe(started - submitted);
+    ledger.metrics.job_wait.observe(started - ledger.submitted);
     if reply.is_closed() {
-        stats.count_job(JobOutcome::Abandoned);
+        ledger.count_dropped();
         return;
     }
-    let answer = if Instant::now() >= deadline {
+    let value = if Instant::now() >= ledger.deadline {
         // It waited in the queue past its deadline: running it would only waste a worker.
         Err(QueueError::TimedOut)
     } else {
-        let _running = stats.start_job();
+        let _running = ledger.stats.start_job();
         let work = AssertUnwindSafe(work).catch_unwind();
         tokio::select! {
             biased;
             // The caller is gone: drop the work, nobody needs it.
             () = reply.closed() => {
-                stats.count_job(JobOutcome::Abandoned);
+                ledger.count_dropped();
                 return;
             }
-            finished = time::timeout_at(deadline, work) => match finished {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(_panic)) => {
-                    tracing::error!("a job panicked; its caller is told, and the workers carry on");
-                    Err(QueueError::Panicked)
-                }
+            finished = time::timeout_at(ledger.deadline, work) => match finished {
+                Ok(Ok(value)) => value,
+                Ok(Err(_panic)) => Err(QueueError::Panicked),
                 Err(_elapsed) => Err(QueueError::TimedOut),
             },
         }
     };
-    metrics.job_run.observe(started.elapsed());
-    stats.count_job(match &answer {
+    ledger.metrics.job_run.observe(started.elapsed());
+    ledger.stats.count_job(match &value {
         Ok(_) => JobOutcome::Done,
         Err(QueueError::TimedOut) => JobOutcome::TimedOut,
-        Err(_) => JobOutcome::Failed,
+        Err(QueueError::Panicked) => {
+            tracing::error!("a job panicked; its caller is told, and the workers carry on");
+            JobOutcome::Panicked
+        }
+        // A job reports no other error of its own; shutdown is counted where it happens.
+        Err(QueueError::Busy | QueueError::ShuttingDown) => JobOutcome::Cancelled,
     });
     // The caller may have gone meanwhile; then the value has nobody to go to.
-    let _ = reply.send(answer);
+    let _ = reply.send(value);
 }
 
 /// Owns the receiving end: takes a worker permit, then a job, and runs the job with the permit.
@@ -205,7 +232,7 @@ async fn dispatch(
             }
             job = jobs.recv(), if permit.is_some() => match (job, permit.take()) {
                 (Some(job), Some(permit)) => {
-                    tracker.spawn(work(job, permit, shutdown.abort.clone(), Arc::clone(&stats)));
+                    tracker.spawn(on_worker(job, permit, shutdown.abort.clone(), Arc::clone(&stats)));
                 }
                 // Closed and empty (or every handle gone): nothing will ever come.
                 _ => return,
@@ -222,7 +249,7 @@ async fn dispatch(
 }
 
 /// Runs one job, holding a worker permit throughout; drops it unfinished at `abort`.
-async fn work(job: Job, _permit: OwnedSemaphorePermit, abort: CancellationToken, stats: Arc<Stats>) {
+async fn on_worker(job: Job, _permit: OwnedSemaphorePermit, abort: CancellationToken, stats: Arc<Stats>) {
     tokio::select! {
         biased;
         () = job => {}
@@ -274,9 +301,9 @@ mod tests {
     }
 
     /// A job that takes `duration` of (virtual) time.
-    async fn timed(duration: Duration) -> u128 {
+    async fn timed(duration: Duration) -> Result<u128, QueueError> {
         time::sleep(duration).await;
-        duration.as_millis()
+        Ok(duration.as_millis())
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -320,24 +347,31 @@ mod tests {
             panic!("job failed on purpose")
         });
         assert_eq!(panicking.await, Err::<(), _>(QueueError::Panicked));
+        // A job that reports a panic of its own (as CPU work on the pool does) counts the same.
+        let reported = fixture.queue.submit(async { Err::<(), _>(QueueError::Panicked) });
+        assert_eq!(reported.await, Err(QueueError::Panicked));
         assert_eq!(fixture.queue.submit(timed(secs(1))).await, Ok(1000));
-        assert_eq!(fixture.stats.jobs_ended(JobOutcome::Failed), 1);
+        assert_eq!(fixture.stats.jobs_ended(JobOutcome::Panicked), 2);
         fixture.finish().await;
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn a_job_whose_caller_leaves_is_dropped_at_once_and_counted() {
         let fixture = start(4, 1, secs(60));
-        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let guard = DropFlag(Arc::clone(&dropped));
+        // The work holds a sender: when the work is dropped, the receiver hears it closed.
+        let (held, mut dropped) = oneshot::channel::<()>();
         let abandoned = fixture.queue.submit(async move {
-            let _guard = guard;
+            let _held = held;
             timed(secs(30)).await
         });
         // Start it, then give up on it after 1 s.
         assert!(time::timeout(secs(1), abandoned).await.is_err());
         tokio::task::yield_now().await;
-        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the work was dropped at once");
+        assert_eq!(
+            dropped.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed),
+            "the work was dropped at once"
+        );
         assert_eq!(fixture.stats.running_jobs(), 0);
         assert_eq!(fixture.stats.jobs_ended(JobOutcome::Abandoned), 1);
         fixture.finish().await;
@@ -354,6 +388,35 @@ mod tests {
         assert_eq!(queued.await.unwrap(), Err(QueueError::ShuttingDown));
         assert_eq!(fixture.queue.submit(timed(secs(1))).await, Err(QueueError::ShuttingDown));
         assert_eq!(fixture.stats.jobs_ended(JobOutcome::Cancelled), 2);
+        fixture.finish().await;
+    }
+
+    /// At `abort`, callers that give up at that instant too (a connection the abort closes)
+    /// race the workers that drop their jobs: whoever is first, each job is counted once, as
+    /// cancelled.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn at_abort_each_job_counts_once_as_cancelled_whoever_drops_it_first() {
+        let fixture = start(8, 2, secs(60));
+        let mut callers = Vec::new();
+        for _ in 0..6 {
+            let job = fixture.queue.submit(timed(secs(30)));
+            let abort = fixture.shutdown.abort.clone();
+            callers.push(tokio::spawn(async move {
+                tokio::select! {
+                    value = job => value,
+                    () = abort.cancelled() => Err(QueueError::ShuttingDown),
+                }
+            }));
+        }
+        time::sleep(secs(1)).await;
+        fixture.shutdown.abort.cancel();
+        for caller in callers {
+            assert_eq!(caller.await.unwrap(), Err(QueueError::ShuttingDown));
+        }
+        tokio::task::yield_now().await;
+        let ended: u64 = JobOutcome::ALL.into_iter().map(|outcome| fixture.stats.jobs_ended(outcome)).sum();
+        assert_eq!(ended, 6, "one outcome per job");
+        assert_eq!(fixture.stats.jobs_ended(JobOutcome::Cancelled), 6);
         fixture.finish().await;
     }
 
@@ -377,13 +440,5 @@ mod tests {
         fixture.tracker.wait().await;
         assert_eq!(start.elapsed(), secs(4), "ended with the last job, not with the handles");
         drop(kept);
-    }
-
-    struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
-
-    impl Drop for DropFlag {
-        fn drop(&mut self) {
-            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
     }
 }

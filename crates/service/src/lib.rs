@@ -4,29 +4,36 @@
 //!
 //! The modules, from the wire inwards:
 //!
-//! * [`server`]: accept loop, connection limit, listen backlog;
-//! * `admin`, [`health`], `metrics`: `/livez`, `/readyz` and `/metrics` over HTTP;
+//! * `server`: accept loop, connection limit, listen backlog, keepalive;
+//! * `admin`, `health`, `metrics`: `/livez`, `/readyz` and `/metrics` over HTTP;
 //! * `connection`: one connection's pipelining, timeouts and ordering;
-//! * `codec` and [`protocol`]: framing, and the answer line with its error codes;
-//! * [`commands`]: one file per command and the registry (**the example domain to replace**);
+//! * `codec` and [`protocol`]: framing, and the wire format (answers, pushes, error codes);
+//! * [`commands`]: one file per command, the registry, and the command API (the seam where
+//!   **the example domain is replaced**);
 //! * `job_queue`: the bounded queue of CPU jobs and its workers;
 //! * `topics`: fan-out, a broadcast channel per topic and each connection's subscriptions;
-//! * [`app`]: the service's shared state and tasks;
+//! * `app`: the service's shared state and tasks;
 //! * [`shutdown`]: the shutdown protocol's three steps and the signals;
-//! * `watchdog`, [`stats`], `summary`: stall detection, counters, rate-limited logging;
-//! * [`client`]: the client, for `call`, tests and benchmarks;
+//! * `watchdog`, `stats`, `log_throttle`: stall detection, counters, rate-limited logging;
+//! * `client`: the client, for `call`, tests and benchmarks;
 //! * [`load`]: the load generator, for `load` and the benchmarks;
-//! * [`cli`], [`config`], [`telemetry`]: the command line, settings and logging.
+//! * [`cli`], `config`, [`telemetry`]: the command line, settings and logging.
 //!
 //! # What is public, and why
 //!
-//! Items are `pub(crate)` unless something outside the crate needs them:
+//! Items are `pub(crate)` unless something outside the crate needs them, and each public type
+//! has one path: a module is public when it is a namespace its users name ([`cli`],
+//! [`commands`], [`load`], [`protocol`], [`shutdown`], [`telemetry`]), otherwise private with its
+//! types re-exported here.
 //!
 //! * the binary (`main.rs`, a crate of its own) needs [`cli`], [`telemetry`], [`shutdown`],
-//!   [`Server`] and [`Client`];
-//! * the tests crate drives the service without a socket through [`App`], reads [`Stats`] and
-//!   [`health`], checks answers against [`protocol::ErrorCode`] and the [`commands::REGISTRY`]'s
-//!   examples, checks the README against [`cli::command`], and measures with [`load`];
+//!   [`load`], [`Server`] and [`Client`];
+//! * the command API ([`commands::Context`], [`commands::Spec`], [`commands::Reply`],
+//!   [`commands::arguments`]) is public because it is the seam: a command of any kind uses it,
+//!   and public items do not become dead code when the last example command using them goes;
+//! * the tests crate drives the service without a socket through [`App`], adds its own
+//!   commands, reads [`Stats`] and [`Health`], checks answers against [`protocol::ErrorCode`],
+//!   checks the README against [`cli::command`], and measures with [`load`];
 //! * a program embedding the server needs [`Config`], [`Server`] and [`shutdown::Shutdown`].
 //!
 //! Layers point one way: lower modules (config, stats, protocol, codec, job queue) import nothing
@@ -35,22 +42,22 @@
 #![forbid(unsafe_code)]
 
 mod admin;
-pub mod app;
+mod app;
 pub mod cli;
-pub mod client;
+mod client;
 mod codec;
 pub mod commands;
-pub mod config;
+mod config;
 mod connection;
-pub mod health;
+mod health;
 mod job_queue;
 pub mod load;
+mod log_throttle;
 mod metrics;
 pub mod protocol;
-pub mod server;
+mod server;
 pub mod shutdown;
-pub mod stats;
-mod summary;
+mod stats;
 pub mod telemetry;
 #[cfg(test)]
 mod test_log;
@@ -59,6 +66,7 @@ mod watchdog;
 
 pub use app::{App, StartError};
 pub use client::{Client, ClientError};
-pub use config::Config;
+pub use config::{Config, ConfigError};
+pub use health::Health;
 pub use server::Server;
-pub use stats::Stats;
+pub use stats::{GaugeGuard, JobOutcome, Stats};

@@ -22,7 +22,6 @@
 //! server that answers twice. Pushed lines (`MSG`, `LAG`) answer nothing and are skipped.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,30 +34,44 @@ use tokio::task::JoinSet;
 use tokio::time::{self, Instant};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
-use crate::client::{ClientError, MAX_RESPONSE, is_ok, is_push};
+use clap::builder::TypedValueParser as _;
+
+use crate::client::{ClientError, MAX_RESPONSE};
+use crate::config::{DAY, HOUR, MILLISECOND, duration};
+use crate::protocol::{is_ok, is_push};
 
 /// How long a connection waits, at the end, for the server to close after its half-close.
 const DRAIN_WAIT: Duration = Duration::from_millis(250);
 
-/// What to send, how hard, and for how long.
-#[derive(Debug, Clone)]
+/// What to send, how hard, and for how long: `load`'s flags (each doc comment is its help text,
+/// each bound in its `#[arg]`), and what the benchmarks run.
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoadPlan {
-    /// The server.
-    pub addr: SocketAddr,
+    /// Server address (host:port).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub addr: String,
     /// Connections, each with its own requests in flight.
+    #[arg(long, value_name = "N", default_value = "50", value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
     pub connections: usize,
-    /// Requests in flight per connection.
+    /// Requests in flight per connection (pipelining depth).
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
     pub depth: usize,
-    /// How long to send for (answers still due are then awaited).
+    /// How long the run lasts (answers still due are then awaited).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration(MILLISECOND..=DAY))]
     pub duration: Duration,
-    /// Requests a second in all (open loop), or `None` for as fast as answers come (closed loop).
+    /// Requests a second in all, on a fixed schedule (open loop, latency from when each was due);
+    /// without it, each connection sends as fast as answers come (closed loop).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub rate: Option<u64>,
-    /// The request lines, sent in turn.
-    pub requests: Vec<String>,
-    /// Bound on connecting.
+    /// Time to connect (resolving the address included).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration(MILLISECOND..=HOUR))]
     pub connect_timeout: Duration,
-    /// Bound on each answer, from its request's sending.
+    /// Time for each answer, from its request's sending.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = duration(MILLISECOND..=HOUR))]
     pub timeout: Duration,
+    /// The request lines, sent in turn (quote each: `load "PING" "STATS"`).
+    #[arg(default_value = "PING", value_parser = crate::cli::without_line_break)]
+    pub requests: Vec<String>,
 }
 
 /// What a run measured.
@@ -136,10 +149,15 @@ pub async fn run(plan: &LoadPlan, progress: Arc<AtomicU64>) -> Result<LoadReport
     if plan.requests.is_empty() || plan.connections == 0 || plan.depth == 0 {
         return Err(LoadError::Plan("load needs a request, a connection and a depth of at least 1"));
     }
+    let addr = match time::timeout(plan.connect_timeout, tokio::net::lookup_host(plan.addr.as_str())).await {
+        Ok(Ok(mut addrs)) => addrs.next().ok_or(LoadError::Plan("the address resolves to nothing"))?,
+        Ok(Err(error)) => return Err(ClientError::Connect(error).into()),
+        Err(_elapsed) => return Err(ClientError::ConnectTimeout(plan.connect_timeout).into()),
+    };
     // Connect everything first, so connecting is not measured.
     let mut streams = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
-        let stream = match time::timeout(plan.connect_timeout, TcpStream::connect(plan.addr)).await {
+        let stream = match time::timeout(plan.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return Err(ClientError::Connect(error).into()),
             Err(_elapsed) => return Err(ClientError::ConnectTimeout(plan.connect_timeout).into()),

@@ -1,15 +1,16 @@
-//! The binary: parse the command line, then `serve` or `call`.
+//! The binary: parse the command line, then `serve`, `call` or `load`.
 //!
 //! Each subcommand builds the runtime it needs: `serve` a multi-threaded one (many connections
-//! across the cores), `call` a `current_thread` one (one connection; no threads to start).
+//! across the cores), `call` a `current_thread` one (one connection; no threads to start), `load`
+//! a multi-threaded one (the client must not be the bottleneck).
 //!
-//! Exit status: `serve` exits 0 after a graceful shutdown and 1 if it cannot start; `call` as
-//! [`CallExit`] says; a usage error exits 2 (clap's convention) before anything starts.
+//! Exit status: `serve` exits 0 after a graceful shutdown and 1 if it cannot start; `call` and
+//! `load` as [`Exit`] says; a usage error exits 2 (clap's convention) before anything starts.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use service::cli::{CallArgs, CallExit, Command, LoadArgs, ServeArgs};
+use service::cli::{CallArgs, Command, Exit, LoadArgs, ServeArgs};
 use service::shutdown::Signals;
 use service::{Client, Server, telemetry};
 
@@ -58,12 +59,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn call(args: &CallArgs) -> CallExit {
+fn call(args: &CallArgs) -> Exit {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start tokio: {error}");
-            return CallExit::NoAnswer;
+            return Exit::NoAnswer;
         }
     };
     let request = args.request.join(" ");
@@ -85,14 +86,14 @@ fn call(args: &CallArgs) -> CallExit {
             Ok(answered) => answered,
             Err(error) => {
                 eprintln!("error: {}: {error}", args.addr);
-                return CallExit::NoAnswer;
+                return Exit::NoAnswer;
             }
         };
         show(&line);
-        let exit = CallExit::for_answer(&line);
+        let exit = Exit::for_answer(&line);
         // Pushed lines follow an OK to a command that subscribes, or when --count asks for them.
         let pushes = args.count.or_else(|| subscribes(&request).then_some(u64::MAX)).unwrap_or(0);
-        if exit != CallExit::Ok {
+        if exit != Exit::Ok {
             return exit;
         }
         for _ in 0..pushes {
@@ -114,12 +115,12 @@ fn call(args: &CallArgs) -> CallExit {
 /// Whether the request's command may push lines after its answer (the registry says).
 fn subscribes(request: &str) -> bool {
     let name = request.split(' ').next().unwrap_or_default();
-    service::commands::find(name).is_some_and(|(_, spec)| spec.pushes)
+    service::commands::Commands::registry().find(name).is_some_and(|(_, spec)| spec.pushes)
 }
 
 /// `load`: runs the plan on a multi-threaded runtime (the client must not be the bottleneck),
 /// showing a live count on a terminal and nothing when stderr is piped.
-fn load(args: &LoadArgs) -> anyhow::Result<CallExit> {
+fn load(args: &LoadArgs) -> anyhow::Result<Exit> {
     use std::io::IsTerminal as _;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,23 +128,8 @@ fn load(args: &LoadArgs) -> anyhow::Result<CallExit> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
-        let addr = tokio::net::lookup_host(args.addr.as_str())
-            .await
-            .with_context(|| format!("cannot resolve {}", args.addr))?
-            .next()
-            .with_context(|| format!("no address for {}", args.addr))?;
-        let plan = service::load::LoadPlan {
-            addr,
-            connections: args.connections,
-            depth: args.depth,
-            duration: args.duration,
-            rate: args.rate,
-            requests: args.requests.clone(),
-            connect_timeout: args.connect_timeout,
-            timeout: args.timeout,
-        };
         let progress = Arc::new(AtomicU64::new(0));
-        let run = service::load::run(&plan, Arc::clone(&progress));
+        let run = service::load::run(&args.plan, Arc::clone(&progress));
         tokio::pin!(run);
         let live = std::io::stderr().is_terminal();
         let mut ticks = tokio::time::interval(std::time::Duration::from_millis(250));
@@ -169,14 +155,14 @@ fn load(args: &LoadArgs) -> anyhow::Result<CallExit> {
                     println!("{report}");
                 }
                 if report.unexpected > 0 {
-                    eprintln!("error: {}: {} lines answered no request", args.addr, report.unexpected);
-                    return Ok(CallExit::Err);
+                    eprintln!("error: {}: {} lines answered no request", args.plan.addr, report.unexpected);
+                    return Ok(Exit::Err);
                 }
-                Ok(CallExit::Ok)
+                Ok(Exit::Ok)
             }
             Err(error) => {
-                eprintln!("error: {}: {error}", args.addr);
-                Ok(CallExit::NoAnswer)
+                eprintln!("error: {}: {error}", args.plan.addr);
+                Ok(Exit::NoAnswer)
             }
         }
     })

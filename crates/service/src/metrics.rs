@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use crate::health::Health;
 use crate::stats::{JobOutcome, Stats};
 
-/// Upper bounds of the latency buckets, in seconds: 100 µs to a minute (`SLEEP` and the job
-/// deadline top out there).
+/// Upper bounds of the latency buckets, in seconds: 100 µs to a minute (the longest job
+/// deadline is an hour, but a request that takes a minute is already an outage).
 const BOUNDS: [f64; 18] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     30.0, 60.0,
@@ -222,9 +222,9 @@ impl Collector for Scrape {
         gauge(&mut encoder, "jobs_running", "CPU jobs running now", stats.running_jobs() as f64)?;
         let mut jobs =
             encoder.encode_descriptor("jobs", "CPU jobs ended, by outcome", None, MetricType::Counter)?;
-        for (outcome, label) in JobOutcome::ALL.iter().zip(JobOutcome::LABELS) {
-            let value = ConstCounter::new(stats.jobs_ended(*outcome));
-            value.encode(jobs.encode_family(&[("outcome", label)])?)?;
+        for outcome in JobOutcome::ALL {
+            let value = ConstCounter::new(stats.jobs_ended(outcome));
+            value.encode(jobs.encode_family(&[("outcome", outcome.name())])?)?;
         }
         let (published, delivered, missed) = stats.messages();
         gauge(&mut encoder, "topics", "Topics with subscribers now", self.topics as f64)?;

@@ -1,11 +1,14 @@
-//! Protocol v1's answers: the `OK`/`ERR` line, and the error codes.
+//! Protocol v1's wire format: the `OK`/`ERR` answer line and its error codes, the `MSG`/`LAG`
+//! lines pushed to subscribers, and how a client tells them apart.
 //!
-//! One request per line, one answer line per request, in request order. What each request means
-//! lives in [`crate::commands`], one file per command; this module names no command, so adding or
+//! One request per line, one answer line per request, in request order; pushed lines go between
+//! the answers, and start with a word no answer starts with. What each request means lives in
+//! [`crate::commands`], one file per command; this module names no command, so adding or
 //! removing one never touches it.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// The error codes of protocol v1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +111,34 @@ pub fn escaped(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether an answer is `OK`: exactly `OK`, or `OK` and a space (`OKAY` is not).
+pub fn is_ok(answer: &str) -> bool {
+    answer == "OK" || answer.starts_with("OK ")
+}
+
+/// Whether a line is pushed by the server (a subscription's message), not an answer.
+pub fn is_push(line: &str) -> bool {
+    line.starts_with("MSG ") || line.starts_with("LAG ")
+}
+
+/// A line pushed to a subscribed connection, between its answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Push {
+    /// `MSG <topic> <text>`.
+    Message(Arc<str>, Arc<str>),
+    /// `LAG <topic> <missed>`: the subscriber fell behind and this many messages are gone.
+    Lagged(Arc<str>, u64),
+}
+
+impl fmt::Display for Push {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Message(topic, text) => write!(f, "MSG {topic} {text}"),
+            Self::Lagged(topic, missed) => write!(f, "LAG {topic} {missed}"),
+        }
+    }
+}
+
 impl fmt::Display for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -154,6 +185,18 @@ mod tests {
         assert_eq!(hostile.to_string(), r"ERR unknown-command \u{1b}[31mRED\r\u{0}");
         let tab = Response::err_with(ErrorCode::UnknownCommand, "PING\t");
         assert_eq!(tab.to_string(), r"ERR unknown-command PING\t");
+    }
+
+    #[test]
+    fn pushes_and_answers_are_told_apart_by_their_first_word() {
+        let message = Push::Message("news".into(), "OK hi".into()).to_string();
+        let lagged = Push::Lagged("news".into(), 3).to_string();
+        assert_eq!((message.as_str(), lagged.as_str()), ("MSG news OK hi", "LAG news 3"));
+        assert!(is_push(&message) && is_push(&lagged));
+        for answer in [Response::ok("MSG"), Response::err(ErrorCode::Busy)] {
+            assert!(!is_push(&answer.to_string()), "{answer}");
+        }
+        assert!(is_ok("OK") && is_ok("OK PONG") && !is_ok("OKAY") && !is_ok("ERR busy"));
     }
 
     #[test]

@@ -28,10 +28,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::app::{App, StartError};
+use crate::commands::Commands;
 use crate::config::Config;
+use crate::log_throttle::LogThrottle;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
-use crate::summary::Summary;
 
 /// The first pause after an accept error; it doubles up to [`MAX_ACCEPT_BACKOFF`].
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
@@ -76,10 +77,15 @@ pub struct Server {
 
 impl Server {
     /// Binds `config.listen` with a listen backlog of `config.backlog`, and the admin listener on
-    /// `config.admin_listen`, then starts the service (the job queue and watchdog run from now).
-    /// Must be called inside a tokio runtime.
+    /// `config.admin_listen`, then starts the service (the job queue and watchdog run from now),
+    /// answering the [`crate::commands::REGISTRY`]. Must be called inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Self, StartError> {
-        let app = App::start(config)?;
+        Self::bind_with(config, Commands::registry())
+    }
+
+    /// Like [`Server::bind`], answering `commands` (see [`Commands::with`]).
+    pub fn bind_with(config: &Config, commands: Commands) -> Result<Self, StartError> {
+        let app = App::start_with(config, commands)?;
         let bind = |addr, backlog| {
             let listener = listen(addr, backlog).map_err(|source| StartError::Bind { addr, source })?;
             let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
@@ -157,7 +163,7 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>) {
     let stop = &app.shutdown().drain;
     let mut backoff = Backoff::default();
-    let mut refusals = Summary::every(REFUSALS_LOG_PERIOD);
+    let mut refusals = LogThrottle::every(REFUSALS_LOG_PERIOD);
     loop {
         let accepted = tokio::select! {
             biased;

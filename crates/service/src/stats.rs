@@ -5,7 +5,7 @@
 //! through a guard, so an early return or a panic cannot leave it counted up.
 //!
 //! Every job the queue accepts or refuses ends in exactly one outcome counter, so
-//! `done + shed + failed + timed_out + abandoned + cancelled` is the number of jobs submitted.
+//! `done + shed + panicked + timed_out + abandoned + cancelled` is the number of jobs submitted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,12 +16,8 @@ pub struct Stats {
     connections: AtomicU64,
     rejected: AtomicU64,
     jobs_running: AtomicU64,
-    jobs_done: AtomicU64,
-    jobs_shed: AtomicU64,
-    jobs_failed: AtomicU64,
-    jobs_timed_out: AtomicU64,
-    jobs_abandoned: AtomicU64,
-    jobs_cancelled: AtomicU64,
+    /// Jobs ended, one counter per [`JobOutcome`], in the order of [`JobOutcome::ALL`].
+    jobs_ended: [AtomicU64; JobOutcome::ALL.len()],
     messages_published: AtomicU64,
     messages_delivered: AtomicU64,
     messages_missed: AtomicU64,
@@ -36,7 +32,7 @@ pub enum JobOutcome {
     /// Refused because the queue was full.
     Shed,
     /// It panicked.
-    Failed,
+    Panicked,
     /// It missed its deadline.
     TimedOut,
     /// Its requester went away (the connection closed) before the job ended: dropped unfinished.
@@ -48,9 +44,19 @@ pub enum JobOutcome {
 impl JobOutcome {
     /// Every outcome, in the order `STATS` lists them.
     pub const ALL: [Self; 6] =
-        [Self::Done, Self::Shed, Self::Failed, Self::TimedOut, Self::Abandoned, Self::Cancelled];
-    /// Their names in metrics, in the same order.
-    pub const LABELS: [&'static str; 6] = ["done", "shed", "failed", "timed_out", "abandoned", "cancelled"];
+        [Self::Done, Self::Shed, Self::Panicked, Self::TimedOut, Self::Abandoned, Self::Cancelled];
+
+    /// Its name: `STATS` says `jobs_<name>`, `/metrics` labels it `outcome="<name>"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Shed => "shed",
+            Self::Panicked => "panicked",
+            Self::TimedOut => "timed_out",
+            Self::Abandoned => "abandoned",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// A gauge held up while this guard lives.
@@ -139,45 +145,47 @@ impl Stats {
     }
 
     fn outcome(&self, outcome: JobOutcome) -> &AtomicU64 {
-        match outcome {
-            JobOutcome::Done => &self.jobs_done,
-            JobOutcome::Shed => &self.jobs_shed,
-            JobOutcome::Failed => &self.jobs_failed,
-            JobOutcome::TimedOut => &self.jobs_timed_out,
-            JobOutcome::Abandoned => &self.jobs_abandoned,
-            JobOutcome::Cancelled => &self.jobs_cancelled,
-        }
+        &self.jobs_ended[outcome as usize]
     }
 
     /// The `STATS` answer: `key=value` pairs, `jobs_queued` and `topics` supplied by their owners.
     pub fn render(&self, jobs_queued: usize, topics: usize) -> String {
+        use std::fmt::Write as _;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        format!(
-            "connections={} rejected={} jobs_queued={} jobs_running={} jobs_done={} jobs_shed={} \
-             jobs_failed={} jobs_timed_out={} jobs_abandoned={} jobs_cancelled={} topics={} \
-             messages_published={} messages_delivered={} messages_missed={} worst_lag_ms={}",
+        let mut text = format!(
+            "connections={} rejected={} jobs_queued={jobs_queued} jobs_running={}",
             load(&self.connections),
             load(&self.rejected),
-            jobs_queued,
             load(&self.jobs_running),
-            load(&self.jobs_done),
-            load(&self.jobs_shed),
-            load(&self.jobs_failed),
-            load(&self.jobs_timed_out),
-            load(&self.jobs_abandoned),
-            load(&self.jobs_cancelled),
-            topics,
-            load(&self.messages_published),
-            load(&self.messages_delivered),
-            load(&self.messages_missed),
+        );
+        for outcome in JobOutcome::ALL {
+            // Writing to a String cannot fail.
+            let _ = write!(text, " jobs_{}={}", outcome.name(), self.jobs_ended(outcome));
+        }
+        let (published, delivered, missed) = self.messages();
+        let _ = write!(
+            text,
+            " topics={topics} messages_published={published} messages_delivered={delivered} \
+             messages_missed={missed} worst_lag_ms={}",
             self.worst_lag().as_millis(),
-        )
+        );
+        text
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_outcome_has_its_own_counter() {
+        let stats = Stats::default();
+        for (index, outcome) in JobOutcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, index, "ALL is in declaration order");
+            stats.count_job(outcome);
+            assert_eq!(stats.jobs_ended(outcome), 1, "{}", outcome.name());
+        }
+    }
 
     #[test]
     fn gauges_fall_when_their_guard_drops_and_lag_keeps_the_worst() {
@@ -198,7 +206,7 @@ mod tests {
         assert_eq!(
             stats.render(4, 2),
             "connections=0 rejected=0 jobs_queued=4 jobs_running=0 jobs_done=0 jobs_shed=1 \
-             jobs_failed=0 jobs_timed_out=0 jobs_abandoned=1 jobs_cancelled=0 topics=2 \
+             jobs_panicked=0 jobs_timed_out=0 jobs_abandoned=1 jobs_cancelled=0 topics=2 \
              messages_published=0 messages_delivered=0 messages_missed=3 worst_lag_ms=7"
         );
     }

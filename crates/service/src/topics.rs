@@ -42,6 +42,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::config::Config;
+use crate::protocol::Push;
 use crate::stats::Stats;
 
 /// A published message: cheap to clone into every subscriber's queue.
@@ -160,15 +161,6 @@ impl PublishBudget {
         let resume = self.used_until?.checked_sub(self.burst)?;
         (resume > now).then_some(resume)
     }
-}
-
-/// What a subscription yields: a message, or how many were missed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Push {
-    /// `MSG <topic> <text>`.
-    Message(Arc<str>, Message),
-    /// `LAG <topic> <missed>`: the subscriber fell behind and this many messages are gone.
-    Lagged(Arc<str>, u64),
 }
 
 /// One connection's subscriptions, polled by its loop as a stream of [`Push`]es. Dropping it

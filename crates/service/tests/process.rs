@@ -224,22 +224,40 @@ fn the_listen_backlog_is_the_one_asked_for() {
 fn call_escapes_what_could_act_on_a_terminal_and_pipes_bytes_as_they_are() {
     let mut child = serve(&[]).stderr(Stdio::piped()).spawn().expect("start the binary");
     let mut stderr = child.stderr.take().expect("piped");
-    let addr = listening_addr(&mut stderr).to_string();
+    let addr = listening_addr(&mut stderr);
     let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
-    let on_terminal = Command::new("script")
-        .args(["-qec", r#""$BINARY" call --addr "$ADDR" ECHO "$HOSTILE""#, "/dev/null"])
-        .env("BINARY", BINARY)
-        .env("ADDR", &addr)
-        .env("HOSTILE", hostile)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run call under script (util-linux) for a pseudo-terminal");
-    let shown = String::from_utf8_lossy(&on_terminal.stdout);
-    assert!(shown.contains(r"OK \u{1b}]0;pwned\u{7}\u{1b}[2J"), "{shown:?}");
+    // Subscribes, prints the answer and one pushed line, and ends: what a terminal would show.
+    let subscriber = |on_terminal: bool| {
+        let mut command = if on_terminal {
+            let mut script = Command::new("script");
+            script.args(["-qec", r#""$BINARY" call --addr "$ADDR" --count 1 SUBSCRIBE t"#, "/dev/null"]);
+            script
+        } else {
+            let mut call = Command::new(BINARY);
+            call.args(["call", "--addr", &addr.to_string(), "--count", "1", "SUBSCRIBE", "t"]);
+            call
+        };
+        let child = command
+            .env("BINARY", BINARY)
+            .env("ADDR", addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run call (under script, from util-linux, for a pseudo-terminal)");
+        // Publish until the subscriber is reached (OK 1): it prints that message and ends.
+        let deadline = Instant::now() + PATIENCE;
+        while request(addr, &format!("PUBLISH t {hostile}")) != "OK 1\n" {
+            assert!(Instant::now() < deadline, "the subscriber never subscribed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let output = child.wait_with_output().expect("call ends after one pushed line");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let shown = subscriber(true);
+    assert!(shown.contains(r"MSG t \u{1b}]0;pwned\u{7}\u{1b}[2J"), "{shown:?}");
     assert!(!shown.contains('\u{1b}'), "a raw escape reached the terminal: {shown:?}");
-    let piped =
-        Command::new(BINARY).args(["call", "--addr", &addr, "ECHO", hostile]).output().expect("run call");
-    assert_eq!(String::from_utf8_lossy(&piped.stdout), format!("OK {hostile}\n"), "a pipe gets the bytes");
+    let piped = subscriber(false);
+    assert_eq!(piped, format!("OK 1\nMSG t {hostile}\n"), "a pipe gets the bytes");
     terminate(&child);
     assert_eq!(wait(&mut child).code(), Some(0));
 }

@@ -1,4 +1,5 @@
-//! Argument parsing shared by the commands, with one wording for each refusal.
+//! Argument parsing for commands, with one wording for each refusal. Public, as the rest of the
+//! command API: a command of your own parses with these, and they stay when the examples go.
 //!
 //! Numbers are plain ASCII digits: no sign, no spaces, no `_`, no exponent. Leading zeros are
 //! accepted (`00010` is 10), since they cannot be misread.
@@ -6,7 +7,7 @@
 use crate::protocol::{ErrorCode, Response};
 
 /// Refuses any argument: the command is its name alone.
-pub(super) fn none(command: &'static str, argument: Option<&str>) -> Result<(), Response> {
+pub fn none(command: &'static str, argument: Option<&str>) -> Result<(), Response> {
     match argument {
         None => Ok(()),
         Some(_) => Err(Response::err_with(ErrorCode::BadArgument, format!("{command} takes no argument"))),
@@ -14,7 +15,7 @@ pub(super) fn none(command: &'static str, argument: Option<&str>) -> Result<(), 
 }
 
 /// A number from 0 to `max`, in plain ASCII digits.
-pub(super) fn number(command: &'static str, argument: Option<&str>, max: u64) -> Result<u64, Response> {
+pub fn number(command: &'static str, argument: Option<&str>, max: u64) -> Result<u64, Response> {
     argument
         .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|digits| digits.parse::<u64>().ok())
@@ -25,12 +26,12 @@ pub(super) fn number(command: &'static str, argument: Option<&str>, max: u64) ->
 }
 
 /// The longest topic name, in bytes.
-pub(super) const MAX_TOPIC: usize = 64;
+pub const MAX_TOPIC: usize = 64;
 
 /// A topic name: 1 to 64 printable ASCII characters (`!` to `~`; a space ends it, as it ends
 /// any word). Topic names reach other peers' screens in `MSG` lines, so nothing in them can
 /// move a cursor, reorder text (bidi overrides) or hide (zero-width characters).
-pub(super) fn topic<'a>(command: &'static str, word: &'a str) -> Result<&'a str, Response> {
+pub fn topic<'a>(command: &'static str, word: &'a str) -> Result<&'a str, Response> {
     if word.is_empty() || word.len() > MAX_TOPIC || !word.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Response::err_with(
             ErrorCode::BadArgument,

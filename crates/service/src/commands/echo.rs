@@ -4,14 +4,13 @@
 //! pipelined burst of them costs one read and one write system call. The text comes back exactly
 //! as sent, spaces included; `ECHO` alone answers `OK`.
 
-use super::{Context, Reply, Spec, Work};
+use super::{Context, Reply, Spec};
 use crate::protocol::Response;
 
 pub(super) const ECHO: Spec = Spec {
     name: "ECHO",
     usage: "<text>",
-    answer: "OK <text>, exactly as sent",
-    work: Work::Instant,
+    help: "OK <text>, exactly as sent",
     ends_connection: false,
     pushes: false,
     examples: &[("ECHO hello world", "OK hello world"), ("echo  two  spaces ", "OK  two  spaces ")],

@@ -2,14 +2,27 @@
 //!
 //! **This folder is the seam where a user replaces the example domain.** Each file holds one
 //! command whole: its name, how it parses its argument (limits and errors included), what it
-//! does, which kind of work that is, whether it ends the connection, examples of its answers,
-//! and its unit tests. [`REGISTRY`] is the single list that the parser, `serve --help`, the
-//! README's protocol test and the end-to-end test all read.
+//! does, whether it ends the connection, examples of its answers, and its unit tests.
+//! [`REGISTRY`] is the single list that the parser, `serve --help`, the metrics and the
+//! end-to-end test read.
 //!
-//! To add a command, copy the file of the one most like it (`echo.rs` answers at once,
-//! `sleep.rs` waits on tokio, `primes.rs` computes on the CPU pool), then declare its module and
-//! add it to [`REGISTRY`] below. To remove one, do the reverse. Nothing outside this folder names
-//! a command, except tests that use one as a tool (listed in the README).
+//! The commands come in two kinds:
+//!
+//! * **Kept** (any service wants them): `PING`, `STATS`, `QUIT`, and the fan-out commands
+//!   `PUBLISH`, `SUBSCRIBE` and `UNSUBSCRIBE`, which the connection loop, the codec, the
+//!   counters and the client serve.
+//! * **The example domain, to replace:** `ECHO` (answered at once), `SLEEP` (waits on tokio)
+//!   and `PRIMES` (computes on the CPU pool). Nothing outside this folder names them, and each
+//!   can go with its file and its two registry lines.
+//!
+//! A command uses only what [`Context`] offers: [`Reply::ready`] for an answer at once,
+//! [`Context::wait`] for one that waits on tokio, [`Context::compute`] for CPU work. These are
+//! public, so the machinery behind them (the job queue, the pool) stays whole when the last
+//! example that uses it goes: no dead code, and a new command of any kind copies in a few lines.
+//!
+//! To add a command, copy the file of the one most like it, then declare its module and add it
+//! to [`REGISTRY`] below. A program that embeds the server can add commands of its own without
+//! touching this folder ([`Commands::with`]); the tests do, for the commands they time.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +38,7 @@ use crate::protocol::{ErrorCode, Response};
 use crate::stats::Stats;
 use crate::topics::{PublishBudget, Subscriptions, Topics};
 
-mod arguments;
+pub mod arguments;
 mod echo;
 mod ping;
 mod primes;
@@ -42,17 +55,17 @@ const MAX_NAME_SHOWN: usize = 32;
 
 /// Every command of the protocol, in the order `serve --help` lists them.
 pub static REGISTRY: &[&Spec] = &[
-    // Worth keeping in any service: a health check, the counters, a clean goodbye.
+    // Kept: worth keeping in any service.
     &ping::PING,
     &stats::STATS,
     &quit::QUIT,
+    &publish::PUBLISH,
+    &subscribe::SUBSCRIBE,
+    &unsubscribe::UNSUBSCRIBE,
     // The example domain: replace these with your own.
     &echo::ECHO,
     &sleep::SLEEP,
     &primes::PRIMES,
-    &publish::PUBLISH,
-    &subscribe::SUBSCRIBE,
-    &unsubscribe::UNSUBSCRIBE,
 ];
 
 /// One command: what the registry knows of it.
@@ -62,9 +75,7 @@ pub struct Spec {
     /// The argument as help shows it (`<ms>`), or `""` when it takes none.
     pub usage: &'static str,
     /// What it answers, in a few words, for `serve --help`.
-    pub answer: &'static str,
-    /// Which kind of work it is.
-    pub work: Work,
+    pub help: &'static str,
     /// Whether the connection closes after its answer.
     pub ends_connection: bool,
     /// Whether, after its answer, the server may push lines on the connection (`MSG`, `LAG`):
@@ -73,24 +84,64 @@ pub struct Spec {
     /// Requests and their exact answers, which the end-to-end test sends to a live server, each
     /// on a fresh connection.
     pub examples: &'static [(&'static str, &'static str)],
-    /// Parses the argument (`None` when the line is the name alone) and starts the work.
-    pub(crate) start: fn(Option<&str>, &mut Context) -> Result<Reply, Response>,
+    /// Parses the argument (`None` when the line is the name alone) and starts the work. An
+    /// `Err` is the refusal to answer (`ERR bad-argument ...`).
+    pub start: fn(Option<&str>, &mut Context) -> Result<Reply, Response>,
 }
 
-/// The three kinds of work a command can be: the rule "async for I/O, sync for CPU" in small.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Work {
-    /// Answered on the spot: no task, no allocation, never touches the job queue.
-    Instant,
-    /// Waits on tokio (a timer, a socket, a channel) inside the connection's task.
-    Waits,
-    /// Computes on the CPU pool, through the bounded job queue.
-    Computes,
+/// The commands one service answers: the [`REGISTRY`], and any a program adds. Cheap to clone.
+#[derive(Clone)]
+pub struct Commands(Arc<[&'static Spec]>);
+
+impl Commands {
+    /// The [`REGISTRY`] alone.
+    pub fn registry() -> Self {
+        Self(REGISTRY.into())
+    }
+
+    /// The [`REGISTRY`] and `extra`, after it.
+    ///
+    /// # Panics
+    ///
+    /// If two commands have the same name: a bug in the program, found at start.
+    pub fn with(extra: &[&'static Spec]) -> Self {
+        let all: Arc<[&'static Spec]> = REGISTRY.iter().chain(extra).copied().collect();
+        for (index, spec) in all.iter().enumerate() {
+            let twice = all[..index].iter().any(|earlier| earlier.name.eq_ignore_ascii_case(spec.name));
+            assert!(!twice, "two commands are named {}", spec.name);
+        }
+        Self(all)
+    }
+
+    /// The command named `name` (in any case), and its place in the list.
+    pub fn find(&self, name: &str) -> Option<(usize, &'static Spec)> {
+        self.0.iter().copied().enumerate().find(|(_, spec)| spec.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Every command, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'static Spec> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// The protocol, one line per command, for `serve --help`.
+    pub fn help(&self) -> String {
+        let mut text = String::from("Protocol v1 (one request per line, answers in request order):\n");
+        for spec in self.iter() {
+            let request = if spec.usage.is_empty() {
+                spec.name.to_owned()
+            } else {
+                format!("{} {}", spec.name, spec.usage)
+            };
+            text.push_str(&format!("  {request:<24} {}\n", spec.help));
+        }
+        text
+    }
 }
 
 /// The service's parts that commands use, shared by every connection.
 #[derive(Clone)]
 pub(crate) struct Shared {
+    commands: Commands,
     jobs: JobQueue,
     pool: cpu::CpuPool,
     stats: Arc<Stats>,
@@ -100,16 +151,21 @@ pub(crate) struct Shared {
     publish_budget: usize,
 }
 
+/// Everything [`Shared`] is made of.
+pub(crate) struct Parts {
+    pub(crate) commands: Commands,
+    pub(crate) jobs: JobQueue,
+    pub(crate) pool: cpu::CpuPool,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) topics: Arc<Topics>,
+    pub(crate) abort: CancellationToken,
+    pub(crate) publish_budget: usize,
+}
+
 impl Shared {
-    pub(crate) fn new(
-        jobs: JobQueue,
-        pool: cpu::CpuPool,
-        stats: Arc<Stats>,
-        topics: Arc<Topics>,
-        abort: CancellationToken,
-        publish_budget: usize,
-    ) -> Self {
-        Self { jobs, pool, stats, topics, abort, publish_budget }
+    pub(crate) fn new(parts: Parts) -> Self {
+        let Parts { commands, jobs, pool, stats, topics, abort, publish_budget } = parts;
+        Self { commands, jobs, pool, stats, topics, abort, publish_budget }
     }
 
     /// A new connection's context: the shared parts, and subscriptions and a budget of its own.
@@ -120,8 +176,8 @@ impl Shared {
     }
 }
 
-/// What a command may use: the service's shared parts, and its own connection's subscriptions.
-pub(crate) struct Context {
+/// What a command may use: the service's shared parts, and its own connection's state.
+pub struct Context {
     shared: Shared,
     /// The connection's subscriptions, which its loop reads pushed messages from.
     pub(crate) subscriptions: Subscriptions,
@@ -130,29 +186,10 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// The bounded queue of CPU jobs.
-    pub(crate) fn jobs(&self) -> &JobQueue {
-        &self.shared.jobs
-    }
-
-    /// The rayon pool.
-    pub(crate) fn pool(&self) -> &cpu::CpuPool {
-        &self.shared.pool
-    }
-
-    /// The service's counters.
-    pub(crate) fn stats(&self) -> &Stats {
-        &self.shared.stats
-    }
-
-    /// Every topic with subscribers.
-    pub(crate) fn topics(&self) -> &Topics {
-        &self.shared.topics
-    }
-
-    /// A reply that waits. It ends with `ERR shutting-down` when the grace period is over, so no
-    /// request outlives shutdown whatever it waits on.
-    pub(crate) fn later(&self, reply: impl Future<Output = Response> + Send + 'static) -> Reply {
+    /// A reply that waits on tokio (a timer, a socket, a channel) inside the connection's task;
+    /// `reply` is the answer once it is ready. At the end of the grace period it is answered
+    /// `ERR shutting-down` instead, so no request outlives shutdown, whatever it waits on.
+    pub fn wait(&self, reply: impl Future<Output = Response> + Send + 'static) -> Reply {
         let abort = self.shared.abort.clone().cancelled_owned();
         Reply::later(Box::pin(async move {
             tokio::select! {
@@ -163,23 +200,70 @@ impl Context {
             }
         }))
     }
+
+    /// A reply computed on the CPU pool: `work` (a plain sync function) runs there through the
+    /// bounded job queue, and `answer` turns its value into the answer.
+    ///
+    /// `work` gets a [`cpu::Stop`], set when nobody waits for it any more (its deadline passed,
+    /// its client left, shutdown): it should `stop.check()?` between steps. Everything else is
+    /// answered here: a full queue `ERR busy`, a missed deadline `ERR timeout`, a panic (or a
+    /// `Stopped` nobody asked for) `ERR internal`, the end of the grace period
+    /// `ERR shutting-down`. The job queue counts each job's outcome once.
+    pub fn compute<T, W, A>(&self, work: W, answer: A) -> Reply
+    where
+        T: Send + 'static,
+        W: FnOnce(&cpu::Stop) -> Result<T, cpu::Stopped> + Send + 'static,
+        A: FnOnce(T) -> Response + Send + 'static,
+    {
+        let pool = self.shared.pool.clone();
+        let job = self.shared.jobs.submit(async move {
+            // Started when a worker takes the job, not before: queued jobs hold no thread.
+            match pool.spawn_stoppable(work).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(cpu::Stopped)) | Err(cpu::JobError::Panicked(_)) => Err(QueueError::Panicked),
+                Err(cpu::JobError::Cancelled) => Err(QueueError::ShuttingDown),
+            }
+        });
+        // No abort of its own here: the job queue ends its jobs at the abort, and counts them.
+        Reply::later(Box::pin(async move {
+            match job.await {
+                Ok(value) => answer(value),
+                Err(error) => Response::from(error),
+            }
+        }))
+    }
+
+    /// The service's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// CPU jobs waiting in the queue now.
+    pub(crate) fn jobs_queued(&self) -> usize {
+        self.shared.jobs.queued()
+    }
+
+    /// Every topic with subscribers.
+    pub(crate) fn topics(&self) -> &Topics {
+        &self.shared.topics
+    }
 }
 
 /// An answer being prepared: ready now, or a future. Connections keep them in request order.
-pub(crate) struct Reply {
-    answer: Either<Ready<Response>, BoxFuture<'static, Response>>,
-    /// The command's place in the registry and when it started, for its latency histogram.
+pub struct Reply {
+    response: Either<Ready<Response>, BoxFuture<'static, Response>>,
+    /// The command's place in the list and when it started, for its latency histogram.
     started: Option<(usize, Instant)>,
 }
 
 impl Reply {
     /// An answer that is ready now: no allocation, no task.
-    pub(crate) fn ready(response: Response) -> Self {
-        Self { answer: Either::Left(future::ready(response)), started: None }
+    pub fn ready(response: Response) -> Self {
+        Self { response: Either::Left(future::ready(response)), started: None }
     }
 
-    fn later(answer: BoxFuture<'static, Response>) -> Self {
-        Self { answer: Either::Right(answer), started: None }
+    fn later(response: BoxFuture<'static, Response>) -> Self {
+        Self { response: Either::Right(response), started: None }
     }
 }
 
@@ -189,7 +273,7 @@ impl Future for Reply {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let started = self.started;
-        Pin::new(&mut self.answer).poll(cx).map(|response| (response, started))
+        Pin::new(&mut self.response).poll(cx).map(|response| (response, started))
     }
 }
 
@@ -218,7 +302,7 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
         Some((name, argument)) => (name, Some(argument)),
         None => (line, None),
     };
-    let Some((index, spec)) = find(name) else {
+    let Some((index, spec)) = context.shared.commands.find(name) else {
         let detail = if name.is_empty() {
             "empty request".to_owned()
         } else {
@@ -234,25 +318,6 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
     };
     reply.started = Some((index, now));
     (reply, keep_reading)
-}
-
-/// The command named `name` (in any case), and its place in the registry.
-pub fn find(name: &str) -> Option<(usize, &'static Spec)> {
-    REGISTRY.iter().copied().enumerate().find(|(_, spec)| spec.name.eq_ignore_ascii_case(name))
-}
-
-/// The protocol, one line per command, for `serve --help`.
-pub fn help() -> String {
-    let mut text = String::from("Protocol v1 (one request per line, answers in request order):\n");
-    for spec in REGISTRY {
-        let request = if spec.usage.is_empty() {
-            spec.name.to_owned()
-        } else {
-            format!("{} {}", spec.name, spec.usage)
-        };
-        text.push_str(&format!("  {request:<24} {}\n", spec.answer));
-    }
-    text
 }
 
 #[cfg(test)]
@@ -278,11 +343,20 @@ pub(crate) mod tests {
         let stats = Arc::new(Stats::default());
         let shutdown = crate::shutdown::Shutdown::default();
         let tracker = tokio_util::task::TaskTracker::new();
-        let metrics = Arc::new(crate::metrics::Metrics::new(REGISTRY.iter().map(|spec| spec.name)));
+        let commands = Commands::registry();
+        let metrics = Arc::new(crate::metrics::Metrics::new(commands.iter().map(|spec| spec.name)));
         let jobs = JobQueue::start(Arc::clone(&config), Arc::clone(&stats), metrics, &shutdown, &tracker);
         let topics = Arc::new(Topics::new(&config, Arc::clone(&stats)));
         let pool = cpu::CpuPool::new(1).expect("a pool");
-        Shared::new(jobs, pool, stats, topics, shutdown.abort, config.publish_budget.get())
+        Shared::new(Parts {
+            commands,
+            jobs,
+            pool,
+            stats,
+            topics,
+            abort: shutdown.abort,
+            publish_budget: config.publish_budget.get(),
+        })
     }
 
     /// The answer to one request line.
@@ -321,6 +395,13 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "two commands are named ping")]
+    fn a_program_cannot_add_a_command_under_a_name_taken() {
+        static AGAIN: Spec = Spec { name: "ping", ..ping::PING };
+        let _ = Commands::with(&[&AGAIN]);
+    }
+
+    #[test]
     fn names_are_upper_case_and_unique_and_examples_use_their_command() {
         let mut names: Vec<_> = REGISTRY.iter().map(|spec| spec.name).collect();
         for name in &names {
@@ -339,7 +420,7 @@ pub(crate) mod tests {
 
     #[test]
     fn help_lists_every_command() {
-        let help = help();
+        let help = Commands::registry().help();
         for spec in REGISTRY {
             assert!(help.lines().any(|line| line.trim_start().starts_with(spec.name)), "{}", spec.name);
         }

@@ -1,13 +1,12 @@
 //! `PING`: answered `OK PONG` at once. A liveness check for clients and load balancers; keep it.
 
-use super::{Context, Reply, Spec, Work, arguments};
+use super::{Context, Reply, Spec, arguments};
 use crate::protocol::Response;
 
 pub(super) const PING: Spec = Spec {
     name: "PING",
     usage: "",
-    answer: "OK PONG",
-    work: Work::Instant,
+    help: "OK PONG",
     ends_connection: false,
     pushes: false,
     examples: &[

@@ -1,26 +1,22 @@
 //! `PRIMES <n>`: the count of primes below `n`, computed on the CPU pool. **Example domain code:
 //! replace it.**
 //!
-//! It stands for the *computing* kind of command: the work is a plain sync function in the cpu
-//! crate, run on the rayon pool through the bounded job queue, and the connection awaits the
-//! answer. The queue sheds load (`ERR busy`), enforces the job deadline (`ERR timeout`) and
-//! survives panics (`ERR internal`). When the job is dropped (deadline, shutdown, the client
-//! left), it tells the sieve to stop at its next segment, so the CPU is freed too.
+//! It stands for the *computing* kind of command: its work is a plain sync function of the cpu
+//! crate, and [`Context::compute`] does the rest (the bounded job queue, the rayon pool, the
+//! deadline, panics, and stopping the sieve when nobody waits for it any more). Copying it takes
+//! its parse, its function and that one call.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use super::{Context, Reply, Spec, Work, arguments};
+use super::{Context, Reply, Spec, arguments};
 use crate::protocol::Response;
 
-/// The largest `n`: it bounds the work one request can ask for (about 1 s on one core).
+/// The largest `n`: it bounds the work one request can ask for (about 1 s on one core) and the
+/// sieve's memory (its base primes grow with the square root of `n`).
 const MAX_N: u64 = 1_000_000_000;
 
 pub(super) const PRIMES: Spec = Spec {
     name: "PRIMES",
     usage: "<n>",
-    answer: "OK <count of primes below n>, on the CPU pool (n <= 1e9)",
-    work: Work::Computes,
+    help: "OK <count of primes below n>, on the CPU pool (n <= 1e9)",
     ends_connection: false,
     pushes: false,
     examples: &[
@@ -33,38 +29,8 @@ pub(super) const PRIMES: Spec = Spec {
 
 fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Response> {
     let n = arguments::number(PRIMES.name, argument, MAX_N)?;
-    let job = context.jobs().submit(count_primes(context.pool().clone(), n));
-    Ok(context.later(async move {
-        match job.await {
-            Ok(Some(count)) => Response::ok(count.to_string()),
-            // The pool stopped the count: only shutdown does that to a job that is awaited.
-            Ok(None) => Response::err(crate::protocol::ErrorCode::ShuttingDown),
-            Err(error) => Response::from(error),
-        }
-    }))
-}
-
-/// The job: count on the rayon pool. If this future is dropped, the sieve stops at its next
-/// segment. A panic on the pool is raised again here, so the job queue reports and counts it
-/// like any other job's panic.
-async fn count_primes(pool: cpu::CpuPool, n: u64) -> Option<u64> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop_when_dropped = StopOnDrop(Arc::clone(&stop));
-    match pool.spawn(move || cpu::primes::count_below_until(n, &stop)).await {
-        Ok(count) => count,
-        // `resume_unwind` skips the panic hook: the pool's thread already printed the panic.
-        Err(cpu::JobError::Panicked(message)) => std::panic::resume_unwind(Box::new(message)),
-        Err(cpu::JobError::Cancelled) => None,
-    }
-}
-
-/// Sets the flag when dropped.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
+    Ok(context
+        .compute(move |stop| cpu::primes::try_count_below(n, stop), |count| Response::ok(count.to_string())))
 }
 
 #[cfg(test)]

@@ -7,14 +7,13 @@
 //! (see `topics.rs`). The text is everything after the topic's space, byte for byte, and at most
 //! `--max-message` bytes.
 
-use super::{Context, Reply, Spec, Work, arguments};
+use super::{Context, Reply, Spec, arguments};
 use crate::protocol::{ErrorCode, Response};
 
 pub(super) const PUBLISH: Spec = Spec {
     name: "PUBLISH",
     usage: "<topic> <text>",
-    answer: "OK <subscribers reached>",
-    work: Work::Instant,
+    help: "OK <subscribers reached>",
     ends_connection: false,
     pushes: false,
     examples: &[

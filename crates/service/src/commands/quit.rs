@@ -2,14 +2,13 @@
 //!
 //! Requests sent after `QUIT` on the same connection are never read.
 
-use super::{Context, Reply, Spec, Work, arguments};
+use super::{Context, Reply, Spec, arguments};
 use crate::protocol::Response;
 
 pub(super) const QUIT: Spec = Spec {
     name: "QUIT",
     usage: "",
-    answer: "OK BYE, then the connection closes",
-    work: Work::Instant,
+    help: "OK BYE, then the connection closes",
     ends_connection: true,
     pushes: false,
     examples: &[("QUIT", "OK BYE"), ("QUIT 1", "ERR bad-argument QUIT takes no argument")],

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::{Context, Reply, Spec, Work, arguments};
+use super::{Context, Reply, Spec, arguments};
 use crate::protocol::Response;
 
 /// The longest `SLEEP`, in milliseconds: a bound on how long one request can hold a slot.
@@ -16,8 +16,7 @@ const MAX_MS: u64 = 60_000;
 pub(super) const SLEEP: Spec = Spec {
     name: "SLEEP",
     usage: "<ms>",
-    answer: "OK <ms> after ms milliseconds on a tokio timer (ms <= 60000)",
-    work: Work::Waits,
+    help: "OK <ms> after ms milliseconds on a tokio timer (ms <= 60000)",
     ends_connection: false,
     pushes: false,
     examples: &[
@@ -29,7 +28,7 @@ pub(super) const SLEEP: Spec = Spec {
 
 fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Response> {
     let ms = arguments::number(SLEEP.name, argument, MAX_MS)?;
-    Ok(context.later(async move {
+    Ok(context.wait(async move {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Response::ok(ms.to_string())
     }))

@@ -8,14 +8,13 @@
 //! topics per connection, and `--max-topics` in all (past either: `ERR busy`); a request that
 //! cannot take all its topics takes none.
 
-use super::{Context, Reply, Spec, Work, arguments};
+use super::{Context, Reply, Spec, arguments};
 use crate::protocol::{ErrorCode, Response};
 
 pub(super) const SUBSCRIBE: Spec = Spec {
     name: "SUBSCRIBE",
     usage: "<topic>...",
-    answer: "OK <topics subscribed>; then MSG <topic> <text> or LAG <topic> <missed> lines",
-    work: Work::Waits,
+    help: "OK <topics subscribed>; then MSG <topic> <text> or LAG <topic> <missed> lines",
     ends_connection: false,
     pushes: true,
     examples: &[

@@ -2,14 +2,13 @@
 //! answers `OK <topics left>`. **Example domain code: replace it.** A topic left without
 //! subscribers is removed.
 
-use super::{Context, Reply, Spec, Work, arguments};
+use super::{Context, Reply, Spec, arguments};
 use crate::protocol::Response;
 
 pub(super) const UNSUBSCRIBE: Spec = Spec {
     name: "UNSUBSCRIBE",
     usage: "[<topic>...]",
-    answer: "OK <topics left> (no topic: all)",
-    work: Work::Instant,
+    help: "OK <topics left> (no topic: all)",
     ends_connection: false,
     pushes: false,
     examples: &[("UNSUBSCRIBE", "OK 0"), ("UNSUBSCRIBE never-subscribed", "OK 0")],

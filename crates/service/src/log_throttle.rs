@@ -10,13 +10,13 @@ use tokio::time::Instant;
 
 /// Counts events and says when to report them; see the module docs.
 #[derive(Debug)]
-pub(crate) struct Summary {
+pub(crate) struct LogThrottle {
     period: Duration,
     pending: u64,
     next_report: Option<Instant>,
 }
 
-impl Summary {
+impl LogThrottle {
     /// Reports at most once per `period`.
     pub(crate) fn every(period: Duration) -> Self {
         Self { period, pending: 0, next_report: None }
@@ -45,14 +45,14 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn reports_the_first_event_at_once_then_at_most_once_per_period() {
-        let mut summary = Summary::every(Duration::from_secs(1));
-        assert_eq!(summary.record(), Some(1));
-        let reports: Vec<_> = (0..1000).filter_map(|_| summary.record()).collect();
+        let mut throttle = LogThrottle::every(Duration::from_secs(1));
+        assert_eq!(throttle.record(), Some(1));
+        let reports: Vec<_> = (0..1000).filter_map(|_| throttle.record()).collect();
         assert!(reports.is_empty(), "no report within the period");
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(summary.record(), Some(1001), "the count since the last report");
-        assert_eq!(summary.take_pending(), None);
-        assert_eq!(summary.record(), None);
-        assert_eq!(summary.take_pending(), Some(1));
+        assert_eq!(throttle.record(), Some(1001), "the count since the last report");
+        assert_eq!(throttle.take_pending(), None);
+        assert_eq!(throttle.record(), None);
+        assert_eq!(throttle.take_pending(), Some(1));
     }
 }
