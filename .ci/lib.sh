@@ -37,6 +37,20 @@ die() {
     exit 1
 }
 
+# Servers that start_server started and stop_server has not stopped yet. The scripts call
+# stop_all from their EXIT trap, so a step that fails leaves no server running.
+STARTED_PIDS=()
+
+# stop_all: ends every server still running (SIGTERM, then waits for it).
+stop_all() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    STARTED_PIDS=()
+}
+
 # start_server BIN NAME: starts `BIN serve` on a free loopback port, set through the program's
 # own environment variable (NAME_LISTEN, in upper case with `-` as `_`), logging JSON to a
 # temporary file. Sets SERVER_PID, SERVER_ADDR, SERVER_ADMIN_ADDR and SERVER_LOG.
@@ -47,8 +61,10 @@ start_server() {
     SERVER_ADDR=""
     env "${prefix}_LISTEN=127.0.0.1:0" "${prefix}_ADMIN_LISTEN=127.0.0.1:0" "$bin" serve --log-format json 2>"$SERVER_LOG" &
     SERVER_PID=$!
+    STARTED_PIDS+=("$SERVER_PID")
     for _ in $(seq 100); do
         SERVER_ADDR=$(grep -o '"local_addr":"[^"]*"' "$SERVER_LOG" | cut -d '"' -f 4 || true)
+        # shellcheck disable=SC2034 # read by the scripts that source this file
         SERVER_ADMIN_ADDR=$(grep -o '"admin_addr":"[^"]*"' "$SERVER_LOG" | cut -d '"' -f 4 || true)
         [ -n "$SERVER_ADDR" ] && return 0
         sleep 0.1
@@ -62,7 +78,12 @@ start_server() {
 stop_server() {
     local name=$1 signal=$2
     kill -"$signal" "$SERVER_PID"
-    wait "$SERVER_PID" || die "$name serve exited with status $? after SIG$signal"
+    local status=0
+    wait "$SERVER_PID" || status=$?
+    local pid kept=()
+    for pid in "${STARTED_PIDS[@]}"; do [ "$pid" = "$SERVER_PID" ] || kept+=("$pid"); done
+    STARTED_PIDS=("${kept[@]}")
+    [ "$status" -eq 0 ] || die "$name serve exited with status $status after SIG$signal"
     grep -q '"shutdown complete"' "$SERVER_LOG" || die "$name serve did not log a complete shutdown"
     grep -q "\"signal\":\"SIG$signal\"" "$SERVER_LOG" || die "$name serve did not log SIG$signal"
     rm -f "$SERVER_LOG"

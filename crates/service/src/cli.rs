@@ -68,7 +68,7 @@ pub struct CallArgs {
     /// subscribes prints them until Ctrl-C without it.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
-    /// The request: a command and its argument, joined by spaces (`call ECHO hello world`).
+    /// The request: a command and its argument, joined by spaces (`call PUBLISH news hello world`).
     #[arg(required = true, num_args = 1.., value_parser = without_line_break)]
     pub request: Vec<String>,
 }
@@ -239,12 +239,12 @@ mod tests {
 
     #[test]
     fn call_joins_its_words_and_refuses_line_breaks() {
-        let Command::Call(args) = parse(&["call", "ECHO", "hello", "world"]).unwrap().command else {
+        let Command::Call(args) = parse(&["call", "PUBLISH", "news", "hello"]).unwrap().command else {
             panic!("not call")
         };
-        assert_eq!(args.request.join(" "), "ECHO hello world");
+        assert_eq!(args.request.join(" "), "PUBLISH news hello");
         assert!(parse(&["call"]).is_err(), "a request is required");
-        let refused = parse(&["call", "ECHO", "a\nPING"]).unwrap_err();
+        let refused = parse(&["call", "PUBLISH", "a\nPING"]).unwrap_err();
         assert_eq!(refused.exit_code(), Exit::Usage as i32);
     }
 
@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn usage_errors_fit_on_one_line() {
         for args in
-            [&["serve", "--workers", "0"][..], &["serve", "--bogus"], &["call"], &["call", "ECHO", "a\nb"]]
+            [&["serve", "--workers", "0"][..], &["serve", "--bogus"], &["call"], &["call", "PUBLISH", "a\nb"]]
         {
             let error = parse(args).unwrap_err();
             let line = one_line(&error.render().to_string());

@@ -229,8 +229,8 @@ mod tests {
     async fn a_request_with_a_line_break_is_refused_before_sending() {
         let (client_end, mut server_end) = tokio::io::duplex(64);
         let mut client = Client::new(client_end, Duration::from_secs(1));
-        assert!(matches!(client.request("ECHO a\nPING").await, Err(ClientError::LineBreak)));
-        assert!(matches!(client.request("ECHO a\r").await, Err(ClientError::LineBreak)));
+        assert!(matches!(client.request("PUBLISH t a\nPING").await, Err(ClientError::LineBreak)));
+        assert!(matches!(client.request("PUBLISH t a\r").await, Err(ClientError::LineBreak)));
         drop(client);
         // Nothing reached the server: it reads EOF straight away.
         let mut received = Vec::new();

@@ -136,8 +136,8 @@ mod tests {
     #[test]
     fn splits_lines_and_accepts_crlf() {
         let mut codec = RequestCodec::new(16);
-        let frames = decode_all(&mut codec, b"PING\r\nECHO a b\nPAR");
-        assert_eq!(frames, [Ok(Frame::Line("PING".into())), Ok(Frame::Line("ECHO a b".into()))]);
+        let frames = decode_all(&mut codec, b"PING\r\nPUBLISH t a b\nPAR");
+        assert_eq!(frames, [Ok(Frame::Line("PING".into())), Ok(Frame::Line("PUBLISH t a b".into()))]);
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! `load`: a load generator for any running instance, and the measuring client of the benchmarks.
 //!
+//! It ships in the service's own binary on purpose: a load generator that speaks the protocol is
+//! in every image, so a deployment can be measured from inside its cluster
+//! (`kubectl exec ... NAME load --addr ...`) with nothing else installed. What it costs a build:
+//! `hdrhistogram` (about a second of a cold build); `serde_json` is there anyway, for the JSON
+//! logs of `tracing-subscriber`.
+//!
 //! Each of `connections` connections keeps up to `depth` requests in flight (pipelining), for
 //! `duration`. Two ways to pace them:
 //!

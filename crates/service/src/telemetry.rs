@@ -4,7 +4,7 @@
 //! thread writes them to stderr (tracing-appender's non-blocking writer). If stderr is slow or
 //! nobody reads it (a full pipe), the queue fills and further lines are dropped and counted,
 //! instead of the accept loop or a connection stalling on a write to stderr. Events a peer can
-//! cause at will are summarised before they reach the log (see `summary.rs`).
+//! cause at will are summarised before they reach the log (see `log_throttle.rs`).
 //!
 //! Each connection runs in a span carrying its peer address (see [`crate::App`]), so every line
 //! a connection logs says whose it is. Errors are logged once, where they are handled. Field
