@@ -339,7 +339,7 @@ fn main() {
             publish_budget: count(1_000_000_000),
             ..service_config()
         });
-        let delivered = fanout::service(&fanout_server).await;
+        let delivered = fanout::service(&[&fanout_server]).await;
         fanout_server.stop().await;
         figures.push(Figure {
             name: "fanout_msgs_per_s",
@@ -349,6 +349,36 @@ fn main() {
             ratio: Some(delivered / bare_fanout),
             goal: "a figure to watch",
         });
+
+        // 9. The same on two replicas through Redis, beside the figure above (skipped without
+        // redis-server).
+        match fanout::redis().await {
+            Some((redis, url)) => {
+                let config = Config {
+                    fanout_url: Some(service::FanoutUrl::parse(&url).expect("a Redis URL")),
+                    topic_capacity: count(1024),
+                    max_topics: count(64),
+                    max_subscriptions: count(1),
+                    publish_budget: count(1_000_000_000),
+                    ..service_config()
+                };
+                let replicas = [TestServer::start(config.clone()), TestServer::start(config)];
+                let relayed = fanout::service(&[&replicas[0], &replicas[1]]).await;
+                for replica in replicas {
+                    replica.stop().await;
+                }
+                drop(redis);
+                figures.push(Figure {
+                    name: "fanout_two_replicas_redis_msgs_per_s",
+                    value: relayed,
+                    unit: "msg/s",
+                    baseline: Some(delivered),
+                    ratio: Some(relayed / delivered),
+                    goal: "a figure to watch",
+                });
+            }
+            None => println!("skipped fanout_two_replicas_redis_msgs_per_s: redis-server is not installed"),
+        }
         figures
     });
     drop(runtime);
@@ -499,16 +529,21 @@ mod fanout {
         received as f64 / start.elapsed().as_secs_f64()
     }
 
-    /// 100 subscribers over loopback and one pipelining publisher; MSG lines received per second.
-    pub(super) async fn service(server: &TestServer) -> f64 {
+    /// 100 subscribers over loopback, spread over `servers`, and one pipelining publisher on the
+    /// first; MSG lines received per second. With more than one server (replicas through a
+    /// broker), publishing waits until the broker says every one subscribes (`OK <replicas>`).
+    pub(super) async fn service(servers: &[&TestServer]) -> f64 {
         let mut subscribers = JoinSet::new();
-        for _ in 0..SUBSCRIBERS {
-            let mut peer = server.connect().await;
+        for index in 0..SUBSCRIBERS {
+            let mut peer = servers[index % servers.len()].connect().await;
             assert_eq!(peer.request("SUBSCRIBE bench").await.as_deref(), Some("OK 1"));
             subscribers.spawn(async move {
                 let (mut received, mut accounted) = (0, 0);
                 while accounted < MESSAGES {
                     let line = peer.answer().await.expect("a pushed line");
+                    if line == "MSG bench probe" {
+                        continue;
+                    }
                     if line.starts_with("MSG ") {
                         received += 1;
                         accounted += 1;
@@ -520,7 +555,13 @@ mod fanout {
                 received
             });
         }
-        let mut publisher = server.client().await;
+        let mut publisher = servers[0].client().await;
+        if servers.len() > 1 {
+            let everywhere = format!("OK {}", servers.len());
+            while publisher.request("PUBLISH bench probe").await.expect("an answer") != everywhere {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let start = Instant::now();
         for batch in 0..MESSAGES / 100 {
             let requests: Vec<String> =
@@ -529,5 +570,24 @@ mod fanout {
         }
         let received: usize = subscribers.join_all().await.into_iter().sum();
         received as f64 / start.elapsed().as_secs_f64()
+    }
+
+    /// A `redis-server` on a free loopback port, without persistence, if one is installed; it
+    /// ends with the returned child.
+    pub(super) async fn redis() -> Option<(tokio::process::Child, String)> {
+        let port = TcpListener::bind("127.0.0.1:0").await.ok()?.local_addr().ok()?.port();
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        for _ in 0..500 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Some((child, format!("redis://127.0.0.1:{port}")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
     }
 }

@@ -76,8 +76,8 @@ async fn shutdown_turns_ready_off_first_then_serves_for_the_drain_delay_then_clo
 }
 
 /// Every histogram, in both formats, as `histogram_quantile` needs it: buckets cumulative, the
-/// last one `le="+Inf"` and equal to `_count`, and a `_sum`. (`.ci/run` parses both formats with
-/// the Prometheus project's own Python parsers too.) `HEAD` answers as `GET`, without a body.
+/// last one `le="+Inf"` and equal to `_count`, and a `_sum`. `HEAD` answers as `GET`, without a
+/// body.
 #[tokio::test]
 async fn every_histogram_ends_at_inf_and_adds_up_in_both_formats() {
     let server = TestServer::start(test_config());

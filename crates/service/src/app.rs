@@ -22,6 +22,7 @@ use crate::connection::Handler;
 use crate::health::Health;
 use crate::job_queue::JobQueue;
 use crate::metrics::Metrics;
+use crate::relay::{self, RelayStats};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::topics::Topics;
@@ -54,6 +55,8 @@ pub struct App {
     metrics: Arc<Metrics>,
     jobs: JobQueue,
     topics: Arc<Topics>,
+    /// The fan-out relay's figures, with `--fanout-url`.
+    relay: Option<Arc<RelayStats>>,
     health: watch::Sender<Health>,
     shutdown: Shutdown,
     /// The service's work: connections and jobs.
@@ -98,7 +101,16 @@ impl App {
             health.clone(),
             background_stop.clone(),
         ));
-        let topics = Arc::new(Topics::new(&config, Arc::clone(&stats)));
+        // With a broker, the relay is a tracked task that ends at drain, like the subscriptions.
+        let (relay, topics) = match &config.fanout_url {
+            None => (None, Arc::new(Topics::new(&config, Arc::clone(&stats), None))),
+            Some(url) => {
+                let (handle, relay) = relay::relay(url);
+                let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), Some(handle.clone())));
+                tracker.spawn(relay.run(Arc::clone(&topics), shutdown.drain.clone()));
+                (Some(Arc::clone(handle.stats())), topics)
+            }
+        };
         let shared = Shared::new(Parts {
             commands,
             jobs: jobs.clone(),
@@ -121,6 +133,7 @@ impl App {
             metrics,
             jobs,
             topics,
+            relay,
             health,
             shutdown,
             tracker,
@@ -164,6 +177,7 @@ impl App {
             stats: Arc::clone(&self.stats),
             jobs: self.jobs.clone(),
             topics: Arc::clone(&self.topics),
+            relay: self.relay.clone(),
             runtime: tokio::runtime::Handle::current(),
             config: Arc::clone(&self.config),
             prefix: env!("CARGO_PKG_NAME").replace('-', "_").into(),

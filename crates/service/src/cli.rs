@@ -30,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the server until SIGINT or SIGTERM, then shut down gracefully (a second signal cuts
     /// the grace period short).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send one request to a server and print its answer.
     #[command(after_help = Exit::HELP)]
     Call(CallArgs),

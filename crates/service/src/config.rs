@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 
+use crate::relay::FanoutUrl;
+
 /// Everything `serve` can be told. Each field is a bound or a timeout; none is infinite.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct Config {
@@ -109,6 +111,12 @@ pub struct Config {
     /// waits: it bounds what one publisher costs everyone else.
     #[arg(long, value_name = "N", default_value = "200000", value_parser = count(1..=1_000_000_000))]
     pub publish_budget: NonZeroUsize,
+
+    /// A Redis to relay topics through, so they span every replica pointed at it
+    /// (`redis://[user:password@]host:port[/db]`). Without it, topics live in this process. The
+    /// broker must answer at start; an outage later costs only PUBLISH (`ERR unavailable`).
+    #[arg(long, value_name = "URL", value_parser = FanoutUrl::parse)]
+    pub fanout_url: Option<FanoutUrl>,
 
     /// Longest PUBLISH text, in bytes. With `--max-topics` and `--topic-capacity` it bounds what
     /// the topics keep for subscribers that are behind (36 MiB at the defaults; at most 1 GiB).

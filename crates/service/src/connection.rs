@@ -196,6 +196,7 @@ impl Handler {
         match &push {
             Push::Message(..) => self.stats.count_delivered(),
             Push::Lagged(_, missed) => self.stats.count_missed(*missed),
+            Push::Gap(_) => self.stats.count_gap(),
         }
         codec.encode(push, output).map_err(ConnectionError::Io)
     }

@@ -4,7 +4,8 @@
 //! across the cores), `call` a `current_thread` one (one connection; no threads to start), `load`
 //! a multi-threaded one (the client must not be the bottleneck).
 //!
-//! Exit status: `serve` exits 0 after a graceful shutdown and 1 if it cannot start; `call` and
+//! Exit status: `serve` exits 0 after a graceful shutdown and 1 if it cannot start (a port it
+//! cannot bind, a fan-out broker that does not answer); `call` and
 //! `load` as [`Exit`] says; a usage error exits 2 (clap's convention) before anything starts.
 
 use std::process::ExitCode;
@@ -35,6 +36,11 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         // Before binding: once a client can connect, a signal must find its handler installed.
         let mut signals = Signals::install().context("cannot listen for shutdown signals")?;
+        // A broker that does not answer now is a wrong address or password: refuse to start
+        // (each step bounded) rather than serve with fan-out silently broken.
+        if let Some(url) = &args.config.fanout_url {
+            url.check().await.map_err(|error| anyhow::anyhow!("--fanout-url {url}: {error}"))?;
+        }
         let server = Server::bind(&args.config)?;
         let shutdown = server.shutdown().clone();
         let run = server.run();

@@ -116,6 +116,8 @@ pub(crate) struct Scrape {
     pub(crate) health: Health,
     pub(crate) jobs_queued: usize,
     pub(crate) topics: usize,
+    /// With `--fanout-url`: the broker reachable, reconnects, messages relayed here, published.
+    pub(crate) relay: Option<(bool, u64, u64, u64)>,
     pub(crate) runtime: Handle,
 }
 
@@ -231,6 +233,33 @@ impl Collector for Scrape {
         counter(&mut encoder, "messages_published", "PUBLISH requests", published)?;
         counter(&mut encoder, "messages_delivered", "Messages written to subscribers", delivered)?;
         counter(&mut encoder, "messages_missed", "Messages lagging subscribers missed (LAG)", missed)?;
+        counter(
+            &mut encoder,
+            "message_gaps",
+            "GAP lines: messages a subscriber may have missed",
+            stats.gaps(),
+        )?;
+        if let Some((up, reconnects, relayed, published)) = self.relay {
+            gauge(
+                &mut encoder,
+                "fanout_broker_up",
+                "1 while the fan-out broker is reachable",
+                f64::from(u8::from(up)),
+            )?;
+            counter(
+                &mut encoder,
+                "fanout_reconnects",
+                "Connections to the broker made again after a loss",
+                reconnects,
+            )?;
+            counter(
+                &mut encoder,
+                "fanout_relayed",
+                "Messages the broker sent here for local subscribers",
+                relayed,
+            )?;
+            counter(&mut encoder, "fanout_published", "Messages sent to the broker", published)?;
+        }
         let mut requests = encoder.encode_descriptor(
             "request_duration_seconds",
             "Time from reading a request to its answer being ready, by command",

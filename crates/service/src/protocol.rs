@@ -29,11 +29,13 @@ pub enum ErrorCode {
     Internal,
     /// The server is shutting down and will not finish this request.
     ShuttingDown,
+    /// A service it needs is out of reach (the fan-out broker): refused at once, try again later.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code of protocol v1.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::UnknownCommand,
         Self::BadArgument,
         Self::BadRequest,
@@ -42,6 +44,7 @@ impl ErrorCode {
         Self::Timeout,
         Self::Internal,
         Self::ShuttingDown,
+        Self::Unavailable,
     ];
 
     /// The code as it appears on the wire.
@@ -55,6 +58,7 @@ impl ErrorCode {
             Self::Timeout => "timeout",
             Self::Internal => "internal",
             Self::ShuttingDown => "shutting-down",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -118,7 +122,7 @@ pub fn is_ok(answer: &str) -> bool {
 
 /// Whether a line is pushed by the server (a subscription's message), not an answer.
 pub fn is_push(line: &str) -> bool {
-    line.starts_with("MSG ") || line.starts_with("LAG ")
+    line.starts_with("MSG ") || line.starts_with("LAG ") || line.starts_with("GAP ")
 }
 
 /// A line pushed to a subscribed connection, between its answers.
@@ -128,6 +132,9 @@ pub(crate) enum Push {
     Message(Arc<str>, Arc<str>),
     /// `LAG <topic> <missed>`: the subscriber fell behind and this many messages are gone.
     Lagged(Arc<str>, u64),
+    /// `GAP <topic>`: messages of the topic may be missing just before this line, how many
+    /// cannot be known (the fan-out broker was out of reach).
+    Gap(Arc<str>),
 }
 
 impl fmt::Display for Push {
@@ -135,6 +142,7 @@ impl fmt::Display for Push {
         match self {
             Self::Message(topic, text) => write!(f, "MSG {topic} {text}"),
             Self::Lagged(topic, missed) => write!(f, "LAG {topic} {missed}"),
+            Self::Gap(topic) => write!(f, "GAP {topic}"),
         }
     }
 }
@@ -174,7 +182,8 @@ mod tests {
                 "busy",
                 "timeout",
                 "internal",
-                "shutting-down"
+                "shutting-down",
+                "unavailable"
             ]
         );
     }
@@ -191,8 +200,12 @@ mod tests {
     fn pushes_and_answers_are_told_apart_by_their_first_word() {
         let message = Push::Message("news".into(), "OK hi".into()).to_string();
         let lagged = Push::Lagged("news".into(), 3).to_string();
-        assert_eq!((message.as_str(), lagged.as_str()), ("MSG news OK hi", "LAG news 3"));
-        assert!(is_push(&message) && is_push(&lagged));
+        let gap = Push::Gap("news".into()).to_string();
+        assert_eq!(
+            (message.as_str(), lagged.as_str(), gap.as_str()),
+            ("MSG news OK hi", "LAG news 3", "GAP news")
+        );
+        assert!(is_push(&message) && is_push(&lagged) && is_push(&gap));
         for answer in [Response::ok("MSG"), Response::err(ErrorCode::Busy)] {
             assert!(!is_push(&answer.to_string()), "{answer}");
         }

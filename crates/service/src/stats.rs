@@ -21,6 +21,7 @@ pub struct Stats {
     messages_published: AtomicU64,
     messages_delivered: AtomicU64,
     messages_missed: AtomicU64,
+    gaps: AtomicU64,
     worst_lag_us: AtomicU64,
 }
 
@@ -105,6 +106,16 @@ impl Stats {
     /// Counts messages a lagging subscriber missed (each `LAG` line's figure).
     pub fn count_missed(&self, missed: u64) {
         self.messages_missed.fetch_add(missed, Ordering::Relaxed);
+    }
+
+    /// Counts a `GAP` line written to a subscriber.
+    pub fn count_gap(&self) {
+        self.gaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `GAP` lines written to subscribers so far.
+    pub fn gaps(&self) -> u64 {
+        self.gaps.load(Ordering::Relaxed)
     }
 
     /// Messages published, delivered and missed so far.

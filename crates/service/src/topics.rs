@@ -1,4 +1,6 @@
 //! Fan-out: a `tokio::sync::broadcast` channel per topic, and each connection's subscriptions.
+//! With `--fanout-url`, PUBLISH goes to the broker instead, and the relay feeds these same
+//! channels with what the broker sends (see `relay.rs`): everything below holds either way.
 //!
 //! The rules a fan-out must keep, and how:
 //!
@@ -35,23 +37,30 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast, oneshot};
 use tokio::time::Instant;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::config::Config;
-use crate::protocol::Push;
+use crate::protocol::{ErrorCode, Push};
+use crate::relay::{self, RelayError};
 use crate::stats::Stats;
 
-/// A published message: cheap to clone into every subscriber's queue.
-type Message = Arc<str>;
+/// What a topic's channel carries: cheap to clone into every subscriber's queue.
+#[derive(Debug, Clone)]
+pub(crate) enum Delivery {
+    /// A published message's text.
+    Message(Arc<str>),
+    /// Messages may be missing here: the broker was out of reach, or sent one too long to keep.
+    Gap,
+}
 
 /// Every topic with at least one subscriber; shared by the whole service.
 #[derive(Debug)]
 pub(crate) struct Topics {
-    channels: Mutex<HashMap<Arc<str>, broadcast::Sender<Message>>>,
+    channels: Mutex<HashMap<Arc<str>, broadcast::Sender<Delivery>>>,
     /// Messages each topic keeps for subscribers that are behind.
     capacity: usize,
     /// Topics that may exist at once.
@@ -61,6 +70,40 @@ pub(crate) struct Topics {
     /// The longest text a message may have.
     max_message: usize,
     stats: Arc<Stats>,
+    /// With `--fanout-url`, the relay that PUBLISH goes through; `None`: topics live here only.
+    relay: Option<relay::Handle>,
+    /// Woken when a topic is created or removed, so the relay follows (only with a relay).
+    changed: Notify,
+}
+
+/// Where a PUBLISH went.
+#[derive(Debug)]
+pub(crate) enum Published {
+    /// Delivered here, to this many subscribers.
+    Here(usize),
+    /// Handed to the relay; the broker's count (replicas reached) comes on the receiver.
+    Relayed(oneshot::Receiver<Result<u64, RelayError>>),
+}
+
+/// Why a PUBLISH was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PublishError {
+    /// Its text is longer than this many bytes.
+    #[error("a text is at most {0} bytes")]
+    TooLong(usize),
+    /// The broker is out of reach (or the relay's queue is full): refused at once.
+    #[error("{0}")]
+    Relay(RelayError),
+}
+
+impl PublishError {
+    /// The answer's error code.
+    pub(crate) fn code(self) -> ErrorCode {
+        match self {
+            Self::TooLong(_) => ErrorCode::BadArgument,
+            Self::Relay(error) => error.code(),
+        }
+    }
 }
 
 /// Why a subscription was refused.
@@ -68,14 +111,10 @@ pub(crate) struct Topics {
 #[error("too many topics")]
 pub(crate) struct TooManyTopics;
 
-/// Why a message was refused: its text is longer than this many bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a text is at most {0} bytes")]
-pub(crate) struct MessageTooLong(pub(crate) usize);
-
 impl Topics {
-    /// Topics bounded as `config` says.
-    pub(crate) fn new(config: &Config, stats: Arc<Stats>) -> Self {
+    /// Topics bounded as `config` says, living here only (`relay` is `None`) or spanning every
+    /// replica through the relay.
+    pub(crate) fn new(config: &Config, stats: Arc<Stats>, relay: Option<relay::Handle>) -> Self {
         Self {
             channels: Mutex::default(),
             capacity: config.topic_capacity.get(),
@@ -83,19 +122,67 @@ impl Topics {
             max_subscriptions: config.max_subscriptions.get(),
             max_message: config.max_message.get(),
             stats,
+            relay,
+            changed: Notify::new(),
         }
     }
 
-    /// Sends `text` to every subscriber of `topic`; returns how many it reached (0 if nobody
-    /// subscribes: the message goes nowhere, and no topic is created).
-    pub(crate) fn publish(&self, topic: &str, text: &str) -> Result<usize, MessageTooLong> {
+    /// Publishes `text` on `topic`. Without a relay, it is sent to every subscriber here, and the
+    /// answer is how many it reached (0 if nobody subscribes: the message goes nowhere, and no
+    /// topic is created). With one, it goes to the broker, which sends it to every replica with
+    /// subscribers (this one too), in the order published.
+    pub(crate) fn publish(&self, topic: &str, text: &str) -> Result<Published, PublishError> {
         if text.len() > self.max_message {
-            return Err(MessageTooLong(self.max_message));
+            return Err(PublishError::TooLong(self.max_message));
         }
-        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        let reached = channels.get(topic).and_then(|channel| channel.send(Arc::from(text)).ok()).unwrap_or(0);
+        let published = match &self.relay {
+            None => Published::Here(self.deliver(topic, Delivery::Message(Arc::from(text)))),
+            Some(relay) => Published::Relayed(relay.publish(topic, text).map_err(PublishError::Relay)?),
+        };
         self.stats.count_published();
-        Ok(reached)
+        Ok(published)
+    }
+
+    /// Sends `delivery` to every subscriber of `topic` here; returns how many it reached.
+    pub(crate) fn deliver(&self, topic: &str, delivery: Delivery) -> usize {
+        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        channels.get(topic).and_then(|channel| channel.send(delivery).ok()).unwrap_or(0)
+    }
+
+    /// A message from the broker for `topic`: delivered here, or a [`Delivery::Gap`] if it is
+    /// longer than any PUBLISH here may be (another program published it), so that the topics'
+    /// memory ceiling holds whoever publishes.
+    pub(crate) fn deliver_relayed(&self, topic: &str, text: &[u8]) {
+        let delivery = if text.len() > self.max_message {
+            Delivery::Gap
+        } else {
+            Delivery::Message(String::from_utf8_lossy(text).into())
+        };
+        self.deliver(topic, delivery);
+    }
+
+    /// Subscribers of `topic` here.
+    pub(crate) fn deliver_count(&self, topic: &str) -> usize {
+        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        channels.get(topic).map_or(0, broadcast::Sender::receiver_count)
+    }
+
+    /// Tells every subscriber of every topic that messages may be missing (after an outage).
+    pub(crate) fn gap_everywhere(&self) {
+        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        for channel in channels.values() {
+            let _ = channel.send(Delivery::Gap);
+        }
+    }
+
+    /// The topics alive now, for the relay to subscribe to.
+    pub(crate) fn names(&self) -> Vec<Arc<str>> {
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
+    }
+
+    /// Waits until a topic is created or removed.
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// Topics alive now.
@@ -103,7 +190,7 @@ impl Topics {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
-    fn subscribe(&self, topic: &str) -> Result<(Arc<str>, broadcast::Receiver<Message>), TooManyTopics> {
+    fn subscribe(&self, topic: &str) -> Result<(Arc<str>, broadcast::Receiver<Delivery>), TooManyTopics> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((name, channel)) = channels.get_key_value(topic) {
             return Ok((Arc::clone(name), channel.subscribe()));
@@ -114,6 +201,9 @@ impl Topics {
         let name: Arc<str> = Arc::from(topic);
         let (channel, receiver) = broadcast::channel(self.capacity);
         channels.insert(Arc::clone(&name), channel);
+        if self.relay.is_some() {
+            self.changed.notify_one();
+        }
         Ok((name, receiver))
     }
 
@@ -122,6 +212,9 @@ impl Topics {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if channels.get(topic).is_some_and(|channel| channel.receiver_count() == 0) {
             channels.remove(topic);
+            if self.relay.is_some() {
+                self.changed.notify_one();
+            }
         }
     }
 }
@@ -166,7 +259,7 @@ impl PublishBudget {
 /// One connection's subscriptions, polled by its loop as a stream of [`Push`]es. Dropping it
 /// unsubscribes from everything (and removes topics left without subscribers).
 pub(crate) struct Subscriptions {
-    streams: StreamMap<Arc<str>, BroadcastStream<Message>>,
+    streams: StreamMap<Arc<str>, BroadcastStream<Delivery>>,
     topics: Arc<Topics>,
 }
 
@@ -226,7 +319,8 @@ impl Stream for Subscriptions {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Push>> {
         Pin::new(&mut self.streams).poll_next(cx).map(|next| {
             next.map(|(topic, received)| match received {
-                Ok(text) => Push::Message(topic, text),
+                Ok(Delivery::Message(text)) => Push::Message(topic, text),
+                Ok(Delivery::Gap) => Push::Gap(topic),
                 Err(BroadcastStreamRecvError::Lagged(missed)) => Push::Lagged(topic, missed),
             })
         })
@@ -253,7 +347,7 @@ mod tests {
             max_message: count(8),
             ..Config::default()
         };
-        Arc::new(Topics::new(&config, Arc::new(Stats::default())))
+        Arc::new(Topics::new(&config, Arc::new(Stats::default()), None))
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -261,13 +355,16 @@ mod tests {
         let topics = topics(4, 8);
         let (mut first, mut second) =
             (Subscriptions::new(Arc::clone(&topics)), Subscriptions::new(Arc::clone(&topics)));
-        assert_eq!(topics.publish("news", "nobody"), Ok(0));
+        assert!(matches!(topics.publish("news", "nobody"), Ok(Published::Here(0))));
         assert_eq!(topics.count(), 0, "publishing creates no topic");
         first.subscribe("news").unwrap();
         second.subscribe("news").unwrap();
         assert_eq!(topics.count(), 1);
-        assert_eq!(topics.publish("news", "hello"), Ok(2));
-        assert_eq!(topics.publish("news", "123456789"), Err(MessageTooLong(8)), "past max_message");
+        assert!(matches!(topics.publish("news", "hello"), Ok(Published::Here(2))));
+        assert!(
+            matches!(topics.publish("news", "123456789"), Err(PublishError::TooLong(8))),
+            "past max_message"
+        );
         assert_eq!(first.next().await, Some(Push::Message("news".into(), "hello".into())));
         first.unsubscribe("news");
         assert_eq!(topics.count(), 1, "the second still subscribes");
@@ -281,11 +378,38 @@ mod tests {
         let mut slow = Subscriptions::new(Arc::clone(&topics));
         slow.subscribe("t").unwrap();
         for i in 0..5 {
-            assert_eq!(topics.publish("t", &i.to_string()), Ok(1), "the publisher never waits");
+            assert!(
+                matches!(topics.publish("t", &i.to_string()), Ok(Published::Here(1))),
+                "the publisher never waits"
+            );
         }
         assert_eq!(slow.next().await, Some(Push::Lagged("t".into(), 3)));
         assert_eq!(slow.next().await, Some(Push::Message("t".into(), "3".into())));
         assert_eq!(slow.next().await, Some(Push::Message("t".into(), "4".into())));
+    }
+
+    /// With a relay, the relay is woken when a topic gets its first local subscriber and when it
+    /// loses its last, and not for the subscribers in between.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_relay_hears_of_a_topic_s_first_and_last_local_subscriber_only() {
+        let count = |n| std::num::NonZeroUsize::new(n).unwrap();
+        let config = Config { topic_capacity: count(4), max_topics: count(8), ..Config::default() };
+        let (handle, _relay) =
+            crate::relay::relay(&crate::relay::FanoutUrl::parse("redis://127.0.0.1:1").unwrap());
+        let topics = Arc::new(Topics::new(&config, Arc::new(Stats::default()), Some(handle)));
+        let woken =
+            || async { tokio::time::timeout(Duration::from_millis(1), topics.changed()).await.is_ok() };
+        let (mut first, mut second) =
+            (Subscriptions::new(Arc::clone(&topics)), Subscriptions::new(Arc::clone(&topics)));
+        assert!(!woken().await, "nothing yet");
+        first.subscribe("news").unwrap();
+        assert!(woken().await, "the first local subscriber");
+        second.subscribe("news").unwrap();
+        first.unsubscribe("news");
+        assert!(!woken().await, "the topic still has a local subscriber");
+        drop(second);
+        assert!(woken().await, "the last one left");
+        assert!(topics.names().is_empty());
     }
 
     #[test]

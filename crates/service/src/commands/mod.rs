@@ -346,7 +346,7 @@ pub(crate) mod tests {
         let commands = Commands::registry();
         let metrics = Arc::new(crate::metrics::Metrics::new(commands.iter().map(|spec| spec.name)));
         let jobs = JobQueue::start(Arc::clone(&config), Arc::clone(&stats), metrics, &shutdown, &tracker);
-        let topics = Arc::new(Topics::new(&config, Arc::clone(&stats)));
+        let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), None));
         let pool = cpu::CpuPool::new(1).expect("a pool");
         Shared::new(Parts {
             commands,

@@ -1,5 +1,6 @@
 //! `PUBLISH <topic> <text>`: sends the text to every subscriber of the topic and answers
-//! `OK <subscribers reached>`. **Example domain code: replace it.**
+//! `OK <subscribers reached>`; with `--fanout-url`, to every replica's subscribers through the
+//! broker, answering `OK <replicas reached>` (see `relay.rs`). **Example domain code: replace it.**
 //!
 //! It stands for fan-out, the fourth kind of work a service does (after answering, waiting and
 //! computing): one event pushed to many clients. It never waits: each subscriber's connection
@@ -9,6 +10,7 @@
 
 use super::{Context, Reply, Spec, arguments};
 use crate::protocol::{ErrorCode, Response};
+use crate::topics::Published;
 
 pub(super) const PUBLISH: Spec = Spec {
     name: "PUBLISH",
@@ -27,12 +29,28 @@ fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Respons
     let refused = || Response::err_with(ErrorCode::BadArgument, "PUBLISH takes a topic and a text");
     let (topic, text) = argument.and_then(|argument| argument.split_once(' ')).ok_or_else(refused)?;
     let topic = arguments::topic(PUBLISH.name, topic)?;
-    let reached = context
+    let published = context
         .topics()
         .publish(topic, text)
-        .map_err(|too_long| Response::err_with(ErrorCode::BadArgument, format!("PUBLISH: {too_long}")))?;
-    context.publish_budget.spend(reached, tokio::time::Instant::now());
-    Ok(Reply::ready(Response::ok(reached.to_string())))
+        .map_err(|refused| Response::err_with(refused.code(), format!("PUBLISH: {refused}")))?;
+    match published {
+        Published::Here(reached) => {
+            context.publish_budget.spend(reached, tokio::time::Instant::now());
+            Ok(Reply::ready(Response::ok(reached.to_string())))
+        }
+        // Through the broker: this replica's own subscribers are what it delivers.
+        Published::Relayed(answer) => {
+            let here = context.topics().deliver_count(topic);
+            context.publish_budget.spend(here, tokio::time::Instant::now());
+            Ok(context.wait(async move {
+                match answer.await {
+                    Ok(Ok(replicas)) => Response::ok(replicas.to_string()),
+                    Ok(Err(refused)) => Response::err_with(refused.code(), format!("PUBLISH: {refused}")),
+                    Err(_relay_ended) => Response::err(ErrorCode::ShuttingDown),
+                }
+            }))
+        }
+    }
 }
 
 #[cfg(test)]
