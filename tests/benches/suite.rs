@@ -445,25 +445,8 @@ mod amplification {
     /// delivered per second meanwhile.
     async fn bystander_p99(addr: std::net::SocketAddr) -> (Duration, Duration, f64) {
         let stop = tokio_util::sync::CancellationToken::new();
-        let delivered = Arc::new(AtomicU64::new(0));
-        let mut subscribers = JoinSet::new();
-        for _ in 0..SUBSCRIBERS {
-            let mut client =
-                service::Client::connect(addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect");
-            assert_eq!(client.request("SUBSCRIBE amp").await.expect("an answer"), "OK 1");
-            let (stop, delivered) = (stop.clone(), Arc::clone(&delivered));
-            subscribers.spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        line = client.next_push(None) => match line {
-                            Ok(_) => delivered.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => return,
-                        },
-                    };
-                }
-            });
-        }
+        let (subscribers, delivered) =
+            testkit::reading_subscribers(&addr.to_string(), SUBSCRIBERS, "amp", &stop).await;
         let ping = LoadPlan { rate: Some(200), duration: LOAD, ..plan(addr, 1, 1, &["PING"]) };
         let alone = apart(ping.clone()).await.quantile(0.99);
         let publish = format!("PUBLISH amp {}", "x".repeat(1000));

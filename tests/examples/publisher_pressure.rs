@@ -10,10 +10,9 @@
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use service::Client;
 use service::load::{LoadPlan, run};
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -30,24 +29,7 @@ async fn main() {
         std::process::exit(2);
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    let delivered = Arc::new(AtomicU64::new(0));
-    let mut readers = tokio::task::JoinSet::new();
-    for _ in 0..subscribers {
-        let mut client = Client::connect(addr.as_str(), PATIENCE, PATIENCE).await.expect("connect");
-        assert_eq!(client.request("SUBSCRIBE amp").await.expect("an answer"), "OK 1");
-        let (stop, delivered) = (stop.clone(), Arc::clone(&delivered));
-        readers.spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    pushed = client.next_push(None) => match pushed {
-                        Ok(_) => delivered.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => return,
-                    },
-                };
-            }
-        });
-    }
+    let (readers, delivered) = testkit::reading_subscribers(&addr, subscribers, "amp", &stop).await;
     let publish = format!("PUBLISH amp {}", "x".repeat(1000));
     let plan = LoadPlan {
         addr,

@@ -274,3 +274,35 @@ pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
     }
     samples
 }
+
+/// `count` clients subscribed to `topic` on the server at `addr`, each reading every pushed line
+/// until `stop`, counting them in the returned counter: subscribers that keep up, for the
+/// fan-out figures. Each connect and each answer is bounded by [`TEST_TIMEOUT`]. Join the set
+/// after cancelling `stop`.
+pub async fn reading_subscribers(
+    addr: &str,
+    count: usize,
+    topic: &str,
+    stop: &tokio_util::sync::CancellationToken,
+) -> (tokio::task::JoinSet<()>, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let delivered = std::sync::Arc::new(AtomicU64::new(0));
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let mut client = Client::connect(addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect");
+        assert_eq!(client.request(&format!("SUBSCRIBE {topic}")).await.expect("an answer"), "OK 1");
+        let (stop, delivered) = (stop.clone(), std::sync::Arc::clone(&delivered));
+        readers.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    pushed = client.next_push(None) => match pushed {
+                        Ok(_) => delivered.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => return,
+                    },
+                };
+            }
+        });
+    }
+    (readers, delivered)
+}
