@@ -1,6 +1,6 @@
 //! The running service minus its listeners: the job queue, the CPU pool, the watchdog, the
-//! counters and metrics, the health state, the shutdown tokens and the trackers that every task
-//! is spawned on.
+//! topics (and their relay, with `--fanout-url`), the counters and metrics, the health state,
+//! the shutdown tokens and the trackers that every task is spawned on.
 //!
 //! [`crate::Server`] feeds it TCP connections and serves its admin endpoints; the paused-time
 //! tests feed it `tokio::io::duplex` streams through [`App::spawn_connection`], and drive the
@@ -69,8 +69,8 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the job queue and the watchdog, answering the [`crate::commands::REGISTRY`]. Must be
-    /// called inside a tokio runtime.
+    /// Starts the job queue, the watchdog and (with `--fanout-url`) the fan-out relay, answering
+    /// the [`crate::commands::REGISTRY`]. Must be called inside a tokio runtime.
     pub fn start(config: &Config) -> Result<Self, StartError> {
         Self::start_with(config, Commands::registry())
     }

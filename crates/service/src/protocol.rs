@@ -21,7 +21,8 @@ pub enum ErrorCode {
     BadRequest,
     /// The line is longer than `max_line`; the connection closes after this answer.
     LineTooLong,
-    /// The CPU queue is full, or the connection limit is reached (load shedding): try again later.
+    /// A bound is reached (load shedding): the CPU queue, the connection limit, the topics, or
+    /// the fan-out relay's queue. Try again later.
     Busy,
     /// The job missed its deadline.
     Timeout,

@@ -230,8 +230,10 @@ impl Relay {
     /// docs); at drain, sends what is queued and ends.
     pub(crate) async fn run(mut self, topics: Arc<Topics>, drain: CancellationToken) {
         let mut backoff = Backoff::default();
-        // The first connection is no reconnection, and after it no message can have been lost.
-        let mut lost_once = false;
+        // Whether a connection was ever lost (the next one is a reconnection), and whether the
+        // relay has been disconnected since it last served (subscribers may have missed messages:
+        // the next connection tells them so).
+        let (mut lost_once, mut gap_due) = (false, false);
         loop {
             let connected = tokio::select! {
                 () = drain.cancelled() => break,
@@ -245,7 +247,7 @@ impl Relay {
                         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
                     tracing::info!(broker = %self.url, "fan-out broker reachable");
-                    let served = session.serve(&mut self.queue, &topics, &drain, lost_once).await;
+                    let served = session.serve(&mut self.queue, &topics, &drain, gap_due).await;
                     self.stats.up.store(false, Ordering::Relaxed);
                     match served {
                         Ok(()) => return,
@@ -261,6 +263,7 @@ impl Relay {
                     tracing::debug!(broker = %self.url, %error, "fan-out broker still out of reach")
                 }
             }
+            gap_due = true;
             // What was queued when the connection broke will not reach the broker.
             while let Ok(publish) = self.queue.try_recv() {
                 let _ = publish.reply.send(Err(RelayError::Unavailable));
