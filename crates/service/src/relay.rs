@@ -22,9 +22,9 @@
 //! * PUBLISH is refused at once with `ERR unavailable` (and `ERR busy` if the queue is full):
 //!   it never waits for the broker and nothing queues up. Every other command works as before.
 //! * The relay reconnects after a pause drawn at random below a bound that doubles from
-//!   [`MIN_BACKOFF`] to [`MAX_BACKOFF`] (full jitter, so replicas do not reconnect in step), then
-//!   subscribes to every local topic again and pushes `GAP <topic>` to each subscriber: messages
-//!   may be missing just before that line, and how many cannot be known.
+//!   [`MIN_BACKOFF`] to [`MAX_BACKOFF`] (full jitter, so replicas do not reconnect in step),
+//!   pushes `GAP <topic>` to each subscriber (messages may be missing just before that line, and
+//!   how many cannot be known), then subscribes to every local topic again.
 //! * Every Redis call is bounded: connecting by [`CONNECT_TIMEOUT`], each answer by
 //!   [`RESPONSE_TIMEOUT`]. The log says each change of state once.
 //!
@@ -321,8 +321,8 @@ impl Session {
         Ok(Self { subscriber, publisher, lost, subscribed: HashSet::new() })
     }
 
-    /// Subscribes to every local topic (and tells their subscribers of the gap, after an
-    /// outage), then follows the topics and sends PUBLISHes until the connection is lost (an
+    /// Tells every local subscriber of the gap (after an outage) and subscribes to every local
+    /// topic, then follows the topics and sends PUBLISHes until the connection is lost (an
     /// error) or `drain` (sends what is queued, then `Ok`).
     async fn serve(
         &mut self,
@@ -331,10 +331,12 @@ impl Session {
         drain: &CancellationToken,
         after_outage: bool,
     ) -> redis::RedisResult<()> {
-        self.follow(topics).await?;
+        // The GAP goes first: a message the broker pushes once subscribed can then never reach a
+        // subscriber ahead of it.
         if after_outage {
             topics.gap_everywhere();
         }
+        self.follow(topics).await?;
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             // Every branch is cancel-safe: `recv_many` loses nothing, and a `Notify` keeps its

@@ -287,8 +287,8 @@ fn two_replicas_on_one_redis_are_one_service_for_fan_out() {
     }
 }
 
-/// The broker killed mid-stream and started again: PING and PRIMES are answered throughout on
-/// both replicas, PUBLISH is refused at once during the outage, every subscriber is told of the
+/// The broker killed mid-stream and started again: PING and STATS are answered throughout on
+/// both replicas (the binary has no command of the tests' own, and the examples may be gone), PUBLISH is refused at once during the outage, every subscriber is told of the
 /// gap, and delivery resumes within 2 s of the broker being back.
 #[test]
 fn a_broker_outage_costs_only_publish_and_is_announced() {
@@ -320,7 +320,7 @@ fn a_broker_outage_costs_only_publish_and_is_announced() {
         for addr in addrs {
             let mut other = client(addr).await;
             assert_eq!(other.request("PING").await.unwrap(), "OK PONG");
-            assert_eq!(other.request("PRIMES 1000").await.unwrap(), "OK 168");
+            assert!(other.request("STATS").await.unwrap().starts_with("OK connections="));
             assert_eq!(other.request("SUBSCRIBE more").await.unwrap(), "OK 1", "subscribing works too");
         }
         assert_eq!(replicas[0].metric("fanout_broker_up"), 0.0);
