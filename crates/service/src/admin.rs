@@ -56,7 +56,6 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::job_queue::JobQueue;
 use crate::metrics::{Format, Metrics, Scrape};
-use crate::relay::RelayStats;
 use crate::stats::Stats;
 use crate::topics::Topics;
 
@@ -77,7 +76,6 @@ pub(crate) struct Endpoints {
     pub(crate) stats: Arc<Stats>,
     pub(crate) jobs: JobQueue,
     pub(crate) topics: Arc<Topics>,
-    pub(crate) relay: Option<Arc<RelayStats>>,
     pub(crate) runtime: Handle,
     pub(crate) config: Arc<Config>,
     /// Metric names start with it: the program's name in snake case.
@@ -118,7 +116,7 @@ impl Endpoints {
                     health,
                     jobs_queued: self.jobs.queued(),
                     topics: self.topics.count(),
-                    relay: self.relay.as_ref().map(|relay| relay.read()),
+                    relay: self.topics.relay_stats(),
                     runtime: self.runtime.clone(),
                 };
                 let format = Format::negotiate(accept);

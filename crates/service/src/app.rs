@@ -22,7 +22,7 @@ use crate::connection::Handler;
 use crate::health::Health;
 use crate::job_queue::JobQueue;
 use crate::metrics::Metrics;
-use crate::relay::{self, RelayStats};
+use crate::relay;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::topics::Topics;
@@ -55,8 +55,6 @@ pub struct App {
     metrics: Arc<Metrics>,
     jobs: JobQueue,
     topics: Arc<Topics>,
-    /// The fan-out relay's figures, with `--fanout-url`.
-    relay: Option<Arc<RelayStats>>,
     health: watch::Sender<Health>,
     shutdown: Shutdown,
     /// The service's work: connections and jobs.
@@ -102,13 +100,13 @@ impl App {
             background_stop.clone(),
         ));
         // With a broker, the relay is a tracked task that ends at drain, like the subscriptions.
-        let (relay, topics) = match &config.fanout_url {
-            None => (None, Arc::new(Topics::new(&config, Arc::clone(&stats), None))),
+        let topics = match &config.fanout_url {
+            None => Arc::new(Topics::new(&config, Arc::clone(&stats), None)),
             Some(url) => {
                 let (handle, relay) = relay::relay(url);
-                let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), Some(handle.clone())));
+                let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), Some(handle)));
                 tracker.spawn(relay.run(Arc::clone(&topics), shutdown.drain.clone()));
-                (Some(Arc::clone(handle.stats())), topics)
+                topics
             }
         };
         let shared = Shared::new(Parts {
@@ -133,7 +131,6 @@ impl App {
             metrics,
             jobs,
             topics,
-            relay,
             health,
             shutdown,
             tracker,
@@ -177,7 +174,6 @@ impl App {
             stats: Arc::clone(&self.stats),
             jobs: self.jobs.clone(),
             topics: Arc::clone(&self.topics),
-            relay: self.relay.clone(),
             runtime: tokio::runtime::Handle::current(),
             config: Arc::clone(&self.config),
             prefix: env!("CARGO_PKG_NAME").replace('-', "_").into(),

@@ -161,8 +161,13 @@ impl Topics {
         self.deliver(topic, delivery);
     }
 
+    /// With a relay, its figures: the broker reachable, reconnects, messages relayed, published.
+    pub(crate) fn relay_stats(&self) -> Option<(bool, u64, u64, u64)> {
+        self.relay.as_ref().map(|relay| relay.stats().read())
+    }
+
     /// Subscribers of `topic` here.
-    pub(crate) fn deliver_count(&self, topic: &str) -> usize {
+    pub(crate) fn local_subscribers(&self, topic: &str) -> usize {
         let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         channels.get(topic).map_or(0, broadcast::Sender::receiver_count)
     }

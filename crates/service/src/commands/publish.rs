@@ -40,7 +40,7 @@ fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Respons
         }
         // Through the broker: this replica's own subscribers are what it delivers.
         Published::Relayed(answer) => {
-            let here = context.topics().deliver_count(topic);
+            let here = context.topics().local_subscribers(topic);
             context.publish_budget.spend(here, tokio::time::Instant::now());
             Ok(context.wait(async move {
                 match answer.await {
