@@ -56,6 +56,7 @@ fn plan(addr: std::net::SocketAddr, connections: usize, depth: usize, requests: 
         requests: requests.iter().map(|request| (*request).to_owned()).collect(),
         connect_timeout: TEST_TIMEOUT,
         timeout: TEST_TIMEOUT,
+        tls: None,
     }
 }
 

@@ -40,6 +40,7 @@ async fn main() {
         requests: vec![publish],
         connect_timeout: PATIENCE,
         timeout: PATIENCE,
+        tls: None,
     };
     let started = Instant::now();
     let report = run(&plan, Arc::default()).await.expect("the publisher runs");

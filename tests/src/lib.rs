@@ -24,6 +24,7 @@
 //! no example command.
 
 pub mod commands;
+pub mod pki;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -31,7 +32,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use service::shutdown::Shutdown;
-use service::{App, Client, Config, Server};
+use service::tls::{ClientTls, Reloader};
+use service::{App, Client, ClientError, Config, Server};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -66,6 +68,24 @@ pub fn test_config() -> Config {
     }
 }
 
+/// [`test_config`] serving TLS with `pki`'s server certificate; when `mutual`, every client must
+/// present a certificate signed by `pki`'s CA.
+pub fn tls_config(pki: &pki::Pki, mutual: bool) -> Config {
+    Config {
+        tls_cert: Some(pki.server.cert.clone()),
+        tls_key: Some(pki.server.key.clone()),
+        tls_client_ca: mutual.then(|| pki.ca_cert.clone()),
+        ..test_config()
+    }
+}
+
+/// The certificate the server showed to a TLS client (DER).
+pub fn server_certificate<S>(client: &Client<tokio_rustls::client::TlsStream<S>>) -> Vec<u8> {
+    let connection = client.get_ref().expect("an open client").get_ref().1;
+    let chain = connection.peer_certificates().expect("the server showed a certificate");
+    chain[0].to_vec()
+}
+
 /// The service without a listener, fed `duplex` connections. For paused-time tests.
 pub struct Harness {
     /// The running service.
@@ -89,6 +109,18 @@ impl Harness {
     /// Opens a connection with a roomy pipe.
     pub fn connect(&self) -> Peer {
         self.connect_with_buffer(64 * 1024)
+    }
+
+    /// Opens a connection whose pipe holds `buffer` bytes each way, and shakes hands over it
+    /// with `tls` (to a [`tls_config`] service), without a bound: see [`Peer`].
+    pub async fn connect_tls(
+        &self,
+        tls: &ClientTls,
+        buffer: usize,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<DuplexStream>> {
+        let (client, server) = tokio::io::duplex(buffer);
+        self.app.spawn_connection(server, "duplex", None);
+        tls.handshake(client, tls.server_name_for("localhost:0")?).await
     }
 
     /// Shuts the service down (drain, grace, abort) and waits until every task has ended.
@@ -155,6 +187,8 @@ pub struct TestServer {
     stats: std::sync::Arc<service::Stats>,
     health: tokio::sync::watch::Receiver<service::Health>,
     shutdown: Shutdown,
+    /// With TLS: what reloads its certificate.
+    pub tls_reloader: Option<Reloader>,
     task: JoinHandle<()>,
 }
 
@@ -171,8 +205,9 @@ impl TestServer {
         let stats = std::sync::Arc::clone(server.stats());
         let shutdown = server.shutdown().clone();
         let health = server.watch_health();
+        let tls_reloader = server.tls_reloader().cloned();
         let task = tokio::spawn(server.run());
-        Self { addr, admin_addr, stats, health, shutdown, task }
+        Self { addr, admin_addr, stats, health, shutdown, tls_reloader, task }
     }
 
     /// A raw connection: bytes out, answer lines in, each wait bounded by [`TEST_TIMEOUT`].
@@ -187,6 +222,15 @@ impl TestServer {
     /// A connected client with [`TEST_TIMEOUT`] bounds.
     pub async fn client(&self) -> Client {
         Client::connect(self.addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect to the test server")
+    }
+
+    /// A client connected over TLS with `tls`, with [`TEST_TIMEOUT`] bounds; the server's
+    /// certificate must be for `127.0.0.1`.
+    pub async fn tls_client(
+        &self,
+        tls: &ClientTls,
+    ) -> Result<Client<tokio_rustls::client::TlsStream<TcpStream>>, ClientError> {
+        Client::connect_tls(&self.addr.to_string(), tls, TEST_TIMEOUT, TEST_TIMEOUT).await
     }
 
     /// The server's counters.

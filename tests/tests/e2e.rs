@@ -44,6 +44,7 @@ async fn stats_counts_connections_and_every_job_outcome() {
         [
             "connections=1",
             "rejected=0",
+            "handshakes_failed=0",
             "jobs_queued=0",
             "jobs_running=0",
             "jobs_done=1",
@@ -282,6 +283,7 @@ async fn load_measures_closed_and_open_loops_and_counts_errors() {
         requests: vec!["PING".to_owned()],
         connect_timeout: TEST_TIMEOUT,
         timeout: TEST_TIMEOUT,
+        tls: None,
     };
     let progress = Arc::new(AtomicU64::new(0));
     let closed = run(&plan, Arc::clone(&progress)).await.unwrap();
@@ -341,6 +343,7 @@ async fn load_counts_answers_that_answer_no_request() {
         requests: vec!["PING".to_owned()],
         connect_timeout: TEST_TIMEOUT,
         timeout: TEST_TIMEOUT,
+        tls: None,
     };
     let report = tokio::select! {
         report = run(&plan, std::sync::Arc::default()) => report.unwrap(),

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::relay;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+use crate::tls::{self, Acceptor, Handshake, Reloader};
 use crate::topics::Topics;
 use crate::watchdog;
 
@@ -38,6 +39,9 @@ pub enum StartError {
     /// `{:#}` prints it once.)
     #[error("cannot start the CPU pool")]
     CpuPool(#[from] cpu::ThreadPoolBuildError),
+    /// A TLS file cannot be used (`main` exits 2 for it: the flag is wrong).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -51,6 +55,8 @@ pub enum StartError {
 /// The service's shared state and tasks; see the module docs.
 pub struct App {
     handler: Handler,
+    /// With TLS: the handshake each connection runs first, and what reloads its certificate.
+    tls: Option<(Acceptor, Reloader)>,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     jobs: JobQueue,
@@ -68,7 +74,9 @@ pub struct App {
 
 impl App {
     /// Starts the job queue, the watchdog and (with `--fanout-url`) the fan-out relay, answering
-    /// the [`crate::commands::REGISTRY`]. Must be called inside a tokio runtime.
+    /// the [`crate::commands::REGISTRY`]. Must be called inside a tokio runtime. With
+    /// `--tls-cert` it reads the TLS files, which blocks: call it from sync code (as `main` does,
+    /// inside `Runtime::enter`) or on `spawn_blocking`.
     pub fn start(config: &Config) -> Result<Self, StartError> {
         Self::start_with(config, Commands::registry())
     }
@@ -85,6 +93,7 @@ impl App {
         let shutdown = Shutdown::default();
         let (tracker, background, background_stop) =
             (TaskTracker::new(), TaskTracker::new(), CancellationToken::new());
+        let tls = tls::start(&config, Arc::clone(&stats), background.clone())?;
         let jobs = JobQueue::start(
             Arc::clone(&config),
             Arc::clone(&stats),
@@ -127,6 +136,7 @@ impl App {
         );
         Ok(Self {
             handler,
+            tls,
             stats,
             metrics,
             jobs,
@@ -143,6 +153,11 @@ impl App {
     /// The service's counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// What reloads the TLS certificate, key and client CA; `None` without TLS.
+    pub fn tls_reloader(&self) -> Option<&Reloader> {
+        self.tls.as_ref().map(|(_, reloader)| reloader)
     }
 
     /// The settings it runs with.
@@ -208,8 +223,9 @@ impl App {
         self.shutdown.drain.cancel();
     }
 
-    /// Serves `stream` on a tracked task, in a span naming `peer`. `permit` (a connection-limit
-    /// slot) is held until the connection ends.
+    /// Serves `stream` on a tracked task, in a span naming `peer`; with TLS, after its handshake.
+    /// `permit` (a connection-limit slot) is held until the connection ends, so a handshake
+    /// holds one too, for `--tls-handshake-timeout` at most.
     pub fn spawn_connection<S>(
         &self,
         stream: S,
@@ -219,12 +235,22 @@ impl App {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let handler = self.handler.clone();
+        let acceptor = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
+        let (stats, drain) = (Arc::clone(&self.stats), self.shutdown.drain.clone());
         let span = tracing::info_span!("connection", %peer);
         self.tracker.spawn(
             async move {
                 let _permit = permit;
+                let _open = stats.open_connection();
                 tracing::debug!("open");
-                match handler.run(stream).await {
+                let served = match acceptor {
+                    None => handler.run(stream).await,
+                    Some(acceptor) => match acceptor.accept(stream, &drain).await {
+                        Handshake::Done(stream) => handler.run(stream).await,
+                        Handshake::Closed => return,
+                    },
+                };
+                match served {
                     Ok(()) => tracing::debug!("closed"),
                     Err(error) => error.log(),
                 }
@@ -237,7 +263,7 @@ impl App {
     /// `abort` is cancelled) for in-flight work, then abort what is left and wait for every task;
     /// the watchdog and the admin endpoints last.
     pub async fn stop(self) {
-        let Self { shutdown, health, tracker, background, background_stop, config, .. } = self;
+        let Self { shutdown, health, tracker, background, background_stop, config, tls, .. } = self;
         shutdown.begin.cancel();
         health.send_modify(|health| health.shutting_down = true);
         shutdown.drain.cancel();
@@ -252,6 +278,9 @@ impl App {
             tracing::warn!(?grace, "grace period over; answering what is left with ERR shutting-down");
             shutdown.abort.cancel();
             tracker.wait().await;
+        }
+        if let Some((acceptor, _)) = &tls {
+            acceptor.flush_log();
         }
         background_stop.cancel();
         background.close();

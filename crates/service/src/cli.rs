@@ -15,6 +15,7 @@ use crate::commands::Commands;
 use crate::config::Config;
 use crate::load::LoadPlan;
 use crate::telemetry::LogFormat;
+use crate::tls::ClientTlsArgs;
 
 /// A robust tokio service: timed TCP I/O, bounded queues, a CPU pool and graceful shutdown.
 #[derive(Debug, Parser)]
@@ -71,6 +72,9 @@ pub struct CallArgs {
     /// The request: a command and its argument, joined by spaces (`call PUBLISH news hello world`).
     #[arg(required = true, num_args = 1.., value_parser = without_line_break)]
     pub request: Vec<String>,
+    /// TLS, if the server speaks it.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// Flags of `load`; see [`crate::load`] for what it measures and how.
@@ -79,6 +83,9 @@ pub struct LoadArgs {
     /// What to send, how hard, and for how long.
     #[command(flatten)]
     pub plan: LoadPlan,
+    /// TLS, if the server speaks it.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -92,7 +99,8 @@ pub enum Exit {
     Ok = 0,
     /// 1: the server answered, with anything else (an `ERR` line).
     Err = 1,
-    /// 2: the command line was wrong; nothing was sent. (clap exits 2 for usage errors.)
+    /// 2: the command line was wrong (a TLS file that cannot be used too); nothing was sent.
+    /// (clap exits 2 for usage errors.)
     Usage = 2,
     /// 3: no complete answer came: refused, timed out, or closed before a full line.
     NoAnswer = 3,
@@ -263,6 +271,29 @@ mod tests {
             assert!(parse(&["load", flag, bad]).is_err(), "load {flag} {bad} was accepted");
         }
         assert!(parse(&["load", "--duration", "1ms", "--timeout", "1h"]).is_ok());
+    }
+
+    #[test]
+    fn client_tls_flags_need_tls_and_a_certificate_needs_its_key() {
+        for command in ["call", "load"] {
+            for args in [
+                &["--tls-ca", "ca.pem"][..],
+                &["--tls-server-name", "localhost"],
+                &["--tls", "--tls-cert", "c.pem"],
+                &["--tls", "--tls-key", "k.pem"],
+                &["--tls", "--tls-server-name", "not a name"],
+            ] {
+                let line: Vec<&str> =
+                    [command].into_iter().chain(args.iter().copied()).chain(["PING"]).collect();
+                assert!(parse(&line).is_err(), "{line:?} was accepted");
+            }
+        }
+        let Command::Call(call) =
+            parse(&["call", "--tls", "--tls-server-name", "::1", "PING"]).unwrap().command
+        else {
+            panic!("not call")
+        };
+        assert!(call.tls.tls && call.tls.tls_server_name.is_some());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The client: one connection, one request at a time or pipelined, every step under a timeout.
 //!
-//! `service call` uses it, and so do the end-to-end tests and the benchmark. Connecting is
-//! bounded by a connect timeout (a dropped SYN otherwise waits for the OS, minutes on Linux), each
-//! request by a request timeout. The client is generic over the stream, so tests run it over
+//! `service call` uses it, and so do the end-to-end tests and the benchmark; over TCP, or TLS
+//! ([`Client::connect_tls`]). Connecting, the TLS handshake included, is bounded by a connect
+//! timeout (a dropped SYN otherwise waits for the OS, minutes on Linux), each request by a
+//! request timeout. The client is generic over the stream, so tests run it over
 //! `tokio::io::duplex`, or inject a connector that never completes.
 //!
 //! Waiting for an answer is not cancel-safe as a whole: after a timeout the answer may still
@@ -22,10 +23,12 @@ use futures_util::{SinkExt, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::time;
+use tokio_rustls::client::TlsStream;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder, Framed, LinesCodec, LinesCodecError};
 
 use crate::protocol::is_push;
+use crate::tls::ClientTls;
 
 /// The longest answer line the client accepts: the server's answers are bounded by its
 /// `max_line` (an answer may repeat its request), so anything longer is not our server.
@@ -132,6 +135,25 @@ impl Client<TcpStream> {
     }
 }
 
+impl Client<TlsStream<TcpStream>> {
+    /// Connects over TLS: TCP, then the handshake, both within `connect_timeout`. The server's
+    /// certificate must carry the name `tls` gives, or the host of `addr`.
+    pub async fn connect_tls(
+        addr: &str,
+        tls: &ClientTls,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let connector = async {
+            let server_name = tls.server_name_for(addr)?;
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            tls.handshake(stream, server_name).await
+        };
+        Self::connect_with(connector, connect_timeout, request_timeout).await
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Connects with any connector future, bounded by `connect_timeout`.
     pub async fn connect_with(
@@ -198,6 +220,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             self.connection = None;
         }
         result
+    }
+}
+
+impl<S> Client<S> {
+    /// The stream under the client (a TLS stream tells what the server showed); `None` once
+    /// the client is closed.
+    pub fn get_ref(&self) -> Option<&S> {
+        self.connection.as_ref().map(Framed::get_ref)
     }
 }
 

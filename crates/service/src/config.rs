@@ -16,6 +16,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
@@ -34,6 +35,24 @@ pub struct Config {
     /// like `--listen`; a container sets 0.0.0.0:7879 so that probes and Prometheus reach it.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7879")]
     pub admin_listen: SocketAddr,
+
+    /// PEM certificate chain (the server's first) to serve TLS with, with --tls-key; without
+    /// them, plain TCP. SIGHUP reads it, the key and the client CA again.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: every client must then present a certificate that chains to one
+    /// (mutual TLS). Without it, any client may connect over TLS.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// With TLS, time for a new connection's handshake, counted once it has a connection slot.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration(MILLISECOND..=MINUTE))]
+    pub tls_handshake_timeout: Duration,
 
     /// Connections open at once; one more is answered `ERR busy` and closed.
     #[arg(long, value_name = "N", default_value = "1024", value_parser = count(1..=1_000_000))]
@@ -138,6 +157,7 @@ pub struct Config {
 
 pub(crate) const MILLISECOND: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
 const FIVE_MINUTES: Duration = Duration::from_secs(300);
 pub(crate) const HOUR: Duration = Duration::from_secs(3600);
 pub(crate) const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -279,6 +299,18 @@ mod tests {
         assert!(refused.contains("2h is not between 1ms and 1h"), "{refused}");
         assert!(parse(&["--idle-timeout", "0s"]).is_err());
         assert_eq!(parse(&["--shutdown-grace", "0s"]).unwrap().shutdown_grace, Duration::ZERO);
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_its_key_or_neither() {
+        assert_eq!(parse(&[]).unwrap().tls_cert, None, "plain TCP by default");
+        let both = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(both.tls_key, Some(PathBuf::from("k.pem")));
+        for alone in [&["--tls-cert", "c.pem"][..], &["--tls-key", "k.pem"], &["--tls-client-ca", "ca.pem"]] {
+            let refused = parse(alone).unwrap_err();
+            assert!(refused.contains("required arguments were not provided"), "{alone:?}: {refused}");
+        }
+        assert!(parse(&["--tls-handshake-timeout", "2m"]).is_err());
     }
 
     #[test]

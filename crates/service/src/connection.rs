@@ -109,7 +109,6 @@ impl Handler {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let _open = self.stats.open_connection();
         let max_in_flight = self.config.max_in_flight.get();
         // Bounded: a line, its `\r\n`, and the read-ahead.
         let read_limit = self.config.max_line.get().saturating_add(2 + READ_AHEAD);

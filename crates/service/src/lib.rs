@@ -16,6 +16,7 @@
 //! * `app`: the service's shared state and tasks;
 //! * [`shutdown`]: the shutdown protocol's three steps and the signals;
 //! * `watchdog`, `stats`, `log_throttle`: stall detection, counters, rate-limited logging;
+//! * [`tls`]: TLS on the service port (with certificate reload) and for the clients;
 //! * `client`: the client, for `call`, tests and benchmarks;
 //! * [`load`]: the load generator, for `load` and the benchmarks;
 //! * [`cli`], `config`, [`telemetry`]: the command line, settings and logging.
@@ -24,7 +25,7 @@
 //!
 //! Items are `pub(crate)` unless something outside the crate needs them, and each public type
 //! has one path: a module is public when it is a namespace its users name ([`cli`],
-//! [`commands`], [`load`], [`protocol`], [`shutdown`], [`telemetry`]), otherwise private with its
+//! [`commands`], [`load`], [`protocol`], [`shutdown`], [`telemetry`], [`tls`]), otherwise private with its
 //! types re-exported here.
 //!
 //! * the binary (`main.rs`, a crate of its own) needs [`cli`], [`telemetry`], [`shutdown`],
@@ -63,6 +64,7 @@ mod stats;
 pub mod telemetry;
 #[cfg(test)]
 mod test_log;
+pub mod tls;
 mod topics;
 mod watchdog;
 
@@ -72,4 +74,4 @@ pub use config::{Config, ConfigError};
 pub use health::Health;
 pub use relay::FanoutUrl;
 pub use server::Server;
-pub use stats::{GaugeGuard, JobOutcome, Stats};
+pub use stats::{GaugeGuard, HandshakeFailure, JobOutcome, Stats};

@@ -34,17 +34,19 @@ use std::time::Duration;
 
 use futures_util::{FutureExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{self, Instant};
 use tokio_util::codec::{FramedRead, LinesCodec};
+use tokio_util::either::Either;
 
 use clap::builder::TypedValueParser as _;
 
 use crate::client::{ClientError, MAX_RESPONSE};
 use crate::config::{DAY, HOUR, MILLISECOND, duration};
 use crate::protocol::{is_ok, is_push};
+use crate::tls::ClientTls;
 
 /// How long a connection waits, at the end, for the server to close after its half-close.
 const DRAIN_WAIT: Duration = Duration::from_millis(250);
@@ -75,6 +77,10 @@ pub struct LoadPlan {
     /// Time for each answer, from its request's sending.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = duration(MILLISECOND..=HOUR))]
     pub timeout: Duration,
+    /// TLS, or `None` for plain TCP. (`load` fills it from its `--tls` flags, see
+    /// [`crate::tls::ClientTlsArgs::load`].)
+    #[arg(skip)]
+    pub tls: Option<ClientTls>,
     /// The request lines, sent in turn (quote each: `load "PING" "STATS"`).
     #[arg(default_value = "PING", value_parser = crate::cli::without_line_break)]
     pub requests: Vec<String>,
@@ -160,16 +166,24 @@ pub async fn run(plan: &LoadPlan, progress: Arc<AtomicU64>) -> Result<LoadReport
         Ok(Err(error)) => return Err(ClientError::Connect(error).into()),
         Err(_elapsed) => return Err(ClientError::ConnectTimeout(plan.connect_timeout).into()),
     };
-    // Connect everything first, so connecting is not measured.
+    // Connect everything first, so connecting (and shaking hands) is not measured.
     let mut streams = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
-        let stream = match time::timeout(plan.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
+        let connect = async {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            match &plan.tls {
+                None => Ok(Either::Left(stream)),
+                Some(tls) => {
+                    Ok(Either::Right(tls.handshake(stream, tls.server_name_for(&plan.addr)?).await?))
+                }
+            }
+        };
+        match time::timeout(plan.connect_timeout, connect).await {
+            Ok(Ok(stream)) => streams.push(stream),
             Ok(Err(error)) => return Err(ClientError::Connect(error).into()),
             Err(_elapsed) => return Err(ClientError::ConnectTimeout(plan.connect_timeout).into()),
-        };
-        stream.set_nodelay(true).map_err(ClientError::Connect)?;
-        streams.push(stream);
+        }
     }
     let start = Instant::now();
     let end = start + plan.duration;
@@ -220,16 +234,17 @@ fn latency_histogram() -> Histogram<u64> {
 }
 
 /// One connection's loop: send what is due (up to `depth` in flight), read answers, record.
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     plan: &LoadPlan,
     first: Instant,
     end: Instant,
     interval: Option<Duration>,
     progress: &AtomicU64,
 ) -> Result<Tally, ClientError> {
-    let (reader, mut writer) = stream.into_split();
-    let mut answers = FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_RESPONSE));
+    // One stream, no split: writing and reading take turns here. Writes go to the stream under
+    // the reader (`get_mut`), which leaves the reader's buffer alone.
+    let mut answers = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_RESPONSE));
     let mut latency = latency_histogram();
     // When each request in flight was due (open loop) or sent (closed loop), oldest first.
     let mut in_flight: VecDeque<(Instant, Instant)> = VecDeque::with_capacity(plan.depth);
@@ -252,7 +267,7 @@ async fn connection(
             };
         }
         if !buffer.is_empty() {
-            match time::timeout(plan.timeout, writer.write_all(&buffer)).await {
+            match time::timeout(plan.timeout, answers.get_mut().write_all(&buffer)).await {
                 Ok(written) => written.map_err(ClientError::Io)?,
                 Err(_elapsed) => return Err(ClientError::Timeout(plan.timeout)),
             }
@@ -310,7 +325,7 @@ async fn connection(
     // Every request has its answer. Half-close, and count what still comes until the server
     // closes: lines that answer nothing.
     let drained = async {
-        writer.shutdown().await?;
+        answers.get_mut().shutdown().await?;
         while let Some(line) = answers.next().await {
             if !is_push(&line?) {
                 unexpected += 1;

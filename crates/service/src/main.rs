@@ -4,21 +4,23 @@
 //! across the cores), `call` a `current_thread` one (one connection; no threads to start), `load`
 //! a multi-threaded one (the client must not be the bottleneck).
 //!
-//! Exit status: `serve` exits 0 after a graceful shutdown and 1 if it cannot start (a port it
-//! cannot bind, a fan-out broker that does not answer); `call` and
-//! `load` as [`Exit`] says; a usage error exits 2 (clap's convention) before anything starts.
+//! Exit status: `serve` exits 0 after a graceful shutdown, 1 if it cannot start (a port it
+//! cannot bind, a fan-out broker that does not answer) and 2 for a TLS file it cannot use (a
+//! wrong flag); `call` and `load` as [`Exit`] says; a usage error exits 2 (clap's convention)
+//! before anything starts.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use service::cli::{CallArgs, Command, Exit, LoadArgs, ServeArgs};
 use service::shutdown::Signals;
-use service::{Client, Server, telemetry};
+use service::{Client, ClientError, Server, StartError, telemetry};
 
 fn main() -> ExitCode {
+    service::tls::install_default_provider();
     let cli = service::cli::parse();
     let outcome = match cli.command {
-        Command::Serve(args) => serve(&args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve(&args),
         Command::Call(args) => Ok(call(&args).into()),
         Command::Load(args) => load(&args).map(ExitCode::from),
     };
@@ -29,43 +31,61 @@ fn main() -> ExitCode {
     })
 }
 
-fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let logging = telemetry::init(args.log_format)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
-    runtime.block_on(async {
-        // Before binding: once a client can connect, a signal must find its handler installed.
-        let mut signals = Signals::install().context("cannot listen for shutdown signals")?;
-        // A broker that does not answer now is a wrong address or password: refuse to start
-        // (each step bounded) rather than serve with fan-out silently broken.
-        if let Some(url) = &args.config.fanout_url {
-            url.check().await.map_err(|error| anyhow::anyhow!("--fanout-url {url}: {error}"))?;
+    // Signals, sockets and tasks need a runtime's context; nothing runs until `block_on`.
+    let _context = runtime.enter();
+    // Before binding: once a client can connect, a signal must find its handler installed.
+    let mut signals = Signals::install().context("cannot listen for shutdown signals")?;
+    // A broker that does not answer now is a wrong address or password: refuse to start
+    // (each step bounded) rather than serve with fan-out silently broken.
+    if let Some(url) = &args.config.fanout_url {
+        runtime.block_on(url.check()).map_err(|error| anyhow::anyhow!("--fanout-url {url}: {error}"))?;
+    }
+    // Here, in sync code, because with TLS binding reads the certificate files. A file that
+    // cannot be used is a wrong flag: status 2, as for any usage error.
+    let server = match Server::bind(&args.config) {
+        Err(StartError::Tls(error)) => {
+            eprintln!("error: {error}");
+            return Ok(Exit::Usage.into());
         }
-        let server = Server::bind(&args.config)?;
+        bound => bound?,
+    };
+    let reload = server.tls_reloader().cloned();
+    runtime.block_on(async {
         let shutdown = server.shutdown().clone();
         let run = server.run();
         tokio::pin!(run);
         tokio::select! {
-            () = &mut run => return anyhow::Ok(()),
-            signal = signals.stop() => tracing::info!(signal, "shutting down"),
+            () = &mut run => return,
+            signal = signals.stop(reload.as_ref()) => tracing::info!(signal, "shutting down"),
         }
         shutdown.begin.cancel();
         tokio::select! {
-            () = &mut run => return Ok(()),
-            signal = signals.stop() => tracing::warn!(signal, "second signal: cutting the grace period short"),
+            () = &mut run => return,
+            signal = signals.stop(reload.as_ref()) => tracing::warn!(signal, "second signal: cutting the grace period short"),
         }
         shutdown.abort.cancel();
         run.await;
-        Ok(())
-    })?;
+    });
     let dropped = logging.dropped_lines();
     if dropped > 0 {
         tracing::warn!(dropped, "log lines were dropped because stderr did not keep up");
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn call(args: &CallArgs) -> Exit {
+    // Before the runtime: the TLS files and the system's roots are read from disk.
+    let tls = match args.tls.load() {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Exit::Usage;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -73,6 +93,20 @@ fn call(args: &CallArgs) -> Exit {
             return Exit::NoAnswer;
         }
     };
+    runtime.block_on(async {
+        let (addr, connect, timeout) = (args.addr.as_str(), args.connect_timeout, args.timeout);
+        match &tls {
+            None => converse(args, Client::connect(addr, connect, timeout).await).await,
+            Some(tls) => converse(args, Client::connect_tls(addr, tls, connect, timeout).await).await,
+        }
+    })
+}
+
+/// `call` once connected (or not): the request, its answer, then any pushed lines.
+async fn converse<S>(args: &CallArgs, connected: Result<Client<S>, ClientError>) -> Exit
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let request = args.request.join(" ");
     // Answers and pushes carry other peers' bytes: on a terminal, show what could act on it.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -83,39 +117,37 @@ fn call(args: &CallArgs) -> Exit {
             println!("{line}");
         }
     };
-    runtime.block_on(async {
-        let answer = async {
-            let mut client = Client::connect(args.addr.as_str(), args.connect_timeout, args.timeout).await?;
-            client.request(&request).await.map(|line| (client, line))
-        };
-        let (mut client, line) = match answer.await {
-            Ok(answered) => answered,
-            Err(error) => {
-                eprintln!("error: {}: {error}", args.addr);
-                return Exit::NoAnswer;
-            }
-        };
-        show(&line);
-        let exit = Exit::for_answer(&line);
-        // Pushed lines follow an OK to a command that subscribes, or when --count asks for them.
-        let pushes = args.count.or_else(|| subscribes(&request).then_some(u64::MAX)).unwrap_or(0);
-        if exit != Exit::Ok {
-            return exit;
+    let answer = async {
+        let mut client = connected?;
+        client.request(&request).await.map(|line| (client, line))
+    };
+    let (mut client, line) = match answer.await {
+        Ok(answered) => answered,
+        Err(error) => {
+            eprintln!("error: {}: {error}", args.addr);
+            return Exit::NoAnswer;
         }
-        for _ in 0..pushes {
-            tokio::select! {
-                push = client.next_push(None) => match push {
-                    Ok(push) => show(&push),
-                    Err(error) => {
-                        eprintln!("error: {}: {error}", args.addr);
-                        break;
-                    }
-                },
-                _ = tokio::signal::ctrl_c() => break,
-            }
+    };
+    show(&line);
+    let exit = Exit::for_answer(&line);
+    // Pushed lines follow an OK to a command that subscribes, or when --count asks for them.
+    let pushes = args.count.or_else(|| subscribes(&request).then_some(u64::MAX)).unwrap_or(0);
+    if exit != Exit::Ok {
+        return exit;
+    }
+    for _ in 0..pushes {
+        tokio::select! {
+            push = client.next_push(None) => match push {
+                Ok(push) => show(&push),
+                Err(error) => {
+                    eprintln!("error: {}: {error}", args.addr);
+                    break;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => break,
         }
-        exit
-    })
+    }
+    exit
 }
 
 /// Whether the request's command may push lines after its answer (the registry says).
@@ -131,11 +163,19 @@ fn load(args: &LoadArgs) -> anyhow::Result<Exit> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    // Before the runtime: the TLS files and the system's roots are read from disk.
+    let plan = match args.tls.load() {
+        Ok(tls) => service::load::LoadPlan { tls, ..args.plan.clone() },
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(Exit::Usage);
+        }
+    };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
         let progress = Arc::new(AtomicU64::new(0));
-        let run = service::load::run(&args.plan, Arc::clone(&progress));
+        let run = service::load::run(&plan, Arc::clone(&progress));
         tokio::pin!(run);
         let live = std::io::stderr().is_terminal();
         let mut ticks = tokio::time::interval(std::time::Duration::from_millis(250));

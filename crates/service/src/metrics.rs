@@ -21,7 +21,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use crate::health::Health;
-use crate::stats::{JobOutcome, Stats};
+use crate::stats::{HandshakeFailure, JobOutcome, Stats};
 
 /// Upper bounds of the latency buckets, in seconds: 100 µs to a minute (the longest job
 /// deadline is an hour, but a request that takes a minute is already an outage).
@@ -220,6 +220,16 @@ impl Collector for Scrape {
             "Connections refused at the connection limit",
             stats.rejected(),
         )?;
+        let mut handshakes = encoder.encode_descriptor(
+            "tls_handshake_failures",
+            "TLS handshakes failed, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in HandshakeFailure::ALL {
+            let value = ConstCounter::new(stats.handshakes_failed(reason));
+            value.encode(handshakes.encode_family(&[("reason", reason.name())])?)?;
+        }
         gauge(&mut encoder, "jobs_queued", "CPU jobs waiting for a worker", self.jobs_queued as f64)?;
         gauge(&mut encoder, "jobs_running", "CPU jobs running now", stats.running_jobs() as f64)?;
         let mut jobs =

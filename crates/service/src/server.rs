@@ -78,7 +78,8 @@ pub struct Server {
 impl Server {
     /// Binds `config.listen` with a listen backlog of `config.backlog`, and the admin listener on
     /// `config.admin_listen`, then starts the service (the job queue and watchdog run from now),
-    /// answering the [`crate::commands::REGISTRY`]. Must be called inside a tokio runtime.
+    /// answering the [`crate::commands::REGISTRY`]. Must be called inside a tokio runtime; with
+    /// TLS it reads files, so call it from sync code (see [`App::start`]).
     pub fn bind(config: &Config) -> Result<Self, StartError> {
         Self::bind_with(config, Commands::registry())
     }
@@ -116,6 +117,11 @@ impl Server {
     /// cut the grace period short.
     pub fn shutdown(&self) -> &Shutdown {
         self.app.shutdown()
+    }
+
+    /// What reloads the TLS certificate, key and client CA; `None` without TLS.
+    pub fn tls_reloader(&self) -> Option<&crate::tls::Reloader> {
+        self.app.tls_reloader()
     }
 
     /// A receiver of the health state, as the admin endpoints see it.

@@ -45,8 +45,8 @@ impl Default for Shutdown {
 pub enum Signal {
     /// SIGINT (Ctrl-C) or SIGTERM (what `docker stop` and Kubernetes send): shut down.
     Stop(&'static str),
-    /// SIGHUP: reload what can be reloaded. A closed terminal or a supervisor's "reload" sends
-    /// it, and neither means "stop".
+    /// SIGHUP: reload what can be reloaded (the TLS certificate). A closed terminal or a
+    /// supervisor's "reload" sends it, and neither means "stop".
     Reload,
     /// SIGUSR1, SIGUSR2 or SIGALRM: nothing uses them, and their default action (ending the
     /// process at once, with no drain) is never what a stray one means. Logged and ignored.
@@ -117,13 +117,20 @@ impl Signals {
         }
     }
 
-    /// Waits for a signal to stop, logging every other signal as it comes.
-    pub async fn stop(&mut self) -> &'static str {
+    /// Waits for a signal to stop. Meanwhile SIGHUP reloads the TLS certificate with `reload`
+    /// (without TLS there is nothing to reload, and it is logged and ignored), and every other
+    /// signal is logged as it comes.
+    pub async fn stop(&mut self, reload: Option<&crate::tls::Reloader>) -> &'static str {
         loop {
             match self.recv().await {
                 Signal::Stop(name) => return name,
-                // Nothing is reloadable yet; this is where a reload goes.
-                Signal::Reload => tracing::info!(signal = "SIGHUP", "nothing to reload; going on"),
+                // The reload logs its outcome, and a refused one changes nothing: go on.
+                Signal::Reload => match reload {
+                    Some(reload) => {
+                        let _ = reload.reload().await;
+                    }
+                    None => tracing::info!(signal = "SIGHUP", "nothing to reload; going on"),
+                },
                 Signal::Ignored(name) => tracing::info!(signal = name, "ignored"),
             }
         }

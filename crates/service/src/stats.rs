@@ -15,6 +15,8 @@ use std::time::Duration;
 pub struct Stats {
     connections: AtomicU64,
     rejected: AtomicU64,
+    /// TLS handshakes failed, one counter per [`HandshakeFailure`], in the order of its `ALL`.
+    handshakes_failed: [AtomicU64; HandshakeFailure::ALL.len()],
     jobs_running: AtomicU64,
     /// Jobs ended, one counter per [`JobOutcome`], in the order of [`JobOutcome::ALL`].
     jobs_ended: [AtomicU64; JobOutcome::ALL.len()],
@@ -60,6 +62,36 @@ impl JobOutcome {
     }
 }
 
+/// Why a TLS handshake failed: which failure counter goes up. The reasons are ours, never the
+/// peer's text, so a metric label cannot grow with what peers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// It did not finish within `--tls-handshake-timeout`.
+    Timeout,
+    /// A certificate was refused: the client's (none, an unknown CA, expired), or ours by the
+    /// client.
+    Certificate,
+    /// The peer did not speak TLS (plaintext, garbage) or broke its rules.
+    Protocol,
+    /// The peer closed or reset the connection mid-handshake.
+    Closed,
+}
+
+impl HandshakeFailure {
+    /// Every reason, in the order `/metrics` lists them.
+    pub const ALL: [Self; 4] = [Self::Timeout, Self::Certificate, Self::Protocol, Self::Closed];
+
+    /// Its name: `/metrics` labels it `reason="<name>"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Certificate => "certificate",
+            Self::Protocol => "protocol",
+            Self::Closed => "closed",
+        }
+    }
+}
+
 /// A gauge held up while this guard lives.
 #[must_use = "the gauge goes down again when the guard is dropped"]
 pub struct GaugeGuard<'a>(&'a AtomicU64);
@@ -86,6 +118,16 @@ impl Stats {
     /// Counts a connection refused at the connection limit.
     pub fn count_rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn count_handshake_failure(&self, reason: HandshakeFailure) {
+        self.handshakes_failed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// TLS handshakes that failed for `reason` so far.
+    pub fn handshakes_failed(&self, reason: HandshakeFailure) -> u64 {
+        self.handshakes_failed[reason as usize].load(Ordering::Relaxed)
     }
 
     /// Counts a job that is over.
@@ -164,9 +206,10 @@ impl Stats {
         use std::fmt::Write as _;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let mut text = format!(
-            "connections={} rejected={} jobs_queued={jobs_queued} jobs_running={}",
+            "connections={} rejected={} handshakes_failed={} jobs_queued={jobs_queued} jobs_running={}",
             load(&self.connections),
             load(&self.rejected),
+            self.handshakes_failed.iter().map(load).sum::<u64>(),
             load(&self.jobs_running),
         );
         for outcome in JobOutcome::ALL {
@@ -199,6 +242,17 @@ mod tests {
     }
 
     #[test]
+    fn every_handshake_failure_has_its_own_counter_and_stats_sums_them() {
+        let stats = Stats::default();
+        for (index, reason) in HandshakeFailure::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, index, "ALL is in declaration order");
+            stats.count_handshake_failure(reason);
+            assert_eq!(stats.handshakes_failed(reason), 1, "{}", reason.name());
+        }
+        assert!(stats.render(0, 0).contains(" handshakes_failed=4 "));
+    }
+
+    #[test]
     fn gauges_fall_when_their_guard_drops_and_lag_keeps_the_worst() {
         let stats = Stats::default();
         let first = stats.open_connection();
@@ -216,7 +270,7 @@ mod tests {
         stats.count_missed(3);
         assert_eq!(
             stats.render(4, 2),
-            "connections=0 rejected=0 jobs_queued=4 jobs_running=0 jobs_done=0 jobs_shed=1 \
+            "connections=0 rejected=0 handshakes_failed=0 jobs_queued=4 jobs_running=0 jobs_done=0 jobs_shed=1 \
              jobs_panicked=0 jobs_timed_out=0 jobs_abandoned=1 jobs_cancelled=0 topics=2 \
              messages_published=0 messages_delivered=0 messages_missed=3 worst_lag_ms=7"
         );

@@ -14,38 +14,17 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use service::Client;
 
-const BINARY: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
-/// The bound on any wait.
-const PATIENCE: Duration = Duration::from_secs(10);
+mod common;
 
-/// `redis-server`, if installed. Skipping is said once per run; under `CI=true` it fails.
+use common::{BINARY, PATIENCE};
+
+/// `redis-server`, if installed (see [`common::required_program`]).
 fn redis_server() -> Option<PathBuf> {
-    static SKIPPED: Once = Once::new();
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("redis-server"))
-        .find(|path| path.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true, but redis-server is not installed (Debian: apt-get install redis-server)"
-        );
-        // Written to stderr itself: the test harness keeps what `eprintln!` says to itself when a
-        // test passes, and this must be seen.
-        SKIPPED.call_once(|| {
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped the fan-out broker tests: redis-server is not installed (Debian: apt-get install redis-server)"
-            );
-        });
-    }
-    found
+    common::required_program("redis-server", "redis-server", "fan-out broker tests")
 }
 
 /// A free loopback port (bound, then released for the child to take).

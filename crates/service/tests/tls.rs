@@ -1,0 +1,188 @@
+//! TLS as an operator runs it: the real binary with `--tls-cert`, its refusals of files it cannot
+//! use, its reload on SIGHUP, and `openssl s_client` (Debian's `openssl`), a client nobody here
+//! wrote. Without `openssl` that test says once that it was skipped; under `CI=true` it fails.
+#![cfg(unix)]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "tests that start and wait on child processes, with a runtime of their own for the clients"
+)]
+
+mod common;
+#[path = "../../../tests/src/pki.rs"]
+mod pki;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use common::{BINARY, PATIENCE, listening_addr, signal, wait};
+use pki::{Identity, Pki};
+use service::Client;
+use service::tls::ClientTls;
+
+/// `serve` on loopback with `args`, its stderr piped.
+fn serve(args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cpu-threads", "1"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temp path")
+}
+
+/// A TLS server of `pki`'s certificate (mutual TLS with `mutual`), its address, and its log
+/// lines as they come.
+fn start(pki: &Pki, mutual: bool) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    let mut args = vec!["--tls-cert", path(&pki.server.cert), "--tls-key", path(&pki.server.key)];
+    if mutual {
+        args.extend(["--tls-client-ca", path(&pki.ca_cert)]);
+    }
+    let mut child = serve(&args).spawn().expect("start the binary");
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+    let addr = listening_addr(&mut stderr);
+    let (lines, log) = mpsc::channel();
+    // Keep reading stderr, so that a full pipe never holds the service up.
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, addr, log)
+}
+
+/// Waits (bounded) for a log line that holds `text`.
+fn logged(log: &mpsc::Receiver<String>, text: &str) -> String {
+    loop {
+        let line = log.recv_timeout(PATIENCE).unwrap_or_else(|_| panic!("no log line with {text:?}"));
+        if line.contains(text) {
+            return line;
+        }
+    }
+}
+
+type TlsClient = Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A TLS client of the server at `addr`, and the certificate the server showed it (DER).
+async fn connect(addr: SocketAddr, tls: &ClientTls) -> (TlsClient, Vec<u8>) {
+    let client =
+        Client::connect_tls(&addr.to_string(), tls, PATIENCE, PATIENCE).await.expect("connect over TLS");
+    let connection = client.get_ref().expect("open").get_ref().1;
+    let shown = connection.peer_certificates().expect("a server certificate")[0].to_vec();
+    (client, shown)
+}
+
+/// Each TLS flag with a file it cannot use: a missing one, a directory, one that is not PEM, and
+/// a key that is not the certificate's. Each is refused before serving: status 2, one line that
+/// names the flag.
+#[test]
+fn every_tls_flag_refuses_a_file_it_cannot_use_with_one_line_and_status_2() {
+    let pki = Pki::new();
+    let not_pem = pki.path("not.pem");
+    std::fs::write(&not_pem, "hello, not a certificate\n").expect("write");
+    let missing = pki.path("missing.pem");
+    let directory = pki.path("");
+    let (cert, key) = (path(&pki.server.cert), path(&pki.server.key));
+    let mut cases = Vec::new();
+    for bad in [path(&missing), path(&directory), path(&not_pem)] {
+        cases.push(("--tls-cert", vec!["--tls-cert", bad, "--tls-key", key]));
+        cases.push(("--tls-key", vec!["--tls-cert", cert, "--tls-key", bad]));
+        cases.push(("--tls-client-ca", vec!["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", bad]));
+    }
+    cases.push(("--tls-key", vec!["--tls-cert", cert, "--tls-key", path(&pki.client.key)]));
+    cases.push(("--tls-key", vec!["--tls-cert", cert]));
+    for (flag, args) in cases {
+        let output = serve(&args).output().expect("run the binary");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line, got {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}
+
+/// SIGHUP reads the files again: new connections see the renewed certificate and an open
+/// connection keeps working; a broken file is refused with one log line, and the certificate in
+/// use stays.
+#[test]
+fn sighup_reloads_the_certificate_and_keeps_the_old_one_when_the_new_is_broken() {
+    let pki = Pki::new();
+    let (mut child, addr, log) = start(&pki, false);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let tls = pki.client_tls(None);
+    let (mut old, shown) = runtime.block_on(connect(addr, &tls));
+    assert_eq!(shown, pki.server.der, "the certificate of --tls-cert");
+
+    let renewed = pki.renew_server();
+    signal(&child, "HUP");
+    logged(&log, "TLS certificate reloaded");
+    let (_, shown) = runtime.block_on(connect(addr, &tls));
+    assert_eq!(shown, renewed, "a new connection sees the renewed certificate");
+    assert_eq!(runtime.block_on(old.request("PING")).expect("the old connection works"), "OK PONG");
+
+    std::fs::write(&pki.server.cert, "-----BEGIN CERTIFICATE-----\nbroken\n").expect("write");
+    signal(&child, "HUP");
+    let refused = logged(&log, "TLS reload refused");
+    assert!(refused.contains("--tls-cert"), "the line names the flag: {refused}");
+    let (mut new, shown) = runtime.block_on(connect(addr, &tls));
+    assert_eq!(shown, renewed, "the certificate in use stays");
+    assert_eq!(runtime.block_on(new.request("PING")).expect("served"), "OK PONG");
+
+    signal(&child, "TERM");
+    assert_eq!(wait(&mut child).code(), Some(0));
+}
+
+/// `openssl s_client` sends PING and reads OK PONG, with a client certificate under mutual TLS,
+/// and gets no answer without one, or with one the server must refuse.
+#[test]
+fn openssl_s_client_talks_to_the_service_and_needs_a_certificate_under_mutual_tls() {
+    let Some(openssl) = common::required_program("openssl", "openssl", "openssl s_client test") else {
+        return;
+    };
+    let pki = Pki::new();
+    let (mut child, addr, _log) = start(&pki, true);
+    let s_client = |identity: Option<&Identity>| {
+        let mut command = Command::new(&openssl);
+        command
+            .args(["s_client", "-quiet", "-verify_return_error", "-connect", &addr.to_string()])
+            .args(["-CAfile", path(&pki.ca_cert)]);
+        if let Some(identity) = identity {
+            command.args(["-cert", path(&identity.cert), "-key", path(&identity.key)]);
+        }
+        let mut client = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl");
+        client.stdin.as_mut().expect("piped").write_all(b"PING\n").expect("send PING");
+        // Read on a thread, so the wait for the answer is bounded.
+        let stdout = BufReader::new(client.stdout.take().expect("piped"));
+        let (lines, answers) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let answer = answers.recv_timeout(PATIENCE).ok();
+        // `-quiet` keeps s_client open after its stdin ends: stop it here.
+        let _ = client.kill();
+        let _ = client.wait();
+        let _ = reader.join();
+        answer
+    };
+    assert_eq!(s_client(Some(&pki.client)).as_deref(), Some("OK PONG"));
+    assert_eq!(s_client(None), None, "no answer without a client certificate");
+    assert_eq!(s_client(Some(&pki.stranger)), None, "no answer to a certificate of another CA");
+    assert_eq!(s_client(Some(&pki.expired)), None, "no answer to an expired certificate");
+    signal(&child, "TERM");
+    assert_eq!(wait(&mut child).code(), Some(0));
+}
