@@ -380,6 +380,9 @@ fn main() {
             }
             None => println!("skipped fanout_two_replicas_redis_msgs_per_s: redis-server is not installed"),
         }
+
+        // 10. TLS: PING beside plain TCP, one at a time and pipelined, and full handshakes.
+        figures.extend(tls::figures().await);
         figures
     });
     drop(runtime);
@@ -403,6 +406,83 @@ fn main() {
     )]
     std::fs::write(&path, format!("{report:#}\n")).expect("write target/bench-report.json");
     println!("wrote {}", path.display());
+}
+
+/// TLS beside plain TCP: PING throughput at depth 1 and 16 (the same server settings, the same
+/// client, rounds alternating), and full handshakes a second (no session resumption), each
+/// connection shaking hands, answering one PING and closing.
+mod tls {
+    use super::*;
+
+    /// Connections opening and closing at once in the handshake figure.
+    const HANDSHAKERS: usize = 8;
+
+    pub(super) async fn figures() -> Vec<Figure> {
+        let pki = testkit::pki::Pki::new();
+        let client = pki.client_tls(None);
+        let plain = TestServer::start(service_config());
+        let secure = TestServer::start(Config {
+            tls_cert: Some(pki.server.cert.clone()),
+            tls_key: Some(pki.server.key.clone()),
+            ..service_config()
+        });
+        let mut figures = Vec::new();
+        for (name, depth) in [("tls_throughput_depth1", 1), ("tls_throughput_depth16", 16)] {
+            let (mut over_tcp, mut over_tls) = (0.0, 0.0);
+            for _ in 0..ROUNDS {
+                over_tcp += load(&plan(plain.addr, CONNECTIONS, depth, &["PING"])).await.throughput();
+                let tls_plan = LoadPlan {
+                    tls: Some(client.clone()),
+                    ..plan(secure.addr, CONNECTIONS, depth, &["PING"])
+                };
+                over_tls += load(&tls_plan).await.throughput();
+            }
+            let (over_tcp, over_tls) = (over_tcp / ROUNDS as f64, over_tls / ROUNDS as f64);
+            figures.push(Figure {
+                name,
+                value: over_tls,
+                unit: "req/s",
+                baseline: Some(over_tcp),
+                ratio: Some(over_tls / over_tcp),
+                goal: "a figure to watch",
+            });
+        }
+        let handshakes = handshakes_per_second(secure.addr, &client.without_resumption()).await;
+        figures.push(Figure {
+            name: "tls_full_handshakes_per_s",
+            value: handshakes,
+            unit: "hs/s",
+            baseline: None,
+            ratio: None,
+            goal: "a figure to watch",
+        });
+        plain.stop().await;
+        secure.stop().await;
+        figures
+    }
+
+    /// Full handshakes a second, each followed by one PING (under TLS 1.3 the client is done
+    /// first; the answer says the server is too), from [`HANDSHAKERS`] loops for [`ROUND`] x 2.
+    async fn handshakes_per_second(addr: std::net::SocketAddr, client: &service::tls::ClientTls) -> f64 {
+        let started = Instant::now();
+        let deadline = started + 2 * ROUND;
+        let mut loops = JoinSet::new();
+        for _ in 0..HANDSHAKERS {
+            let client = client.clone();
+            loops.spawn(async move {
+                let (addr, mut done) = (addr.to_string(), 0_u64);
+                while Instant::now() < deadline {
+                    let connected = service::Client::connect_tls(&addr, &client, TEST_TIMEOUT, TEST_TIMEOUT);
+                    let mut connection = connected.await.expect("a TLS connection");
+                    assert_eq!(connection.request("PING").await.expect("an answer"), "OK PONG");
+                    done += 1;
+                }
+                done
+            });
+        }
+        let done: u64 = loops.join_all().await.into_iter().sum();
+        done as f64 / started.elapsed().as_secs_f64()
+    }
 }
 
 /// What one publisher costs everybody else: a bystander's PING latency (open loop) while one

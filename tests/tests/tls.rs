@@ -171,3 +171,24 @@ async fn a_reload_changes_the_certificate_of_new_connections_only_and_a_bad_one_
     assert_eq!(after.request("PING").await.unwrap(), "OK PONG");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_certificate_renewed_in_place_is_picked_up_without_a_signal() {
+    let pki = Pki::new();
+    let config = Config { tls_watch_period: Duration::from_millis(20), ..tls_config(&pki, false) };
+    let server = TestServer::start(config);
+    let tls = pki.client_tls(None);
+    // The files' modification times must move: some file systems keep them to the second.
+    time::sleep(Duration::from_millis(1100)).await;
+    let renewed = pki.renew_server();
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    loop {
+        let client = server.tls_client(&tls).await.unwrap();
+        if server_certificate(&client) == renewed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the renewed certificate was not picked up");
+        time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}

@@ -94,6 +94,9 @@ impl App {
         let (tracker, background, background_stop) =
             (TaskTracker::new(), TaskTracker::new(), CancellationToken::new());
         let tls = tls::start(&config, Arc::clone(&stats), background.clone())?;
+        if let Some((_, reloader)) = &tls {
+            background.spawn(reloader.clone().watch(config.tls_watch_period, background_stop.clone()));
+        }
         let jobs = JobQueue::start(
             Arc::clone(&config),
             Arc::clone(&stats),
@@ -245,10 +248,18 @@ impl App {
                 tracing::debug!("open");
                 let served = match acceptor {
                     None => handler.run(stream).await,
-                    Some(acceptor) => match acceptor.accept(stream, &drain).await {
-                        Handshake::Done(stream) => handler.run(stream).await,
-                        Handshake::Closed => return,
-                    },
+                    // Boxed: the handshake's state and a TLS connection's are larger, and a
+                    // plain connection's task should not carry room for them.
+                    Some(acceptor) => {
+                        let served = Box::pin(async move {
+                            match acceptor.accept(stream, &drain).await {
+                                Handshake::Done(stream) => Some(handler.run(stream).await),
+                                Handshake::Closed => None,
+                            }
+                        });
+                        let Some(served) = served.await else { return };
+                        served
+                    }
                 };
                 match served {
                     Ok(()) => tracing::debug!("closed"),

@@ -146,6 +146,10 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value = "0", value_parser = clap::value_parser!(u16).range(0..=1024).map(usize::from))]
     pub cpu_threads: usize,
 
+    /// With TLS, how often the files are checked for a change, which reloads them (not a flag).
+    #[arg(skip = Duration::from_secs(60))]
+    pub tls_watch_period: Duration,
+
     /// How often the stall watchdog checks the runtime (not a flag).
     #[arg(skip = Duration::from_millis(250))]
     pub watchdog_period: Duration,

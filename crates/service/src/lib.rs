@@ -25,11 +25,11 @@
 //!
 //! Items are `pub(crate)` unless something outside the crate needs them, and each public type
 //! has one path: a module is public when it is a namespace its users name ([`cli`],
-//! [`commands`], [`load`], [`protocol`], [`shutdown`], [`telemetry`], [`tls`]), otherwise private with its
-//! types re-exported here.
+//! [`commands`], [`load`], [`protocol`], [`shutdown`], [`telemetry`], [`tls`]), otherwise
+//! private with its types re-exported here.
 //!
 //! * the binary (`main.rs`, a crate of its own) needs [`cli`], [`telemetry`], [`shutdown`],
-//!   [`load`], [`Server`] and [`Client`];
+//!   [`load`], [`tls`], [`Server`] and [`Client`];
 //! * the command API ([`commands::Context`], [`commands::Spec`], [`commands::Reply`],
 //!   [`commands::arguments`]) is public because it is the seam: a command of any kind uses it,
 //!   and public items do not become dead code when the last example command using them goes;

@@ -117,3 +117,37 @@ impl ClientTls {
         TlsConnector::from(Arc::clone(&self.config)).connect(server_name, stream).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn without_a_name() -> ClientTls {
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring speaks TLS 1.2 and 1.3")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        ClientTls { config: Arc::new(config), server_name: None }
+    }
+
+    #[test]
+    fn the_server_name_is_the_host_of_the_address_unless_given() {
+        let tls = without_a_name();
+        let name = |addr: &str| tls.server_name_for(addr).map(|name| name.to_str().into_owned());
+        assert_eq!(name("localhost:7878").unwrap(), "localhost");
+        assert_eq!(name("127.0.0.1:7878").unwrap(), "127.0.0.1");
+        assert_eq!(name("[::1]:7878").unwrap(), "::1");
+        assert_eq!(name("example.com").unwrap(), "example.com");
+        let refused = name("not a host:1").unwrap_err().to_string();
+        assert!(refused.contains("give --tls-server-name"), "{refused}");
+        let named = ClientTls { server_name: Some(server_name("api.internal").unwrap()), ..tls.clone() };
+        assert_eq!(named.server_name_for("10.0.0.1:7878").unwrap().to_str(), "api.internal");
+    }
+
+    #[test]
+    fn without_tls_nothing_is_read() {
+        let args = ClientTlsArgs { tls_ca: Some("/nonexistent".into()), ..ClientTlsArgs::default() };
+        assert!(args.load().unwrap().is_none(), "--tls is off: no file is read");
+    }
+}

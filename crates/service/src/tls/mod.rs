@@ -10,13 +10,14 @@
 //!   its first `builder()` when two providers are compiled in and none is installed as the
 //!   process default; every config here is built with `builder_with_provider`, so a second
 //!   provider pulled in by another crate changes nothing, and `main` installs ring as the
-//!   default for other crates' configs ([`install_default_provider`]). ring builds in about a third of
-//!   aws-lc-rs's time (34 s against 92 s, cold debug build, measured on the template's CI
-//!   machine) and needs no cmake; aws-lc-rs is the one to pick for FIPS.
+//!   default for other crates' configs ([`install_default_provider`]). ring builds in about a
+//!   third of aws-lc-rs's time (34 s against 92 s, cold debug build, on the 2-core machine this
+//!   template is built on); aws-lc-rs is the one to pick for FIPS.
 //! * **PEM through `rustls-pki-types`** (`PemObject`): `rustls-pemfile` is unmaintained
 //!   (RUSTSEC-2025-0134). Files are read whole, at most [`MAX_PEM_FILE`] bytes, before any parsing.
-//! * **Files are read off the runtime.** `serve` reads them before the runtime serves anything,
-//!   and a reload (SIGHUP) reads them on `spawn_blocking`: a read can wait on a slow disk.
+//! * **Files are read off the runtime's threads.** `serve` reads them in sync code before it
+//!   serves, `call` and `load` before their runtime starts, and a reload (SIGHUP, or a change
+//!   the watch sees) on `spawn_blocking`: a read can wait on a slow disk.
 //! * **The handshake is part of the connection** ([`crate::App::spawn_connection`]): it runs in
 //!   the connection's task, after the connection slot is taken, under `--tls-handshake-timeout`,
 //!   so a peer that stalls it costs one slot for that long at most.

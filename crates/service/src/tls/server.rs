@@ -2,12 +2,17 @@
 //!
 //! The config in use sits in a `watch` channel. Each handshake takes the config current at its
 //! start, and a reload replaces it for the handshakes after; a connection keeps the certificate
-//! it shook hands with for its whole life, as TLS wants (Kubernetes rotates a mounted Secret in
-//! place, and cert-manager renews well before expiry, so old connections end in time anyway).
+//! it shook hands with for its whole life, as TLS wants (cert-manager renews well before expiry,
+//! so old connections end in time anyway).
+//!
+//! A reload comes from SIGHUP, or from the watch: every `tls_watch_period` (a minute) it
+//! compares the files' modification times with those of the last load. Kubernetes updates a
+//! mounted Secret in place and sends no signal, and the distroless image has no `kill` to send
+//! one with.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
@@ -36,7 +41,18 @@ struct ServerFiles {
     client_ca: Option<PathBuf>,
 }
 
+/// When each file was last modified, as far as it can be told: what the watch compares.
+type Stamp = Vec<Option<SystemTime>>;
+
 impl ServerFiles {
+    /// When each file was last modified. Blocking, like [`ServerFiles::load`].
+    fn stamp(&self) -> Stamp {
+        let paths = [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()];
+        #[expect(clippy::disallowed_methods, reason = "called off the runtime, as `load` is")]
+        let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|metadata| metadata.modified()).ok();
+        paths.into_iter().flatten().map(modified).collect()
+    }
+
     /// Reads and checks every file, and builds the config. Blocking: see the module docs.
     fn load(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let provider = provider();
@@ -78,6 +94,8 @@ pub(crate) fn start(
         return Ok(None);
     };
     let files = ServerFiles { cert: cert.clone(), key: key.clone(), client_ca: config.tls_client_ca.clone() };
+    // Stamped before loading: a change in between is seen by the first look of the watch.
+    let stamp = files.stamp();
     let (current, receiver) = watch::channel(files.load()?);
     let acceptor = Acceptor {
         current: receiver,
@@ -85,7 +103,10 @@ pub(crate) fn start(
         stats,
         failures: Arc::new(Mutex::new(LogThrottle::every(FAILURES_LOG_PERIOD))),
     };
-    Ok(Some((acceptor, Reloader { files, current: Arc::new(current), tracker })))
+    Ok(Some((
+        acceptor,
+        Reloader { files, current: Arc::new(current), tracker, stamp: Arc::new(Mutex::new(stamp)) },
+    )))
 }
 
 /// How a connection's handshake ended.
@@ -176,6 +197,8 @@ pub struct Reloader {
     current: Arc<watch::Sender<Arc<ServerConfig>>>,
     /// Where the reading task is tracked, so shutdown waits for it.
     tracker: TaskTracker,
+    /// The files' modification times at the last load, or the last look of the watch.
+    stamp: Arc<Mutex<Stamp>>,
 }
 
 impl Reloader {
@@ -183,6 +206,9 @@ impl Reloader {
     /// them, and open connections keep what they have; if not, the old ones stay in use. Either
     /// way it logs one line, and returns what it logged.
     pub async fn reload(&self) -> Result<(), TlsError> {
+        let files = self.files.clone();
+        let stamp = self.tracker.spawn_blocking(move || files.stamp()).await.unwrap_or_default();
+        *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = stamp;
         let files = self.files.clone();
         let loaded = self.tracker.spawn_blocking(move || files.load()).await.unwrap_or_else(|panic| {
             Err(TlsError::file(
@@ -201,6 +227,57 @@ impl Reloader {
                 tracing::warn!(%error, "TLS reload refused; the certificate in use stays");
                 Err(error)
             }
+        }
+    }
+
+    /// Looks every `period` whether a file was modified since the last load (Kubernetes updates
+    /// a mounted Secret in place, and no one sends SIGHUP), and reloads if so. A refused reload
+    /// is tried again once a file changes again. Ends when `stop` is cancelled.
+    pub(crate) async fn watch(self, period: Duration, stop: CancellationToken) {
+        let mut ticks = time::interval_at(time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let files = self.files.clone();
+            let Ok(now) = self.tracker.spawn_blocking(move || files.stamp()).await else { continue };
+            let changed = *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) != now;
+            if changed {
+                tracing::info!("a TLS file changed; reloading");
+                let _ = self.reload().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_handshake_is_classed_by_rustls_s_error_and_anything_else_is_the_socket() {
+        let rustls = |error: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+        let cases = [
+            (std::io::ErrorKind::UnexpectedEof.into(), HandshakeFailure::Closed),
+            (std::io::ErrorKind::ConnectionReset.into(), HandshakeFailure::Closed),
+            (rustls(rustls::Error::NoCertificatesPresented), HandshakeFailure::Certificate),
+            (
+                rustls(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)),
+                HandshakeFailure::Certificate,
+            ),
+            (
+                rustls(rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA)),
+                HandshakeFailure::Certificate,
+            ),
+            (
+                rustls(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)),
+                HandshakeFailure::Protocol,
+            ),
+        ];
+        for (error, reason) in cases {
+            assert_eq!(HandshakeFailure::of(&error), reason, "{error}");
         }
     }
 }
