@@ -186,3 +186,38 @@ fn openssl_s_client_talks_to_the_service_and_needs_a_certificate_under_mutual_tl
     signal(&child, "TERM");
     assert_eq!(wait(&mut child).code(), Some(0));
 }
+
+/// `call` and `load` speak TLS with `--tls`: trusting `--tls-ca`, presenting `--tls-cert` and
+/// `--tls-key` to a server that asks for them. Without a certificate, `call` gets no answer
+/// (status 3); with a CA file it cannot read, it sends nothing (status 2).
+#[test]
+fn call_and_load_speak_tls_and_present_a_client_certificate() {
+    let pki = Pki::new();
+    let (mut child, addr, _log) = start(&pki, true);
+    let addr = addr.to_string();
+    let client = |command: &str, identity: Option<&Identity>, rest: &[&str]| {
+        let mut line = Command::new(BINARY);
+        line.args([command, "--addr", &addr, "--tls", "--tls-ca", path(&pki.ca_cert)]);
+        if let Some(identity) = identity {
+            line.args(["--tls-cert", path(&identity.cert), "--tls-key", path(&identity.key)]);
+        }
+        let output = line.args(rest).stdin(Stdio::null()).output().expect("run the binary");
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    assert_eq!(client("call", Some(&pki.client), &["PING"]), (Some(0), "OK PONG\n".to_owned()));
+    let (status, answer) = client("call", None, &["PING"]);
+    assert_eq!((status, answer.as_str()), (Some(3), ""), "no answer without a certificate");
+    let (status, report) =
+        client("load", Some(&pki.client), &["--duration", "200ms", "--connections", "2", "PING"]);
+    assert_eq!(status, Some(0), "{report}");
+    let missing = pki.path("missing.pem");
+    let output = Command::new(BINARY)
+        .args(["call", "--addr", &addr, "--tls", "--tls-ca", path(&missing), "PING"])
+        .output()
+        .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a CA file it cannot read is a usage error: {stderr}");
+    assert!(stderr.starts_with("error: --tls-ca ") && stderr.lines().count() == 1, "{stderr}");
+    signal(&child, "TERM");
+    assert_eq!(wait(&mut child).code(), Some(0));
+}
