@@ -37,7 +37,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
 
     /// PEM certificate chain (the server's first) to serve TLS with, with --tls-key; without
-    /// them, plain TCP. SIGHUP reads it, the key and the client CA again.
+    /// them, plain TCP. SIGHUP, or a change to one of the TLS files (they are checked every
+    /// minute), reads them again.
     #[arg(long, value_name = "PATH", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 

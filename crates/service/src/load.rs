@@ -18,8 +18,9 @@
 //!   (Gil Tene, "How NOT to Measure Latency").
 //!
 //! Latencies go into an HDR histogram (`hdrhistogram`: microseconds, 3 significant digits), one
-//! per connection, merged at the end. Every wait is bounded: connecting by `connect_timeout`, and
-//! each answer by `timeout` from the moment its request was sent.
+//! per connection, merged at the end. Every wait is bounded: connecting (and, with TLS, the
+//! handshake) by `connect_timeout`, and each answer by `timeout` from the moment its request was
+//! sent.
 //!
 //! A run lasts `duration` even when fewer requests were due (an open loop slower than one
 //! request per connection), so the throughput it reports is over the whole run. At the end each
@@ -267,7 +268,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             };
         }
         if !buffer.is_empty() {
-            match time::timeout(plan.timeout, answers.get_mut().write_all(&buffer)).await {
+            // Flushed too: TLS may keep encrypted bytes back when the socket is full.
+            let stream = answers.get_mut();
+            let written = async {
+                stream.write_all(&buffer).await?;
+                stream.flush().await
+            };
+            match time::timeout(plan.timeout, written).await {
                 Ok(written) => written.map_err(ClientError::Io)?,
                 Err(_elapsed) => return Err(ClientError::Timeout(plan.timeout)),
             }
