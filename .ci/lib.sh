@@ -88,3 +88,67 @@ stop_server() {
     grep -q "\"signal\":\"SIG$signal\"" "$SERVER_LOG" || die "$name serve did not log SIG$signal"
     rm -f "$SERVER_LOG"
 }
+
+# The seam of a generated project, relative to its root: one file per command, and the registry.
+COMMANDS=crates/service/src/commands
+
+# register MODULE SPEC: in the project in the current directory, the two registry lines, the module line where rustfmt wants it (in
+# order) and the command at the end of REGISTRY.
+register() {
+    python3 - "$COMMANDS/mod.rs" "$1" "$2" <<'PYTHON'
+import re, sys
+path, module, spec = sys.argv[1:]
+lines = open(path).read().split("\n")
+modules = [i for i, line in enumerate(lines) if re.fullmatch(r"mod \w+;", line)]
+lines[modules[0]:modules[-1] + 1] = sorted(lines[modules[0]:modules[-1] + 1] + [f"mod {module};"])
+end = lines.index("];", lines.index("pub static REGISTRY: &[&Spec] = &["))
+lines.insert(end, f"    &{module}::{spec},")
+open(path, "w").write("\n".join(lines))
+PYTHON
+    if ! grep -q "^mod $1;\$" "$COMMANDS/mod.rs" || ! grep -q "^    &$1::$2,\$" "$COMMANDS/mod.rs"; then
+        die "the registry lines for $2 were not added"
+    fi
+}
+
+# unregister MODULE SPEC: deletes the command's file and its two registry lines.
+unregister() {
+    git rm --quiet "$COMMANDS/$1.rs"
+    sed -i -e "/^mod $1;\$/d" -e "/^    &$1::$2,\$/d" "$COMMANDS/mod.rs"
+    if grep -qE "^mod $1;\$|$1::$2" "$COMMANDS/mod.rs"; then die "the registry lines for $2 are still there"; fi
+}
+
+# add_upper: in the project in the current directory, the command `UPPER <text>` as the README's
+# recipe adds a command: one new file and its two registry lines.
+add_upper() {
+    cat > "$COMMANDS/upper.rs" <<'RUST'
+//! `UPPER <text>`: answered `OK <TEXT>`, the text in upper case. Added by the template's CI.
+
+use super::{Context, Reply, Spec};
+use crate::protocol::Response;
+
+pub(super) const UPPER: Spec = Spec {
+    name: "UPPER",
+    usage: "<text>",
+    help: "OK <text in upper case>",
+    ends_connection: false,
+    pushes: false,
+    examples: &[("UPPER hi", "OK HI")],
+    start,
+};
+
+fn start(argument: Option<&str>, _: &mut Context) -> Result<Reply, Response> {
+    Ok(Reply::ready(Response::ok(argument.unwrap_or_default().to_uppercase())))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::commands::tests::{answer, context};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn answers_in_upper_case() {
+        assert_eq!(answer("upper héllo wörld", &mut context()).await, "OK HÉLLO WÖRLD");
+    }
+}
+RUST
+    register upper UPPER
+}
