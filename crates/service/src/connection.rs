@@ -5,12 +5,13 @@
 //!
 //! # Pipelining
 //!
-//! A client may send requests without waiting for answers. Each request's reply goes into a
-//! `FuturesOrdered`, which runs them concurrently and yields them in request order, at most
-//! `max_in_flight` at once. Answers go into the write buffer and are flushed only when no further
-//! answer is ready, so a burst of pipelined requests costs one read and one write system call,
-//! not one each (tokio-rs/mini-redis flushes after every answer, which is simpler and much slower
-//! under pipelining).
+//! A client may send requests without waiting for answers. An answer that is ready at once
+//! (PING, STATS, a refusal) with nothing in flight before it is encoded straight into the write
+//! buffer; any other reply goes into a `FuturesOrdered`, which runs them concurrently and yields
+//! them in request order, at most `max_in_flight` at once (and the ready answers after one wait
+//! behind it there, to keep the order). The write buffer is flushed once per burst: a burst of
+//! pipelined requests costs one read and one write system call, not one each (tokio-rs/mini-redis
+//! flushes after every answer, which is simpler and much slower under pipelining).
 //!
 //! # Reading at the in-flight bound
 //!
@@ -117,7 +118,15 @@ impl Handler {
         tokio::pin!(idle);
         loop {
             let now = Instant::now();
-            state.start_ready(max_in_flight, now)?;
+            state.start_ready(self, max_in_flight, now)?;
+            // Answers that were ready at once are in the buffer already: out they go, in one
+            // write for the whole burst.
+            if !state.output.is_empty() {
+                self.write_out(&mut stream, &mut state.output).await?;
+                if state.in_flight.is_empty() {
+                    idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
+                }
+            }
             if !state.taking && state.in_flight.is_empty() {
                 break;
             }
@@ -255,7 +264,15 @@ impl State {
     /// Starts every complete request already read, up to `max_in_flight` in flight, unless the
     /// connection's PUBLISHes have spent their budget (see `topics::PublishBudget`). `now` is
     /// when they count as read.
-    fn start_ready(&mut self, max_in_flight: usize, now: Instant) -> Result<(), ConnectionError> {
+    ///
+    /// An answer that is ready at once, with nothing in flight before it, goes straight into the
+    /// write buffer (through `handler`, which records its latency): no future node for it.
+    fn start_ready(
+        &mut self,
+        handler: &Handler,
+        max_in_flight: usize,
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
         while self.taking
             && self.in_flight.len() < max_in_flight
             && self.context.publish_budget.wait_until(now).is_none()
@@ -268,12 +285,12 @@ impl State {
             match decoded {
                 Ok(Some(Frame::Line(line))) => {
                     let (reply, keep_taking) = commands::start(&line, &mut self.context, now);
-                    self.in_flight.push_back(reply);
+                    self.answer(handler, reply, now)?;
                     self.taking = keep_taking;
                 }
                 Ok(Some(Frame::NotUtf8)) => {
                     let refused = Response::err_with(ErrorCode::BadRequest, "not UTF-8");
-                    self.in_flight.push_back(Reply::ready(refused));
+                    self.answer(handler, Reply::ready(refused), now)?;
                 }
                 Ok(None) => {
                     // After EOF nothing more will come.
@@ -282,13 +299,29 @@ impl State {
                 }
                 Err(FrameError::LineTooLong(max)) => {
                     let refused = Response::err_with(ErrorCode::LineTooLong, format!("max {max} bytes"));
-                    self.in_flight.push_back(Reply::ready(refused));
+                    self.answer(handler, Reply::ready(refused), now)?;
                     self.taking = false;
                 }
                 Err(FrameError::Io(error)) => return Err(error.into()),
             }
         }
         Ok(())
+    }
+
+    /// Encodes `reply` at once if it is ready and nothing is in flight before it (answers go
+    /// out in request order); queues it otherwise.
+    fn answer(&mut self, handler: &Handler, reply: Reply, now: Instant) -> Result<(), ConnectionError> {
+        if !self.in_flight.is_empty() {
+            self.in_flight.push_back(reply);
+            return Ok(());
+        }
+        match reply.into_ready() {
+            Ok(answer) => handler.encode(&mut self.codec, answer, now, &mut self.output),
+            Err(reply) => {
+                self.in_flight.push_back(reply);
+                Ok(())
+            }
+        }
     }
 
     /// Makes sure the next read has room (at least [`READ_CHUNK`] when the limit allows), and

@@ -265,6 +265,14 @@ impl Reply {
     fn later(response: BoxFuture<'static, Response>) -> Self {
         Self { response: Either::Right(response), started: None }
     }
+
+    /// The answer and its command's start, if it is ready now; else the reply itself.
+    pub(crate) fn into_ready(self) -> Result<(Response, Option<(usize, Instant)>), Self> {
+        match self.response {
+            Either::Left(ready) => Ok((ready.into_inner(), self.started)),
+            Either::Right(_) => Err(self),
+        }
+    }
 }
 
 impl Future for Reply {
