@@ -25,9 +25,30 @@ use crate::protocol::{Push, Response};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// A complete UTF-8 line, without its line ending.
-    Line(String),
+    Line(Line),
     /// A complete line that is not UTF-8.
     NotUtf8,
+}
+
+/// A request line known to be UTF-8. It shares the read buffer's memory: no copy, no `String`
+/// per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line(Bytes);
+
+impl Line {
+    /// The line's text.
+    pub fn as_str(&self) -> &str {
+        // Checked when the line was decoded. Checking again is one pass over a short line, and
+        // keeps `unsafe` (`from_utf8_unchecked`) out of a workspace that forbids it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+impl From<&'static str> for Line {
+    fn from(text: &'static str) -> Self {
+        Self(Bytes::from_static(text.as_bytes()))
+    }
 }
 
 /// Why decoding stopped. After it, the stream yields no more frames.
@@ -72,12 +93,12 @@ impl RequestCodec {
             }
             Err(AnyDelimiterCodecError::Io(error)) => return Err(FrameError::Io(error)),
         };
-        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        let line = if line.ends_with(b"\r") { line.slice(..line.len() - 1) } else { line };
         if line.len() > self.max_line {
             return Err(FrameError::LineTooLong(self.max_line));
         }
-        Ok(Some(match std::str::from_utf8(line) {
-            Ok(text) => Frame::Line(text.to_owned()),
+        Ok(Some(match std::str::from_utf8(&line) {
+            Ok(_) => Frame::Line(Line(line)),
             Err(_) => Frame::NotUtf8,
         }))
     }

@@ -284,7 +284,7 @@ impl State {
             };
             match decoded {
                 Ok(Some(Frame::Line(line))) => {
-                    let (reply, keep_taking) = commands::start(&line, &mut self.context, now);
+                    let (reply, keep_taking) = commands::start(line.as_str(), &mut self.context, now);
                     self.answer(handler, reply, now)?;
                     self.taking = keep_taking;
                 }
