@@ -167,17 +167,20 @@ pub async fn run(plan: &LoadPlan, progress: Arc<AtomicU64>) -> Result<LoadReport
         Ok(Err(error)) => return Err(ClientError::Connect(error).into()),
         Err(_elapsed) => return Err(ClientError::ConnectTimeout(plan.connect_timeout).into()),
     };
+    // The name the server's certificate must carry, once for every connection.
+    let tls = match &plan.tls {
+        None => None,
+        Some(tls) => Some((tls, tls.server_name_for(&plan.addr).map_err(ClientError::Connect)?)),
+    };
     // Connect everything first, so connecting (and shaking hands) is not measured.
     let mut streams = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
         let connect = async {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            match &plan.tls {
+            match &tls {
                 None => Ok(Either::Left(stream)),
-                Some(tls) => {
-                    Ok(Either::Right(tls.handshake(stream, tls.server_name_for(&plan.addr)?).await?))
-                }
+                Some((tls, name)) => Ok(Either::Right(tls.handshake(stream, name.clone()).await?)),
             }
         };
         match time::timeout(plan.connect_timeout, connect).await {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::{TlsError, certificates, private_key, provider, roots};
+use super::{TlsError, certificates, key_refused, private_key, provider, roots};
 
 /// The TLS flags of `call` and `load`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -63,13 +63,7 @@ impl ClientTlsArgs {
             (Some(cert), Some(key)) => {
                 let chain = certificates("--tls-cert", cert)?;
                 let private = private_key("--tls-key", key)?;
-                builder.with_client_auth_cert(chain, private).map_err(|error| {
-                    let problem = match error {
-                        rustls::Error::InconsistentKeys(_) => super::Problem::KeyMismatch,
-                        error => super::Problem::Refused(error),
-                    };
-                    TlsError::file("--tls-key", key, problem)
-                })?
+                builder.with_client_auth_cert(chain, private).map_err(|error| key_refused(key, error))?
             }
             _ => builder.with_no_client_auth(),
         };

@@ -146,6 +146,16 @@ fn private_key(flag: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>
     })
 }
 
+/// Why rustls refused `--tls-key` with its certificate: the two do not match
+/// (`CertifiedKey::keys_match`), or the key itself is refused.
+fn key_refused(path: &Path, error: rustls::Error) -> TlsError {
+    let problem = match error {
+        rustls::Error::InconsistentKeys(_) => Problem::KeyMismatch,
+        error => Problem::Refused(error),
+    };
+    TlsError::file("--tls-key", path, problem)
+}
+
 /// A trust store of every certificate in a PEM file.
 fn roots(flag: &'static str, path: &Path) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();

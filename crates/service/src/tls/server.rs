@@ -24,7 +24,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Problem, TlsError, certificates, private_key, provider, roots};
+use super::{Problem, TlsError, certificates, key_refused, private_key, provider, roots};
 use crate::config::Config;
 use crate::log_throttle::LogThrottle;
 use crate::stats::{HandshakeFailure, Stats};
@@ -72,13 +72,7 @@ impl ServerFiles {
             }
         };
         // rustls checks that the key is the certificate's (`CertifiedKey::keys_match`).
-        let config = builder.with_single_cert(chain, key).map_err(|error| {
-            let problem = match error {
-                rustls::Error::InconsistentKeys(_) => Problem::KeyMismatch,
-                error => Problem::Refused(error),
-            };
-            TlsError::file("--tls-key", &self.key, problem)
-        })?;
+        let config = builder.with_single_cert(chain, key).map_err(|error| key_refused(&self.key, error))?;
         Ok(Arc::new(config))
     }
 }
@@ -197,7 +191,7 @@ pub struct Reloader {
     current: Arc<watch::Sender<Arc<ServerConfig>>>,
     /// Where the reading task is tracked, so shutdown waits for it.
     tracker: TaskTracker,
-    /// The files' modification times at the last load, or the last look of the watch.
+    /// The files' modification times when they were last read, by a load that took or not.
     stamp: Arc<Mutex<Stamp>>,
 }
 
@@ -207,16 +201,18 @@ impl Reloader {
     /// way it logs one line, and returns what it logged.
     pub async fn reload(&self) -> Result<(), TlsError> {
         let files = self.files.clone();
-        let stamp = self.tracker.spawn_blocking(move || files.stamp()).await.unwrap_or_default();
-        *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = stamp;
-        let files = self.files.clone();
-        let loaded = self.tracker.spawn_blocking(move || files.load()).await.unwrap_or_else(|panic| {
-            Err(TlsError::file(
+        let read = self.tracker.spawn_blocking(move || (files.stamp(), files.load())).await;
+        let loaded = match read {
+            Ok((stamp, loaded)) => {
+                *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = stamp;
+                loaded
+            }
+            Err(panic) => Err(TlsError::file(
                 "--tls-cert",
                 &self.files.cert,
                 Problem::Unreadable(std::io::Error::other(panic)),
-            ))
-        });
+            )),
+        };
         match loaded {
             Ok(config) => {
                 self.current.send_replace(config);
