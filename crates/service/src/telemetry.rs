@@ -16,7 +16,7 @@
 use std::io::IsTerminal as _;
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
@@ -32,6 +32,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// The filter of `RUST_LOG`: `target=level` directives and a bare level for the rest
+/// (`info,service=debug`), `info` when unset or empty. `Targets`, not `EnvFilter`: span and field
+/// filters are all `EnvFilter` adds, and its `env-filter` feature brings `regex-automata` and
+/// `regex-syntax` into the build (the first alone took 14 s of a cold build here).
+fn filter(rust_log: Option<&str>) -> anyhow::Result<Targets> {
+    match rust_log.map(str::trim).filter(|directives| !directives.is_empty()) {
+        None => Ok(Targets::new().with_default(LevelFilter::INFO)),
+        Some(directives) => directives.parse().map_err(|error| anyhow::anyhow!("invalid RUST_LOG: {error}")),
+    }
 }
 
 /// The running log writer. Keep it until the program ends: dropping it flushes what is queued
@@ -51,10 +62,7 @@ impl Logging {
 
 /// Installs the global subscriber. Fails on an invalid `RUST_LOG`, with the reason.
 pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
-    let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
-        .from_env()
-        .map_err(|error| anyhow::anyhow!("invalid RUST_LOG: {error}"))?;
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref())?;
     let (stderr, writer) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(BUFFERED_LINES)
@@ -73,4 +81,29 @@ pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
     let registry = registry.with(console_subscriber::spawn());
     registry.try_init()?;
     Ok(Logging { _writer: writer, dropped })
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::filter::LevelFilter;
+
+    use super::filter;
+
+    #[test]
+    fn rust_log_takes_a_default_level_and_targets() {
+        let unset = filter(None).unwrap();
+        assert!(unset.would_enable("service::server", &tracing::Level::INFO));
+        assert!(!unset.would_enable("service::server", &tracing::Level::DEBUG));
+        assert_eq!(filter(Some(" ")).unwrap(), unset);
+        let mixed = filter(Some("warn,service::server=debug")).unwrap();
+        assert!(mixed.would_enable("service::server", &tracing::Level::DEBUG));
+        assert!(!mixed.would_enable("service::app", &tracing::Level::INFO));
+        assert_eq!(filter(Some("off")).unwrap().default_level(), Some(LevelFilter::OFF));
+    }
+
+    #[test]
+    fn a_bad_rust_log_is_refused_with_its_reason() {
+        let error = filter(Some("service=loud")).unwrap_err().to_string();
+        assert!(error.starts_with("invalid RUST_LOG: "), "{error}");
+    }
 }
