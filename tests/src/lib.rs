@@ -23,6 +23,7 @@
 //! Both answer the registry and the tests' own [`commands`] (`WAIT`, `SPIN`), so the tests name
 //! no example command.
 
+pub mod bench_report;
 pub mod commands;
 pub mod pki;
 
@@ -139,6 +140,18 @@ pub struct Peer<S = DuplexStream> {
     patience: Option<Duration>,
 }
 
+impl Peer<TcpStream> {
+    /// A raw connection to a server on real time at `addr` (a test server, or the binary in a
+    /// process of its own), each wait bounded by [`TEST_TIMEOUT`].
+    pub async fn tcp(addr: SocketAddr) -> Peer<TcpStream> {
+        let stream = tokio::time::timeout(TEST_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .expect("connected in time")
+            .expect("connect to the test server");
+        Peer::new(stream, Some(TEST_TIMEOUT))
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite> Peer<S> {
     fn new(stream: S, patience: Option<Duration>) -> Self {
         let (reader, writer) = tokio::io::split(stream);
@@ -212,11 +225,7 @@ impl TestServer {
 
     /// A raw connection: bytes out, answer lines in, each wait bounded by [`TEST_TIMEOUT`].
     pub async fn connect(&self) -> Peer<TcpStream> {
-        let stream = tokio::time::timeout(TEST_TIMEOUT, TcpStream::connect(self.addr))
-            .await
-            .expect("connected in time")
-            .expect("connect to the test server");
-        Peer::new(stream, Some(TEST_TIMEOUT))
+        Peer::tcp(self.addr).await
     }
 
     /// A connected client with [`TEST_TIMEOUT`] bounds.

@@ -1,5 +1,6 @@
 //! The README is held to the code: its flag table to `serve --help` (names, environment
-//! variables, defaults, and bounds tried at both edges), and its size to 10 KB.
+//! variables, defaults, and bounds tried at both edges), its benchmark table to the recorded
+//! report, and its size to 10 KB.
 //!
 //! The protocol table is not checked against the command registry here: adding or removing a
 //! command is one file and its registry lines, and the tests must pass before its row is written.
@@ -95,4 +96,16 @@ fn the_bounds_in_the_flag_table_are_the_bounds_the_flags_enforce() {
 #[test]
 fn the_readme_is_at_most_10_kb() {
     assert!(README.len() <= 10 * 1024, "README.md is {} bytes", README.len());
+}
+
+#[test]
+fn the_bench_table_is_the_one_made_from_the_recorded_report() {
+    let report = include_str!("../benches/report.json");
+    let report: serde_json::Value = serde_json::from_str(report).expect("the recorded report is JSON");
+    let table = testkit::bench_report::table(&report).expect("the recorded report makes a table");
+    let rewritten = testkit::bench_report::with_table(README, &table).expect("the README has a bench table");
+    assert!(
+        rewritten == README,
+        "the README's bench table is not the recorded report's: run `cargo bench -p NAME-tests -- --record`"
+    );
 }

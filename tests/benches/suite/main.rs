@@ -1,0 +1,484 @@
+//! The benchmark suite: `cargo bench -p NAME-tests` (release mode, a few minutes on two cores).
+//!
+//! Each figure is measured beside its baseline in the same run, with the same client
+//! (`service::load`), alternating the sides round by round, so a noisy machine moves the ratio
+//! little. The servers run as users run them, each in a process of its own ([`peers`]): the
+//! service's release binary, the bare tokio line server and redis-server. This process is the
+//! load client.
+//!
+//! It prints a table and writes `target/bench-report.json` (its form: `testkit::bench_report`).
+//! Then `cargo bench -p NAME-tests -- --record` keeps that report in `tests/benches/report.json`
+//! and writes the README's table from it. It asserts nothing: a timing goal is a figure to
+//! watch, not a test to flake.
+//!
+//! The anti-pattern of the negative control (CPU work spun inline on the runtime) lives only here.
+
+mod amplification;
+mod bare;
+mod fanout;
+mod peers;
+mod tls;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use service::load::{LoadPlan, LoadReport, run};
+use testkit::TEST_TIMEOUT;
+use testkit::bench_report::{self, bound, shown};
+
+/// Where a run writes its report, from the workspace's root.
+const REPORT: &str = "target/bench-report.json";
+/// Connections of the throughput and latency figures.
+const CONNECTIONS: usize = 50;
+/// Rounds per side of each side-by-side figure.
+const ROUNDS: usize = 5;
+/// One round of load.
+const ROUND: Duration = Duration::from_secs(1);
+/// The flags every service in the suite runs with, beside its defaults: room for the 1,000
+/// connections of the memory and amplification figures.
+const SERVICE_FLAGS: &[&str] = &["--max-connections", "2048"];
+/// PING a second beside the timers of the lateness figure: about a sixth of what the service
+/// answers at depth 1 here.
+const PING_RATE: u64 = 20_000;
+/// CPU work for the isolation figure: a sieve of about 15 ms on two threads, on the CPU pool.
+const SIEVE: &str = "PRIMES 30000000";
+
+/// What a figure's number (its ratio, or else its value) should be.
+#[derive(Clone, Copy)]
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+    /// A figure to watch, with no bound.
+    Watch,
+}
+
+/// One line of the report.
+struct Figure {
+    name: &'static str,
+    /// Its line in the README's table; figures on the same line share it.
+    row: &'static str,
+    value: f64,
+    unit: &'static str,
+    baseline: Option<f64>,
+    ratio: Option<f64>,
+    goal: Goal,
+}
+
+impl Figure {
+    /// A figure with a baseline; the ratio is `value / baseline`.
+    fn beside(
+        name: &'static str,
+        row: &'static str,
+        value: f64,
+        unit: &'static str,
+        baseline: f64,
+        goal: Goal,
+    ) -> Self {
+        Self { name, row, value, unit, baseline: Some(baseline), ratio: Some(value / baseline), goal }
+    }
+
+    /// A figure on its own.
+    fn alone(name: &'static str, row: &'static str, value: f64, unit: &'static str, goal: Goal) -> Self {
+        Self { name, row, value, unit, baseline: None, ratio: None, goal }
+    }
+
+    /// The goal as the table shows it, and whether it is met (`None` for a figure to watch).
+    fn judged(&self) -> (Option<String>, Option<bool>) {
+        let (number, unit) = shown(self.ratio, self.value, self.unit);
+        match self.goal {
+            Goal::AtLeast(at_least) => {
+                (Some(format!(">= {}", bound(at_least, unit))), Some(number >= at_least))
+            }
+            Goal::AtMost(at_most) => (Some(format!("<= {}", bound(at_most, unit))), Some(number <= at_most)),
+            Goal::Watch => (None, None),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (goal, met) = self.judged();
+        serde_json::json!({
+            "name": self.name, "row": self.row, "value": self.value, "unit": self.unit,
+            "baseline": self.baseline, "ratio": self.ratio, "goal": goal, "met": met,
+        })
+    }
+}
+
+fn plan(addr: std::net::SocketAddr, connections: usize, depth: usize, requests: &[&str]) -> LoadPlan {
+    LoadPlan {
+        addr: addr.to_string(),
+        connections,
+        depth,
+        duration: ROUND,
+        rate: None,
+        requests: requests.iter().map(|request| (*request).to_owned()).collect(),
+        connect_timeout: TEST_TIMEOUT,
+        timeout: TEST_TIMEOUT,
+        tls: None,
+    }
+}
+
+async fn load(plan: &LoadPlan) -> LoadReport {
+    run(plan, Arc::new(AtomicU64::new(0))).await.expect("the load runs")
+}
+
+/// PING throughput (answers/s) of each of `servers` at `depth`: [`ROUNDS`] rounds, each loading
+/// every server in turn. Returns each round's figures, in the order of `servers`.
+async fn rounds(servers: &[std::net::SocketAddr], depth: usize) -> Vec<Vec<f64>> {
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        let mut round = Vec::new();
+        for &server in servers {
+            round.push(load(&plan(server, CONNECTIONS, depth, &["PING"])).await.throughput());
+        }
+        rounds.push(round);
+    }
+    rounds
+}
+
+/// The median of `samples`.
+fn median_of(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// The service's median figure in `rounds` (column 0), the median of column `other`, and the
+/// median of their ratios, round by round: a VM core that changes speed between rounds moves
+/// one ratio, not the figure.
+fn paired(rounds: &[Vec<f64>], other: usize) -> (f64, f64, f64) {
+    let service = median_of(rounds.iter().map(|round| round[0]).collect());
+    let baseline = median_of(rounds.iter().map(|round| round[other]).collect());
+    let ratio = median_of(rounds.iter().map(|round| round[0] / round[other]).collect());
+    (service, baseline, ratio)
+}
+
+/// PING p99 (open loop) alone, then while a closed loop of `cpu_work` keeps the CPU busy.
+async fn ping_p99_idle_and_loaded(addr: std::net::SocketAddr, cpu_work: &str) -> (Duration, Duration) {
+    let ping =
+        LoadPlan { rate: Some(2000), duration: Duration::from_secs(2), ..plan(addr, 10, 4, &["PING"]) };
+    let idle = load(&ping).await.quantile(0.99);
+    let cpu = LoadPlan {
+        duration: Duration::from_secs(2),
+        timeout: Duration::from_secs(60),
+        ..plan(addr, 4, 4, &[cpu_work])
+    };
+    let (loaded, _) = tokio::join!(load(&ping), load(&cpu));
+    (idle, loaded.quantile(0.99))
+}
+
+/// How late `SLEEP 10` answers (p99, from its sending) while PING comes at [`PING_RATE`]. The
+/// sleeps go one at a time on each connection (the bare server answers a connection's lines in
+/// turn), and the PINGs on a fixed schedule: a closed loop of PING would keep both cores busy,
+/// and the kernel's time slices between this process and the server's would be the figure.
+/// tokio's timers tick in whole milliseconds and round a deadline up, so even the bare server
+/// is a millisecond or two late: the figure that counts is the ratio.
+async fn timer_lateness(addr: std::net::SocketAddr) -> Duration {
+    let sleeps = LoadPlan { duration: Duration::from_secs(2), ..plan(addr, 20, 1, &["SLEEP 10"]) };
+    let pings =
+        LoadPlan { rate: Some(PING_RATE), duration: Duration::from_secs(2), ..plan(addr, 10, 4, &["PING"]) };
+    let (slept, _) = tokio::join!(load(&sleeps), load(&pings));
+    slept.quantile(0.99).saturating_sub(Duration::from_millis(10))
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// About 1 ms of CPU work on this machine (a single-threaded count: the pool has one job).
+fn one_millisecond_of_work() -> u64 {
+    cpu::primes::count_below(3_000_000)
+}
+
+/// The figures of the servers in their own processes: throughput beside the bare server and
+/// redis-server, isolation, timer lateness, memory, fan-out and TLS.
+async fn server_figures(binary: &Path) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    let service = peers::service(binary, SERVICE_FLAGS).await;
+    let bare = peers::bare(false).await;
+    // A server people know: redis-server (persistence off) answers the inline `PING` with
+    // `+PONG`, so the same client drives it (skipped without redis-server).
+    let redis = peers::redis().await;
+    let mut servers = vec![service.addr, bare.addr];
+    servers.extend(redis.as_ref().map(|redis| redis.addr));
+
+    // 1, 2. Throughput beside the bare server and redis-server, one at a time and pipelined.
+    let (depth1, depth16) = (rounds(&servers, 1).await, rounds(&servers, 16).await);
+    let bare_row = "PING / bare tokio, depth 1, 16";
+    let (service_1, bare_1, ratio_1) = paired(&depth1, 1);
+    let (service_16, bare_16, ratio_16) = paired(&depth16, 1);
+    for (name, value, baseline, ratio) in [
+        ("throughput_vs_bare_depth1", service_1, bare_1, ratio_1),
+        ("throughput_vs_bare_depth16", service_16, bare_16, ratio_16),
+    ] {
+        figures.push(Figure {
+            ratio: Some(ratio),
+            ..Figure::beside(name, bare_row, value, "req/s", baseline, Goal::AtLeast(0.9))
+        });
+    }
+    match &redis {
+        Some(_) => {
+            let redis_row = "PING / redis-server, depth 1, 16";
+            for (name, rounds) in
+                [("throughput_vs_redis_depth1", &depth1), ("throughput_vs_redis_depth16", &depth16)]
+            {
+                let (service, redis, ratio) = paired(rounds, 2);
+                figures.push(Figure {
+                    ratio: Some(ratio),
+                    ..Figure::beside(name, redis_row, service, "req/s", redis, Goal::AtLeast(1.0))
+                });
+            }
+        }
+        None => println!("skipped throughput_vs_redis: redis-server is not installed"),
+    }
+    let gain = service_16 / service_1;
+    figures.push(Figure {
+        ratio: Some(gain),
+        ..Figure::beside(
+            "pipelining_gain",
+            "pipelining gain, depth 16 / 1",
+            gain,
+            "x",
+            service_1,
+            Goal::AtLeast(8.0),
+        )
+    });
+    bare.stop().await;
+    if let Some(redis) = redis {
+        redis.stop().await;
+    }
+
+    // 3. Isolation: PING latency while the CPU pool is saturated, and the negative control.
+    let (idle, loaded) = ping_p99_idle_and_loaded(service.addr, SIEVE).await;
+    figures.push(Figure::beside(
+        "isolation_p99",
+        "PING p99, CPU pool busy / idle",
+        loaded.as_secs_f64() * 1e3,
+        "ms",
+        idle.as_secs_f64() * 1e3,
+        Goal::AtMost(3.0),
+    ));
+    let inline = peers::bare(true).await;
+    let (_, inline_loaded) = ping_p99_idle_and_loaded(inline.addr, "SPIN 20").await;
+    inline.stop().await;
+    figures.push(Figure::beside(
+        "inline_blocking_p99",
+        "the same, CPU work inline (control)",
+        inline_loaded.as_secs_f64() * 1e3,
+        "ms",
+        loaded.as_secs_f64() * 1e3,
+        Goal::AtLeast(10.0),
+    ));
+
+    // 4. Timer lateness under mixed load, beside the bare server's tokio timer.
+    // Rounds alternate, and the figure is the median of their ratios, as for throughput.
+    let bare = peers::bare(false).await;
+    let mut lateness = Vec::new();
+    for _ in 0..ROUNDS {
+        let late = timer_lateness(service.addr).await.as_secs_f64() * 1e3;
+        lateness.push(vec![late, timer_lateness(bare.addr).await.as_secs_f64() * 1e3]);
+    }
+    bare.stop().await;
+    let (late, bare_late, ratio) = paired(&lateness, 1);
+    figures.push(Figure {
+        ratio: Some(ratio),
+        ..Figure::beside(
+            "timer_overshoot_p99_ms",
+            "`SLEEP 10` p99 lateness / bare tokio",
+            late,
+            "ms",
+            bare_late,
+            Goal::AtMost(1.5),
+        )
+    });
+
+    // 5. Memory per idle connection: the service's resident memory, before and after 1,000
+    // connections that each answered one PING.
+    let before = service.resident_bytes().await;
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        let mut client =
+            service::Client::connect(service.addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect");
+        assert_eq!(client.request("PING").await.expect("an answer"), "OK PONG");
+        idle.push(client);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let per_connection = service.resident_bytes().await.saturating_sub(before) as f64 / 1000.0;
+    figures.push(Figure::alone(
+        "bytes_per_idle_connection",
+        "memory per idle connection",
+        per_connection,
+        "bytes",
+        Goal::AtMost(16384.0),
+    ));
+    drop(idle);
+    service.stop().await;
+
+    // 6, 7, 8. Fan-out, in one process and on two replicas through Redis; TLS beside plain TCP;
+    // what one publisher costs a bystander.
+    figures.extend(fanout::figures(binary).await);
+    figures.extend(tls::figures(binary).await);
+    figures.push(amplification::figure(binary).await);
+    figures
+}
+
+/// The figures of the CPU crate's bridges, in this process: no server is involved.
+async fn cpu_figures() -> Vec<Figure> {
+    let mut figures = Vec::new();
+    let pool = cpu::CpuPool::new(2).expect("a pool");
+    let blocking = cpu::BlockingPool::new(8);
+    let mut rayon_trips = Vec::new();
+    let mut blocking_trips = Vec::new();
+    for _ in 0..2000 {
+        let start = Instant::now();
+        pool.spawn(|| ()).await.expect("a no-op");
+        rayon_trips.push(start.elapsed());
+        let start = Instant::now();
+        blocking.run(|| ()).await.expect("a no-op");
+        blocking_trips.push(start.elapsed());
+    }
+    let (rayon_noop, blocking_noop) = (median(rayon_trips), median(blocking_trips));
+    let row = "no-op via rayon, spawn_blocking";
+    figures.push(Figure::alone("offload_noop_us", row, rayon_noop.as_secs_f64() * 1e6, "us", Goal::Watch));
+    figures.push(Figure::alone(
+        "spawn_blocking_noop_us",
+        row,
+        blocking_noop.as_secs_f64() * 1e6,
+        "us",
+        Goal::Watch,
+    ));
+    let (mut bridged, mut inline_runs) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        let start = Instant::now();
+        std::hint::black_box(pool.spawn(one_millisecond_of_work).await.expect("work"));
+        bridged.push(start.elapsed());
+        let start = Instant::now();
+        std::hint::black_box(one_millisecond_of_work());
+        inline_runs.push(start.elapsed());
+    }
+    let (bridged, inline_run) = (median(bridged), median(inline_runs));
+    figures.push(Figure::beside(
+        "offload_1ms_ratio",
+        "1 ms job via the bridge / inline",
+        bridged.as_secs_f64() * 1e3,
+        "ms",
+        inline_run.as_secs_f64() * 1e3,
+        Goal::AtMost(1.1),
+    ));
+
+    // The parallel speed-up of the sieve: the median of the ratios of paired rounds (one on two
+    // threads, then one on one), so a VM core that changes speed between rounds moves one
+    // ratio, not the figure.
+    let single = cpu::CpuPool::new(1).expect("a pool");
+    let (mut speedups, mut on_one) = (Vec::new(), Vec::new());
+    for _ in 0..2 * ROUNDS + 1 {
+        let start = Instant::now();
+        std::hint::black_box(pool.spawn(|| cpu::primes::count_below(100_000_000)).await.expect("a count"));
+        let on_pool = start.elapsed();
+        let start = Instant::now();
+        std::hint::black_box(single.spawn(|| cpu::primes::count_below(100_000_000)).await.expect("a count"));
+        let one = start.elapsed();
+        on_one.push(one);
+        speedups.push(one.as_secs_f64() / on_pool.as_secs_f64());
+    }
+    let speedup = median_of(speedups);
+    figures.push(Figure {
+        ratio: Some(speedup),
+        ..Figure::beside(
+            "parallel_speedup",
+            "sieve on 2 threads / 1",
+            speedup,
+            "x",
+            median(on_one).as_secs_f64(),
+            Goal::AtLeast(1.7),
+        )
+    });
+    figures
+}
+
+/// The machine, for the report: CPUs, their model and the memory.
+fn machine() -> String {
+    #[expect(clippy::disallowed_methods, reason = "reads of /proc before the runtime starts")]
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name").and_then(|rest| rest.split(':').nth(1)))
+        .map_or("an unknown CPU", str::trim)
+        .to_owned();
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
+    let memory_kib: u64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    format!("{cpus} x {model}, {:.0} GiB", memory_kib as f64 / 1024.0 / 1024.0)
+}
+
+fn main() {
+    if std::env::args().any(|arg| arg == peers::BARE_SERVER) {
+        return bare::main();
+    }
+    if std::env::args().any(|arg| arg == "--record") {
+        return record();
+    }
+    let binary = peers::build_service();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+    let mut figures = runtime.block_on(server_figures(&binary));
+    figures.extend(runtime.block_on(cpu_figures()));
+    drop(runtime);
+
+    println!("{:<36} {:>14} {:<6} {:>14} {:>8}  goal", "figure", "value", "unit", "baseline", "ratio");
+    for figure in &figures {
+        let baseline = figure.baseline.map_or(String::from("-"), |b| format!("{b:.1}"));
+        let ratio = figure.ratio.map_or(String::from("-"), |r| format!("{r:.2}"));
+        let goal = match figure.judged() {
+            (Some(goal), Some(true)) => format!("{goal} (met)"),
+            (Some(goal), _) => format!("{goal} (NOT MET)"),
+            (None, _) => String::from("watch"),
+        };
+        println!(
+            "{:<36} {:>14.1} {:<6} {:>14} {:>8}  {goal}",
+            figure.name, figure.value, figure.unit, baseline, ratio
+        );
+    }
+    let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let report = serde_json::json!({
+        "machine": machine(),
+        "date": date[..10],
+        "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(),
+    });
+    write(&workspace().join(REPORT), &format!("{report:#}\n"));
+}
+
+/// `-- --record`: keeps the last report ([`REPORT`]) as the recorded one and writes the README's
+/// table from it (and its twin's, in the template), measuring nothing.
+fn record() {
+    let workspace = workspace();
+    #[expect(clippy::disallowed_methods, reason = "no runtime runs: this is all the bench does")]
+    let read = |path: &Path| std::fs::read_to_string(path);
+    let text = read(&workspace.join(REPORT))
+        .unwrap_or_else(|error| panic!("{REPORT}: {error}; run the bench first"));
+    let report: serde_json::Value = serde_json::from_str(&text).expect("the report is JSON");
+    let table = bench_report::table(&report).expect("the report makes a table");
+    write(&workspace.join(bench_report::RECORDED), &text);
+    for readme in ["README.md", "README.md.liquid"].map(|name| workspace.join(name)) {
+        let Ok(text) = read(&readme) else { continue };
+        write(&readme, &bench_report::with_table(&text, &table).expect("the README has a bench table"));
+    }
+}
+
+/// The workspace's root.
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace")
+}
+
+/// Writes `text` to `path` and says so.
+fn write(path: &Path, text: &str) {
+    #[expect(clippy::disallowed_methods, reason = "written once, after the runtime has finished")]
+    let written = std::fs::create_dir_all(path.parent().expect("a file in a directory"))
+        .and_then(|()| std::fs::write(path, text));
+    written.unwrap_or_else(|error| panic!("write {}: {error}", path.display()));
+    println!("wrote {}", path.display());
+}

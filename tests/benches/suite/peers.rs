@@ -1,0 +1,163 @@
+//! The servers that the throughput and latency figures measure, each in a process of its own, as
+//! users run them: the service's release binary, the bare tokio line server (this bench's own
+//! executable started again with [`BARE_SERVER`], see [`crate::bare`]) and redis-server. The
+//! bench process is the load client and nothing else, so the figures do not move with how one
+//! runtime shares its workers between a server and its client.
+//!
+//! A child is killed when its [`Process`] drops (`kill_on_drop`); the bare server also ends when
+//! its stdin closes, so none outlives a bench that panics.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use testkit::TEST_TIMEOUT;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::task::JoinHandle;
+
+/// The argument that makes this executable the bare server.
+pub(crate) const BARE_SERVER: &str = "--bare-server";
+/// With [`BARE_SERVER`]: `SPIN <ms>` spins inline (the negative control).
+pub(crate) const INLINE_SPIN: &str = "--inline-spin";
+
+/// A server in a child process.
+pub(crate) struct Process {
+    child: Child,
+    /// Where it serves its protocol.
+    pub(crate) addr: SocketAddr,
+    /// The bare server's stdin: it ends when this closes.
+    _stdin: Option<ChildStdin>,
+    /// The service only: reads its log to the end, passing on warnings and errors, so a full
+    /// pipe never stops it. It ends when the service does.
+    log: Option<JoinHandle<()>>,
+}
+
+impl Process {
+    /// Stops the child: the service by SIGTERM, then waiting for its graceful shutdown; the
+    /// others by killing them.
+    pub(crate) async fn stop(mut self) {
+        if self.log.is_some() {
+            let pid = self.child.id().expect("the service is running").to_string();
+            let sent = Command::new("kill").args(["-TERM", &pid]).status().await.expect("run kill");
+            assert!(sent.success(), "kill -TERM {pid}");
+            let status = tokio::time::timeout(TEST_TIMEOUT, self.child.wait())
+                .await
+                .expect("the service stops in time")
+                .expect("wait for the service");
+            assert!(status.success(), "the service ended with {status}");
+        } else {
+            self.child.kill().await.expect("kill the child");
+        }
+        if let Some(log) = self.log.take() {
+            log.await.expect("the log reader does not panic");
+        }
+    }
+
+    /// The child's resident memory, from `/proc/PID/statm` (Linux; 0 elsewhere).
+    pub(crate) async fn resident_bytes(&self) -> u64 {
+        let pid = self.child.id().expect("the child is running");
+        let statm = tokio::fs::read_to_string(format!("/proc/{pid}/statm")).await.unwrap_or_default();
+        statm.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()).unwrap_or(0) * 4096
+    }
+}
+
+/// Builds the service's release binary (cargo does nothing when it is fresh) and returns its
+/// path. Sync: it runs before the bench's runtime starts.
+pub(crate) fn build_service() -> PathBuf {
+    // The tests package is `NAME-tests`; the service's package and binary are `NAME`.
+    let package = env!("CARGO_PKG_NAME").strip_suffix("-tests").expect("the tests package is NAME-tests");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    #[expect(clippy::disallowed_methods, reason = "no runtime runs yet")]
+    let output = std::process::Command::new(cargo)
+        .args(["build", "--release", "--package", package, "--bin", package])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo build");
+    assert!(output.status.success(), "cargo build --release -p {package} failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["target"]["name"] == package)
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .expect("cargo names the service's executable")
+}
+
+/// The service's release binary, serving on loopback ports of its own choosing with `flags`
+/// added to its defaults.
+pub(crate) async fn service(binary: &Path, flags: &[&str]) -> Process {
+    let mut child = Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the service");
+    let mut log = BufReader::new(child.stderr.take().expect("a piped stderr")).lines();
+    let listening = tokio::time::timeout(TEST_TIMEOUT, async {
+        while let Some(line) = log.next_line().await.expect("read the service's log") {
+            if line.contains("listening") {
+                return line;
+            }
+        }
+        panic!("the service ended before it listened");
+    });
+    let line = listening.await.expect("the service listens in time");
+    let addr = line.split("local_addr=").nth(1).and_then(|rest| rest.split_whitespace().next());
+    let addr = addr.and_then(|addr| addr.parse().ok()).unwrap_or_else(|| panic!("no address in {line}"));
+    let log = tokio::spawn(async move {
+        while let Ok(Some(line)) = log.next_line().await {
+            if line.contains("WARN") || line.contains("ERROR") {
+                eprintln!("service: {line}");
+            }
+        }
+    });
+    Process { child, addr, _stdin: None, log: Some(log) }
+}
+
+/// The bare tokio line server (PING only; `SPIN <ms>` spun inline when `inline_spin`).
+pub(crate) async fn bare(inline_spin: bool) -> Process {
+    let mut command = Command::new(std::env::current_exe().expect("this bench's executable"));
+    command.arg(BARE_SERVER);
+    if inline_spin {
+        command.arg(INLINE_SPIN);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the bare server");
+    let stdin = child.stdin.take();
+    let mut out = BufReader::new(child.stdout.take().expect("a piped stdout")).lines();
+    let line = tokio::time::timeout(TEST_TIMEOUT, out.next_line())
+        .await
+        .expect("the bare server listens in time")
+        .expect("read the bare server's stdout")
+        .expect("the bare server says where it listens");
+    let addr = line.parse().unwrap_or_else(|_| panic!("no address in {line:?}"));
+    Process { child, addr, _stdin: stdin, log: None }
+}
+
+/// redis-server on a free loopback port, without persistence, if one is installed.
+pub(crate) async fn redis() -> Option<Process> {
+    let port = tokio::net::TcpListener::bind("127.0.0.1:0").await.ok()?.local_addr().ok()?.port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Some(Process { child, addr, _stdin: None, log: None });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}

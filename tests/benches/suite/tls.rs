@@ -1,0 +1,78 @@
+//! TLS beside plain TCP: PING throughput at depth 1 and 16 (the same service flags, the same
+//! client, rounds alternating), and full handshakes a second (no session resumption), each
+//! connection shaking hands, answering one PING and closing.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Instant;
+
+use service::load::LoadPlan;
+use service::tls::ClientTls;
+use testkit::TEST_TIMEOUT;
+use tokio::task::JoinSet;
+
+use crate::{CONNECTIONS, Figure, Goal, ROUND, ROUNDS, SERVICE_FLAGS, load, median_of, peers, plan};
+
+/// Connections opening and closing at once in the handshake figure.
+const HANDSHAKERS: usize = 8;
+
+pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
+    let pki = testkit::pki::Pki::new();
+    let client = pki.client_tls(None);
+    let plain = peers::service(binary, SERVICE_FLAGS).await;
+    let (cert, key) =
+        (pki.server.cert.to_str().expect("a UTF-8 path"), pki.server.key.to_str().expect("a UTF-8 path"));
+    let secure =
+        peers::service(binary, &[SERVICE_FLAGS, &["--tls-cert", cert, "--tls-key", key]].concat()).await;
+    let mut figures = Vec::new();
+    let row = "PING over TLS / TCP, depth 1, 16";
+    for (name, depth) in [("tls_throughput_depth1", 1), ("tls_throughput_depth16", 16)] {
+        let (mut over_tcp, mut over_tls) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            over_tcp.push(load(&plan(plain.addr, CONNECTIONS, depth, &["PING"])).await.throughput());
+            let tls_plan =
+                LoadPlan { tls: Some(client.clone()), ..plan(secure.addr, CONNECTIONS, depth, &["PING"]) };
+            over_tls.push(load(&tls_plan).await.throughput());
+        }
+        let ratio = median_of(over_tls.iter().zip(&over_tcp).map(|(tls, tcp)| tls / tcp).collect());
+        let (over_tls, over_tcp) = (median_of(over_tls), median_of(over_tcp));
+        figures.push(Figure {
+            ratio: Some(ratio),
+            ..Figure::beside(name, row, over_tls, "req/s", over_tcp, Goal::Watch)
+        });
+    }
+    let handshakes = handshakes_per_second(secure.addr, &client.without_resumption()).await;
+    figures.push(Figure::alone(
+        "tls_full_handshakes_per_s",
+        "full TLS handshakes",
+        handshakes,
+        "hs/s",
+        Goal::Watch,
+    ));
+    plain.stop().await;
+    secure.stop().await;
+    figures
+}
+
+/// Full handshakes a second, each followed by one PING (under TLS 1.3 the client is done first;
+/// the answer says the server is too), from [`HANDSHAKERS`] loops for [`ROUND`] x 2.
+async fn handshakes_per_second(addr: SocketAddr, client: &ClientTls) -> f64 {
+    let started = Instant::now();
+    let deadline = started + 2 * ROUND;
+    let mut loops = JoinSet::new();
+    for _ in 0..HANDSHAKERS {
+        let client = client.clone();
+        loops.spawn(async move {
+            let (addr, mut done) = (addr.to_string(), 0_u64);
+            while Instant::now() < deadline {
+                let connected = service::Client::connect_tls(&addr, &client, TEST_TIMEOUT, TEST_TIMEOUT);
+                let mut connection = connected.await.expect("a TLS connection");
+                assert_eq!(connection.request("PING").await.expect("an answer"), "OK PONG");
+                done += 1;
+            }
+            done
+        });
+    }
+    let done: u64 = loops.join_all().await.into_iter().sum();
+    done as f64 / started.elapsed().as_secs_f64()
+}
