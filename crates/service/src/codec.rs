@@ -7,8 +7,8 @@
 //! * `\n` ends a line; one `\r` before it is dropped, and does not count toward `max_line`.
 //! * A line over `max_line` bytes is [`FrameError::LineTooLong`]: the connection answers and
 //!   closes, and the codec never holds more than the limit plus one read of the peer's bytes.
-//! * A line that is not UTF-8 is a [`Frame::NotUtf8`] value, not an error, so the connection
-//!   answers `ERR bad-request` and goes on with the next line.
+//! * A line that is not UTF-8 is a line all the same, not an error: [`Line::text`] says so, and
+//!   the connection answers `ERR bad-request` and goes on with the next line.
 //!
 //! Answers and pushed lines (their form is [`crate::protocol`]'s) are encoded straight into the
 //! write buffer with a trailing `\n`.
@@ -21,26 +21,19 @@ use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, Enco
 
 use crate::protocol::{Push, Response};
 
-/// One decoded request line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    /// A complete UTF-8 line, without its line ending.
-    Line(Line),
-    /// A complete line that is not UTF-8.
-    NotUtf8,
-}
-
-/// A request line known to be UTF-8. It shares the read buffer's memory: no copy, no `String`
-/// per request.
+/// A complete request line, without its line ending. It shares the read buffer's memory: no
+/// copy, no `String` per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line(Bytes);
 
 impl Line {
-    /// The line's text.
-    pub fn as_str(&self) -> &str {
-        // Checked when the line was decoded. Checking again is one pass over a short line, and
-        // keeps `unsafe` (`from_utf8_unchecked`) out of a workspace that forbids it.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+    /// The line's text, or `None` if it is not UTF-8.
+    ///
+    /// Checked here, where the text is read, and not when the line is decoded too: the check
+    /// of a short line costs more than its framing, and a `&str` kept from decoding would need
+    /// `unsafe` (`from_utf8_unchecked`), which the workspace forbids.
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
     }
 }
 
@@ -84,7 +77,7 @@ impl RequestCodec {
     fn frame(
         &self,
         decoded: Result<Option<Bytes>, AnyDelimiterCodecError>,
-    ) -> Result<Option<Frame>, FrameError> {
+    ) -> Result<Option<Line>, FrameError> {
         let line = match decoded {
             Ok(Some(line)) => line,
             Ok(None) => return Ok(None),
@@ -97,23 +90,20 @@ impl RequestCodec {
         if line.len() > self.max_line {
             return Err(FrameError::LineTooLong(self.max_line));
         }
-        Ok(Some(match std::str::from_utf8(&line) {
-            Ok(_) => Frame::Line(Line(line)),
-            Err(_) => Frame::NotUtf8,
-        }))
+        Ok(Some(Line(line)))
     }
 }
 
 impl Decoder for RequestCodec {
-    type Item = Frame;
+    type Item = Line;
     type Error = FrameError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Line>, FrameError> {
         let decoded = self.lines.decode(src);
         self.frame(decoded)
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Line>, FrameError> {
         let decoded = self.lines.decode_eof(src);
         self.frame(decoded)
     }
@@ -169,7 +159,7 @@ fn words(dst: &mut BytesMut, words: &[&str]) {
 mod tests {
     use super::*;
 
-    fn decode_all(codec: &mut RequestCodec, input: &[u8]) -> Vec<Result<Frame, String>> {
+    fn decode_all(codec: &mut RequestCodec, input: &[u8]) -> Vec<Result<Line, String>> {
         let mut buffer = BytesMut::from(input);
         let mut frames = Vec::new();
         loop {
@@ -188,27 +178,28 @@ mod tests {
     fn splits_lines_and_accepts_crlf() {
         let mut codec = RequestCodec::new(16);
         let frames = decode_all(&mut codec, b"PING\r\nPUBLISH t a b\nPAR");
-        assert_eq!(frames, [Ok(Frame::Line("PING".into())), Ok(Frame::Line("PUBLISH t a b".into()))]);
+        assert_eq!(frames, [Ok("PING".into()), Ok("PUBLISH t a b".into())]);
     }
 
     #[test]
     fn only_one_carriage_return_is_part_of_the_line_ending() {
         let mut codec = RequestCodec::new(16);
         let frames = decode_all(&mut codec, b"A\r\r\nB\rC\n");
-        assert_eq!(frames, [Ok(Frame::Line("A\r".into())), Ok(Frame::Line("B\rC".into()))]);
+        assert_eq!(frames, [Ok("A\r".into()), Ok("B\rC".into())]);
     }
 
     #[test]
-    fn a_line_that_is_not_utf8_is_a_frame_and_the_next_line_still_decodes() {
+    fn a_line_that_is_not_utf8_is_a_line_and_the_next_line_still_decodes() {
         let mut codec = RequestCodec::new(16);
         let frames = decode_all(&mut codec, b"\xff\xfe\nPING\n");
-        assert_eq!(frames, [Ok(Frame::NotUtf8), Ok(Frame::Line("PING".into()))]);
+        let texts: Vec<_> = frames.iter().map(|line| line.as_ref().unwrap().text()).collect();
+        assert_eq!(texts, [None, Some("PING")]);
     }
 
     #[test]
     fn the_limit_counts_the_line_without_its_crlf() {
         let exactly = decode_all(&mut RequestCodec::new(8), b"01234567\r\n");
-        assert_eq!(exactly, [Ok(Frame::Line("01234567".into()))]);
+        assert_eq!(exactly, [Ok("01234567".into())]);
         let over = decode_all(&mut RequestCodec::new(8), b"012345678\n");
         assert_eq!(over, [Err("request line longer than 8 bytes".into())]);
         let over_invalid = decode_all(&mut RequestCodec::new(8), b"\xff12345678\n");

@@ -50,7 +50,7 @@ use tokio::time::{self, Instant};
 use tokio_util::bytes::{BufMut as _, BytesMut};
 use tokio_util::codec::{Decoder as _, Encoder as _};
 
-use crate::codec::{Frame, FrameError, RequestCodec};
+use crate::codec::{FrameError, RequestCodec};
 use crate::commands::{self, Context, Reply, Shared};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -189,7 +189,9 @@ impl Handler {
         output: &mut BytesMut,
     ) -> Result<(), ConnectionError> {
         if let Some((command, at)) = started {
-            self.metrics.observe_request(command, now.saturating_duration_since(at));
+            // Most answers are ready in the instant they start: no subtraction for those.
+            let elapsed = if at == now { Duration::ZERO } else { now.saturating_duration_since(at) };
+            self.metrics.observe_request(command, elapsed);
         }
         codec.encode(response, output).map_err(ConnectionError::Io)
     }
@@ -283,15 +285,17 @@ impl State {
                 self.codec.decode(&mut self.input)
             };
             match decoded {
-                Ok(Some(Frame::Line(line))) => {
-                    let (reply, keep_taking) = commands::start(line.as_str(), &mut self.context, now);
-                    self.answer(handler, reply, now)?;
-                    self.taking = keep_taking;
-                }
-                Ok(Some(Frame::NotUtf8)) => {
-                    let refused = Response::err_with(ErrorCode::BadRequest, "not UTF-8");
-                    self.answer(handler, Reply::ready(refused), now)?;
-                }
+                Ok(Some(line)) => match line.text() {
+                    Some(text) => {
+                        let (reply, keep_taking) = commands::start(text, &mut self.context, now);
+                        self.answer(handler, reply, now)?;
+                        self.taking = keep_taking;
+                    }
+                    None => {
+                        let refused = Response::err_with(ErrorCode::BadRequest, "not UTF-8");
+                        self.answer(handler, Reply::ready(refused), now)?;
+                    }
+                },
                 Ok(None) => {
                     // After EOF nothing more will come.
                     self.taking = !self.eof;
