@@ -12,6 +12,20 @@ use tokio::sync::oneshot;
 use crate::JobError;
 use crate::stop::Stop;
 
+/// How far the pool's threads lower their priority (`nice`), on Linux. When jobs keep every
+/// core busy, the kernel then favours a runtime thread that I/O wakes over them (a nice 10
+/// thread weighs about a tenth of a nice 0 one, sched(7)): answers stay quick while the pool is
+/// saturated (the bench's `isolation_p99`). A job still gets every core nobody else wants.
+pub(crate) const NICENESS: i32 = 10;
+
+/// Lowers the calling thread's priority by [`NICENESS`]. Linux keeps a nice value per thread
+/// (nice(2), "NOTES"); POSIX systems that keep one per process would lower the whole service,
+/// so elsewhere this does nothing. A failure leaves the thread as it was: it only costs latency.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::nice(NICENESS);
+}
+
 /// A rayon thread pool shared by cheap clones.
 ///
 /// CPU-bound work on a tokio worker blocks every other task on that worker for as long as it runs
@@ -36,11 +50,13 @@ pub struct CpuPool {
 
 impl CpuPool {
     /// A pool of `threads` threads named `cpu-N` (0 means one per available core, rayon's
-    /// default).
+    /// default). On Linux they run ten `nice` steps below the thread that builds the pool, so
+    /// that a saturated pool does not slow the runtime's threads down.
     pub fn new(threads: usize) -> Result<Self, rayon::ThreadPoolBuildError> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("cpu-{i}"))
+            .start_handler(|_| lower_priority())
             .build()?;
         Ok(Self { pool: Arc::new(pool) })
     }
@@ -139,6 +155,19 @@ mod tests {
         let pool = CpuPool::new(2).unwrap();
         assert_eq!(pool.threads(), 2);
         assert_eq!(pool.spawn(|| crate::primes::count_below(10_000)).await, Ok(1_229));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_pools_threads_run_below_the_thread_that_built_it() {
+        let nice = || rustix::process::getpriority_process(None).expect("getpriority");
+        let builder = nice();
+        let pool = CpuPool::new(2).unwrap();
+        let (first, second) = tokio::join!(pool.spawn(nice), pool.spawn(nice));
+        // The kernel caps nice values at 19.
+        let expected = (builder + NICENESS).min(19);
+        assert_eq!((first, second), (Ok(expected), Ok(expected)));
+        assert_eq!(nice(), builder, "the caller's thread keeps its priority");
     }
 
     #[tokio::test(flavor = "current_thread")]
