@@ -115,7 +115,10 @@ impl Handler {
         let read_limit = self.config.max_line.get().saturating_add(2 + READ_AHEAD);
         let mut state = State::new(RequestCodec::new(self.config.max_line.get()), self.shared.context());
         let idle = time::sleep(self.config.idle_timeout);
-        tokio::pin!(idle);
+        // One waiter on the drain token for the whole connection: a fresh `cancelled()` each
+        // turn would join and leave the token's waiter list (a lock each) once per request.
+        let drain = self.shutdown.drain.cancelled();
+        tokio::pin!(idle, drain);
         loop {
             let now = Instant::now();
             state.start_ready(self, max_in_flight, now)?;
@@ -124,7 +127,8 @@ impl Handler {
             if !state.output.is_empty() {
                 self.write_out(&mut stream, &mut state.output).await?;
                 if state.in_flight.is_empty() {
-                    idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
+                    // From the turn's clock read, microseconds ago: no second read per burst.
+                    idle.as_mut().reset(now + self.config.idle_timeout);
                 }
             }
             if !state.taking && state.in_flight.is_empty() {
@@ -136,7 +140,7 @@ impl Handler {
                 // Order matters: answers first, so a pipelined burst is answered with one flush
                 // once every ready reply is in the buffer.
                 biased;
-                () = self.shutdown.drain.cancelled(), if state.taking => state.taking = false,
+                () = &mut drain, if state.taking => state.taking = false,
                 Some(answer) = state.in_flight.next(), if !state.in_flight.is_empty() => {
                     // One clock read for the whole burst of answers.
                     let now = Instant::now();
@@ -146,7 +150,7 @@ impl Handler {
                     }
                     self.write_out(&mut stream, &mut state.output).await?;
                     if state.in_flight.is_empty() {
-                        idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
+                        idle.as_mut().reset(now + self.config.idle_timeout);
                     }
                 }
                 // Messages for this connection's subscriptions, between the answers. They stop
