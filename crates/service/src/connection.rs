@@ -127,8 +127,7 @@ impl Handler {
             if !state.output.is_empty() {
                 self.write_out(&mut stream, &mut state.output).await?;
                 if state.in_flight.is_empty() {
-                    // From the turn's clock read, microseconds ago: no second read per burst.
-                    idle.as_mut().reset(now + self.config.idle_timeout);
+                    idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
                 }
             }
             if !state.taking && state.in_flight.is_empty() {
@@ -150,7 +149,7 @@ impl Handler {
                     }
                     self.write_out(&mut stream, &mut state.output).await?;
                     if state.in_flight.is_empty() {
-                        idle.as_mut().reset(now + self.config.idle_timeout);
+                        idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
                     }
                 }
                 // Messages for this connection's subscriptions, between the answers. They stop
