@@ -110,9 +110,9 @@ impl Decoder for RequestCodec {
 }
 
 // Both encoders copy the pieces of a line in, where `writeln!` would run the formatting
-// machinery: for PING that was about a sixth of the service's instructions per request
-// (callgrind, `.ci/count-instructions`). The lines are the ones `Display` writes; a test
-// below holds the two together.
+// machinery: for PING that was about a sixth of the service's instructions per request, as
+// callgrind counts them. The lines are the ones `Display` writes; a test below holds the two
+// together.
 
 impl Encoder<Response> for RequestCodec {
     type Error = io::Error;
