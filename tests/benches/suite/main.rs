@@ -79,6 +79,18 @@ impl Figure {
         Self { name, row, value, unit, baseline: Some(baseline), ratio: Some(value / baseline), goal }
     }
 
+    /// A figure from paired rounds: `(value, baseline, ratio)` as [`paired`] gives them, the
+    /// ratio being the median of the rounds' ratios, not the ratio of the medians.
+    fn rounds(
+        name: &'static str,
+        row: &'static str,
+        (value, baseline, ratio): (f64, f64, f64),
+        unit: &'static str,
+        goal: Goal,
+    ) -> Self {
+        Self { ratio: Some(ratio), ..Self::beside(name, row, value, unit, baseline, goal) }
+    }
+
     /// A figure on its own.
     fn alone(name: &'static str, row: &'static str, value: f64, unit: &'static str, goal: Goal) -> Self {
         Self { name, row, value, unit, baseline: None, ratio: None, goal }
@@ -143,7 +155,7 @@ fn median_of(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
-/// The service's median figure in `rounds` (column 0), the median of column `other`, and the
+/// The median of column 0 in `rounds` (the side measured), the median of column `other`, and the
 /// median of their ratios, round by round: a VM core that changes speed between rounds moves
 /// one ratio, not the figure.
 fn paired(rounds: &[Vec<f64>], other: usize) -> (f64, f64, f64) {
@@ -206,16 +218,9 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
     // 1, 2. Throughput beside the bare server and redis-server, one at a time and pipelined.
     let (depth1, depth16) = (rounds(&servers, 1).await, rounds(&servers, 16).await);
     let bare_row = "PING / bare tokio, depth 1, 16";
-    let (service_1, bare_1, ratio_1) = paired(&depth1, 1);
-    let (service_16, bare_16, ratio_16) = paired(&depth16, 1);
-    for (name, value, baseline, ratio) in [
-        ("throughput_vs_bare_depth1", service_1, bare_1, ratio_1),
-        ("throughput_vs_bare_depth16", service_16, bare_16, ratio_16),
-    ] {
-        figures.push(Figure {
-            ratio: Some(ratio),
-            ..Figure::beside(name, bare_row, value, "req/s", baseline, Goal::AtLeast(0.9))
-        });
+    let (at_1, at_16) = (paired(&depth1, 1), paired(&depth16, 1));
+    for (name, figure) in [("throughput_vs_bare_depth1", at_1), ("throughput_vs_bare_depth16", at_16)] {
+        figures.push(Figure::rounds(name, bare_row, figure, "req/s", Goal::AtLeast(0.9)));
     }
     match &redis {
         Some(_) => {
@@ -223,15 +228,13 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
             for (name, rounds) in
                 [("throughput_vs_redis_depth1", &depth1), ("throughput_vs_redis_depth16", &depth16)]
             {
-                let (service, redis, ratio) = paired(rounds, 2);
-                figures.push(Figure {
-                    ratio: Some(ratio),
-                    ..Figure::beside(name, redis_row, service, "req/s", redis, Goal::AtLeast(1.0))
-                });
+                let figure = paired(rounds, 2);
+                figures.push(Figure::rounds(name, redis_row, figure, "req/s", Goal::AtLeast(1.0)));
             }
         }
         None => println!("skipped throughput_vs_redis: redis-server is not installed"),
     }
+    let (service_1, service_16) = (at_1.0, at_16.0);
     let gain = service_16 / service_1;
     figures.push(Figure {
         ratio: Some(gain),
@@ -280,18 +283,13 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
         lateness.push(vec![late, timer_lateness(bare.addr).await.as_secs_f64() * 1e3]);
     }
     bare.stop().await;
-    let (late, bare_late, ratio) = paired(&lateness, 1);
-    figures.push(Figure {
-        ratio: Some(ratio),
-        ..Figure::beside(
-            "timer_overshoot_p99_ms",
-            "`SLEEP 10` p99 lateness / bare tokio",
-            late,
-            "ms",
-            bare_late,
-            Goal::AtMost(1.5),
-        )
-    });
+    figures.push(Figure::rounds(
+        "timer_overshoot_p99_ms",
+        "`SLEEP 10` p99 lateness / bare tokio",
+        paired(&lateness, 1),
+        "ms",
+        Goal::AtMost(1.5),
+    ));
 
     // 5. Memory per idle connection: the service's resident memory, before and after 1,000
     // connections that each answered one PING.

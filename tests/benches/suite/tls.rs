@@ -11,7 +11,7 @@ use service::tls::ClientTls;
 use testkit::TEST_TIMEOUT;
 use tokio::task::JoinSet;
 
-use crate::{CONNECTIONS, Figure, Goal, ROUND, ROUNDS, SERVICE_FLAGS, load, median_of, peers, plan};
+use crate::{CONNECTIONS, Figure, Goal, ROUND, ROUNDS, SERVICE_FLAGS, load, paired, peers, plan};
 
 /// Connections opening and closing at once in the handshake figure.
 const HANDSHAKERS: usize = 8;
@@ -27,19 +27,15 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     let mut figures = Vec::new();
     let row = "PING over TLS / TCP, depth 1, 16";
     for (name, depth) in [("tls_throughput_depth1", 1), ("tls_throughput_depth16", 16)] {
-        let (mut over_tcp, mut over_tls) = (Vec::new(), Vec::new());
+        // Each round: [TLS, TCP], so the figure is TLS's and the baseline TCP's.
+        let mut rounds = Vec::new();
         for _ in 0..ROUNDS {
-            over_tcp.push(load(&plan(plain.addr, CONNECTIONS, depth, &["PING"])).await.throughput());
+            let over_tcp = load(&plan(plain.addr, CONNECTIONS, depth, &["PING"])).await.throughput();
             let tls_plan =
                 LoadPlan { tls: Some(client.clone()), ..plan(secure.addr, CONNECTIONS, depth, &["PING"]) };
-            over_tls.push(load(&tls_plan).await.throughput());
+            rounds.push(vec![load(&tls_plan).await.throughput(), over_tcp]);
         }
-        let ratio = median_of(over_tls.iter().zip(&over_tcp).map(|(tls, tcp)| tls / tcp).collect());
-        let (over_tls, over_tcp) = (median_of(over_tls), median_of(over_tcp));
-        figures.push(Figure {
-            ratio: Some(ratio),
-            ..Figure::beside(name, row, over_tls, "req/s", over_tcp, Goal::Watch)
-        });
+        figures.push(Figure::rounds(name, row, paired(&rounds, 1), "req/s", Goal::Watch));
     }
     let handshakes = handshakes_per_second(secure.addr, &client.without_resumption()).await;
     figures.push(Figure::alone(
