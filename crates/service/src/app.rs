@@ -115,7 +115,8 @@ impl App {
         let topics = match &config.fanout_url {
             None => Arc::new(Topics::new(&config, Arc::clone(&stats), None)),
             Some(url) => {
-                let (handle, relay) = relay::relay(url);
+                let prefix = config.fanout_prefix.clone().unwrap_or_else(|| url.default_prefix());
+                let (handle, relay) = relay::relay(url, &prefix);
                 let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), Some(handle)));
                 tracker.spawn(relay.run(Arc::clone(&topics), shutdown.drain.clone()));
                 topics
@@ -128,7 +129,6 @@ impl App {
             stats: Arc::clone(&stats),
             topics: Arc::clone(&topics),
             abort: shutdown.abort.clone(),
-            publish_budget: config.publish_budget.get(),
         });
         let handler = Handler::new(
             Arc::clone(&config),

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 
-use crate::relay::FanoutUrl;
+use crate::relay::{self, FanoutUrl, FanoutUrlParser};
 
 /// Everything `serve` can be told. Each field is a bound or a timeout; none is infinite.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -127,16 +127,28 @@ pub struct Config {
     pub max_subscriptions: NonZeroUsize,
 
     /// Messages one connection's PUBLISHes may deliver per second, counted per subscriber
-    /// reached (bursts of a tenth of it pass at once). Past it, that connection's next request
-    /// waits: it bounds what one publisher costs everyone else.
+    /// reached and one at least (bursts of a tenth of it pass at once). Past it, that
+    /// connection's next request waits: it bounds what one publisher costs everyone else. With
+    /// --fanout-url, it holds on every replica the messages reach.
     #[arg(long, value_name = "N", default_value = "200000", value_parser = count(1..=1_000_000_000))]
     pub publish_budget: NonZeroUsize,
+
+    /// Messages the whole process may deliver per second, whoever publishes: past it, local
+    /// publishers wait, and messages relayed from other replicas are missed (`LAG`).
+    #[arg(long, value_name = "N", default_value = "1000000", value_parser = count(1..=1_000_000_000))]
+    pub process_publish_budget: NonZeroUsize,
 
     /// A Redis to relay topics through, so they span every replica pointed at it
     /// (`redis://[user:password@]host:port[/db]`). Without it, topics live in this process. The
     /// broker must answer at start; an outage later costs only PUBLISH (`ERR unavailable`).
-    #[arg(long, value_name = "URL", value_parser = FanoutUrl::parse)]
+    #[arg(long, value_name = "URL", value_parser = FanoutUrlParser)]
     pub fanout_url: Option<FanoutUrl>,
+
+    /// What every Redis channel starts with: deployments that share a Redis (whatever the
+    /// database) hear each other only with the same prefix. Default: the program's name and
+    /// the --fanout-url database (`NAME:DB:`).
+    #[arg(long, value_name = "PREFIX", value_parser = relay::prefix)]
+    pub fanout_prefix: Option<String>,
 
     /// Longest PUBLISH text, in bytes. With `--max-topics` and `--topic-capacity` it bounds what
     /// the topics keep for subscribers that are behind (36 MiB at the defaults; at most 1 GiB).
@@ -202,6 +214,9 @@ pub enum ConfigError {
         MAX_FANOUT_MEMORY >> 20
     )]
     FanoutMemory(u64),
+    /// A channel prefix without a broker to use it on.
+    #[error("--fanout-prefix needs --fanout-url")]
+    PrefixWithoutBroker,
     /// Fewer than `CONNECTIONS_TO_FILL_TOPICS` (64) connections could take every topic.
     #[error(
         "--max-subscriptions {0} lets fewer than {CONNECTIONS_TO_FILL_TOPICS} connections take all of --max-topics {1}: at most {2}"
@@ -226,6 +241,9 @@ impl Config {
 
     /// Checks what single bounds cannot: that the settings fit together.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if self.fanout_prefix.is_some() && self.fanout_url.is_none() {
+            return Err(ConfigError::PrefixWithoutBroker);
+        }
         let memory = self.fanout_memory();
         if memory > MAX_FANOUT_MEMORY {
             return Err(ConfigError::FanoutMemory(memory));

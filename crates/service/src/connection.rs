@@ -133,7 +133,7 @@ impl Handler {
             if !state.taking && state.in_flight.is_empty() {
                 break;
             }
-            let throttled = state.context.publish_budget.wait_until(now);
+            let throttled = state.context.publisher.budget.wait_until(now);
             let room = state.make_room(read_limit);
             tokio::select! {
                 // Order matters: answers first, so a pipelined burst is answered with one flush
@@ -267,7 +267,7 @@ impl State {
     }
 
     /// Starts every complete request already read, up to `max_in_flight` in flight, unless the
-    /// connection's PUBLISHes have spent their budget (see `topics::PublishBudget`). `now` is
+    /// connection's PUBLISHes have spent their budget (see `budget.rs`). `now` is
     /// when they count as read.
     ///
     /// An answer that is ready at once, with nothing in flight before it, goes straight into the
@@ -280,7 +280,7 @@ impl State {
     ) -> Result<(), ConnectionError> {
         while self.taking
             && self.in_flight.len() < max_in_flight
-            && self.context.publish_budget.wait_until(now).is_none()
+            && self.context.publisher.budget.wait_until(now).is_none()
         {
             let decoded = if self.eof {
                 self.codec.decode_eof(&mut self.input)

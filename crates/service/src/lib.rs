@@ -45,6 +45,7 @@
 
 mod admin;
 mod app;
+mod budget;
 pub mod cli;
 mod client;
 mod codec;

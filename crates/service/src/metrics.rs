@@ -21,6 +21,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use crate::health::Health;
+use crate::relay::{self, Refused};
 use crate::stats::{HandshakeFailure, JobOutcome, Stats};
 
 /// Upper bounds of the latency buckets, in seconds: 100 µs to a minute (the longest job
@@ -116,8 +117,8 @@ pub(crate) struct Scrape {
     pub(crate) health: Health,
     pub(crate) jobs_queued: usize,
     pub(crate) topics: usize,
-    /// With `--fanout-url`: the broker reachable, reconnects, messages relayed here, published.
-    pub(crate) relay: Option<(bool, u64, u64, u64)>,
+    /// With `--fanout-url`, the relay's figures.
+    pub(crate) relay: Option<relay::Figures>,
     pub(crate) runtime: Handle,
 }
 
@@ -249,7 +250,7 @@ impl Collector for Scrape {
             "GAP lines: messages a subscriber may have missed",
             stats.gaps(),
         )?;
-        if let Some((up, reconnects, relayed, published)) = self.relay {
+        if let Some(relay::Figures { up, reconnects, relayed, published, refused }) = self.relay {
             gauge(
                 &mut encoder,
                 "fanout_broker_up",
@@ -269,6 +270,15 @@ impl Collector for Scrape {
                 relayed,
             )?;
             counter(&mut encoder, "fanout_published", "Messages sent to the broker", published)?;
+            let mut family = encoder.encode_descriptor(
+                "fanout_refused",
+                "Messages from the broker not delivered (subscribers told LAG), by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, value) in Refused::ALL.into_iter().zip(refused) {
+                ConstCounter::new(value).encode(family.encode_family(&[("reason", reason.name())])?)?;
+            }
         }
         let mut requests = encoder.encode_descriptor(
             "request_duration_seconds",

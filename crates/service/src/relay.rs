@@ -11,11 +11,29 @@
 //!   `broadcast` channel, which never waits. So the socket is read as fast as Redis writes (its
 //!   `client-output-buffer-limit pubsub` never trips because of a slow client of ours), and a
 //!   slow local subscriber is told `LAG` as without a broker. Nothing is buffered in between.
-//! * **The publisher**: PUBLISH requests go into one bounded queue ([`QUEUE`]) in request order,
-//!   and the relay sends them to Redis in pipelines of up to [`BATCH`], in that order. So a
-//!   topic's messages from one publishing connection reach every subscriber on every replica in
-//!   the order published, pipelined PUBLISHes included. The answer is Redis's count: the
-//!   replicas with subscribers to the topic (this one included), not the subscribers.
+//! * **The publisher**: PUBLISH requests go into one bounded queue in request order, and the
+//!   relay sends them to Redis in pipelines of up to [`BATCH`], in that order. So a topic's
+//!   messages from one publishing connection reach every subscriber on every replica in the
+//!   order published, pipelined PUBLISHes included. The answer is Redis's count: the replicas
+//!   with subscribers to the topic (this one included), not the subscribers.
+//!
+//! **The broker is input, not a trusted peer.** Redis pub/sub ignores the database number, so
+//! every channel is the topic behind a prefix (`--fanout-prefix`, by default the program's name
+//! and the URL's database: `service:0:`), which keeps deployments on one Redis apart and lets a
+//! Redis ACL confine the service's user to its own channels (`deploy/README.md`). A message is
+//! `ORIGIN TEXT` ([`Envelope`]): the publishing replica and connection, so that every replica
+//! charges it to its publisher's budget (see `budget.rs`). What the broker sends is checked as a
+//! client's line would be: a channel outside the prefix, a message without an origin, a text a
+//! local PUBLISH could not have sent (a line break, a control character, not UTF-8, longer than
+//! `--max-message`) or past its publisher's budget is not delivered; its subscribers are told
+//! `LAG`, and `fanout_refused_total` counts it by [`Refused`] reason.
+//!
+//! **The queue is bounded three ways**, so one publisher cannot take it from the others and a
+//! broker that hangs cannot grow it: [`QUEUE`] PUBLISHes and [`QUEUE_BYTES`] of them at most (or
+//! one, if longer); a connection that already has one waiting may take only an equal part of
+//! three quarters of that (one part kept for a newcomer), the last quarter being for
+//! connections that have none; and a PUBLISH waits for the broker's answer at most
+//! [`ANSWER_TIMEOUT`], then is answered `ERR unavailable` (and not sent, if it has not been).
 //!
 //! Delivery is at most once, as Redis pub/sub's. While the broker is out of reach:
 //!
@@ -28,9 +46,6 @@
 //! * Every Redis call is bounded: connecting by [`CONNECT_TIMEOUT`], each answer by
 //!   [`RESPONSE_TIMEOUT`]. The log says each change of state once.
 //!
-//! A message from Redis longer than `--max-message` (another program published it) is not kept:
-//! its subscribers get `GAP` instead, so the topics' memory ceiling holds whoever publishes.
-//!
 //! redis-rs drives each connection on a task of its own, which it aborts when the connection is
 //! dropped: at drain, when the relay ends after sending what is queued.
 
@@ -39,7 +54,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::hash::{BuildHasher as _, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -47,11 +62,20 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo as _, ProtocolVersion, Pus
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Origin;
+use crate::commands::arguments;
 use crate::protocol::ErrorCode;
 use crate::topics::Topics;
 
 /// PUBLISH requests waiting for the broker, at most; past it, `ERR busy`.
 const QUEUE: usize = 1024;
+/// Bytes of PUBLISH texts waiting for the broker or on their way to it, at most, unless a
+/// single one is longer; past it, `ERR busy`.
+pub(crate) const QUEUE_BYTES: usize = 8 << 20;
+/// The longest a PUBLISH waits for the broker's answer before `ERR unavailable`: well under a
+/// second, so that a broker that hangs (not one that is down, which is found at once) costs a
+/// publisher no more than this.
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_millis(250);
 /// PUBLISH requests sent to the broker in one pipeline, at most.
 const BATCH: usize = 64;
 /// Time to connect to the broker (authentication included).
@@ -69,31 +93,36 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub struct FanoutUrl {
     url: String,
     shown: String,
+    db: i64,
 }
 
 impl FanoutUrl {
-    /// Parses a `redis://` URL (what `--fanout-url` accepts), or says why not in one line.
+    /// Parses a `redis://` URL (what `--fanout-url` accepts), or says why not in one line that
+    /// never holds the password.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let Some(rest) = text.strip_prefix("redis://") else {
-            return Err("a redis:// URL, such as redis://127.0.0.1:6379".to_owned());
-        };
-        text.into_connection_info().map_err(|error| format!("not a Redis URL: {error}"))?;
-        // `user:password@` is everything before the last `@` of the authority.
-        let authority = rest.split('/').next().unwrap_or_default();
-        let shown = match authority.rsplit_once('@') {
-            Some((userinfo, _)) if userinfo.contains(':') => {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                format!("redis://{user}:***@{}", &rest[userinfo.len() + 1..])
-            }
-            _ => text.to_owned(),
-        };
-        Ok(Self { url: text.to_owned(), shown })
+        let shown = without_password(text);
+        if !text.starts_with("redis://") {
+            return Err(format!("{shown} is not a redis:// URL, such as redis://127.0.0.1:6379"));
+        }
+        // redis-rs's errors are fixed words, never the URL.
+        let info =
+            text.into_connection_info().map_err(|error| format!("{shown} is not a Redis URL: {error}"))?;
+        Ok(Self { url: text.to_owned(), shown, db: info.redis_settings().db() })
     }
 
-    /// A client for it, speaking RESP3 (pushed messages share the connection with answers).
+    /// The channel prefix for this broker unless `--fanout-prefix` says otherwise: the program's
+    /// name and the database, so deployments on other databases of one Redis stay apart (Redis
+    /// pub/sub ignores the database).
+    pub fn default_prefix(&self) -> String {
+        format!("{}:{}:", env!("CARGO_PKG_NAME"), self.db)
+    }
+
+    /// A client for it, speaking RESP3 (pushed messages share the connection with answers),
+    /// without `CLIENT SETINFO`, which the ACL of `deploy/README.md` does not allow.
     fn client(&self) -> redis::RedisResult<redis::Client> {
         let info = self.url.as_str().into_connection_info()?;
-        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        let resp3 =
+            info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3).set_skip_set_lib_name();
         redis::Client::open(info.set_redis_settings(resp3))
     }
 
@@ -108,6 +137,54 @@ impl FanoutUrl {
     }
 }
 
+/// `text` with the password of its `user:password@` (everything before the last `@` of the
+/// authority) as `***`, whether or not the rest parses.
+fn without_password(text: &str) -> String {
+    let (scheme, rest) = text.split_once("://").unwrap_or(("", text));
+    let authority = rest.split('/').next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+            format!("{scheme}{user}:***@{}", &rest[userinfo.len() + 1..])
+        }
+        _ => text.to_owned(),
+    }
+}
+
+/// `--fanout-url`'s parser. Not a plain function: clap would print the value it refuses, and
+/// with it the password; this error names the flag and shows the URL without it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FanoutUrlParser;
+
+impl clap::builder::TypedValueParser for FanoutUrlParser {
+    type Value = FanoutUrl;
+
+    fn parse_ref(
+        &self,
+        _command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<FanoutUrl, clap::Error> {
+        let flag = arg.and_then(clap::Arg::get_long).unwrap_or("fanout-url");
+        let refused = |why: String| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("--{flag}: {why}\n"))
+        };
+        let text = value.to_str().ok_or_else(|| refused("not UTF-8".to_owned()))?;
+        FanoutUrl::parse(text).map_err(refused)
+    }
+}
+
+/// Checks a channel prefix (`--fanout-prefix`): 1 to 64 of `A-Z a-z 0-9 : . _ / -`, so it is
+/// one word, and no glob character of a Redis ACL pattern (`&PREFIX*`) or of PSUBSCRIBE.
+pub(crate) fn prefix(text: &str) -> Result<String, String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b":._/-".contains(&b);
+    if text.is_empty() || text.len() > 64 || !text.bytes().all(allowed) {
+        return Err("1 to 64 of A-Z a-z 0-9 : . _ / -".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
 impl fmt::Display for FanoutUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.shown)
@@ -117,6 +194,39 @@ impl fmt::Display for FanoutUrl {
 impl fmt::Debug for FanoutUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "FanoutUrl({})", self.shown)
+    }
+}
+
+/// A random number, different in every process: `RandomState` is seeded at random per
+/// process, and hashing a counter with it draws numbers, which is all jitter and replica
+/// numbers need.
+pub(crate) fn random() -> u64 {
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    RandomState::new().hash_one(DRAWS.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A message as it goes through the broker: `ORIGIN TEXT`, the origin `REPLICA.CONNECTION` in
+/// lower-case hexadecimal.
+pub(crate) struct Envelope;
+
+impl Envelope {
+    /// The broker's message for `text` published by `origin`.
+    pub(crate) fn encode(origin: Origin, text: &str) -> Vec<u8> {
+        format!("{:x}.{:x} {text}", origin.replica, origin.connection).into_bytes()
+    }
+
+    /// The origin and text of a message from the broker, or `None` if it is not an envelope.
+    pub(crate) fn decode(message: &[u8]) -> Option<(Origin, &[u8])> {
+        let space = message.iter().position(|&b| b == b' ')?;
+        let (origin, text) = (&message[..space], &message[space + 1..]);
+        let dot = origin.iter().position(|&b| b == b'.')?;
+        let number = |digits: &[u8]| {
+            let digits = std::str::from_utf8(digits).ok()?;
+            let lower = digits.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            (!digits.is_empty() && digits.len() <= 16 && lower)
+                .then(|| u64::from_str_radix(digits, 16).ok())?
+        };
+        Some((Origin { replica: number(&origin[..dot])?, connection: number(&origin[dot + 1..])? }, text))
     }
 }
 
@@ -133,17 +243,52 @@ pub(crate) enum RelayError {
     /// The broker is out of reach.
     #[error("the fan-out broker is out of reach")]
     Unavailable,
-    /// [`QUEUE`] PUBLISH requests already wait for the broker.
+    /// The queue is full, or this connection holds its fair part of it.
     #[error("too many PUBLISH requests wait for the fan-out broker")]
     Busy,
+    /// The broker did not answer within [`ANSWER_TIMEOUT`].
+    #[error("the fan-out broker did not answer in time")]
+    NoAnswer,
 }
 
 impl RelayError {
     /// The answer's error code.
     pub(crate) fn code(self) -> ErrorCode {
         match self {
-            Self::Unavailable => ErrorCode::Unavailable,
+            Self::Unavailable | Self::NoAnswer => ErrorCode::Unavailable,
             Self::Busy => ErrorCode::Busy,
+        }
+    }
+}
+
+/// Why a message from the broker was not delivered: `fanout_refused_total`'s `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Its channel is not one of this deployment's (outside the prefix, or not a topic name).
+    Foreign,
+    /// It has no origin: another program published it.
+    Malformed,
+    /// Its text is longer than `--max-message`.
+    TooLong,
+    /// Its text holds a line break or another control character, or is not UTF-8.
+    NotText,
+    /// Its publisher's budget here, or the process's, was spent.
+    OverBudget,
+}
+
+impl Refused {
+    /// Every reason, in the order `/metrics` lists them.
+    pub(crate) const ALL: [Self; 5] =
+        [Self::Foreign, Self::Malformed, Self::TooLong, Self::NotText, Self::OverBudget];
+
+    /// Its label in `/metrics`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Foreign => "foreign",
+            Self::Malformed => "malformed",
+            Self::TooLong => "too_long",
+            Self::NotText => "not_text",
+            Self::OverBudget => "over_budget",
         }
     }
 }
@@ -159,22 +304,121 @@ pub(crate) struct RelayStats {
     relayed: AtomicU64,
     /// Messages sent to the broker.
     published: AtomicU64,
+    /// Messages from the broker not delivered, one counter per [`Refused`], in its `ALL` order.
+    refused: [AtomicU64; Refused::ALL.len()],
+    /// What waits for the broker now, for the queue's bounds.
+    queue: QueueLoad,
+}
+
+/// A snapshot of [`RelayStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Figures {
+    pub(crate) up: bool,
+    pub(crate) reconnects: u64,
+    pub(crate) relayed: u64,
+    pub(crate) published: u64,
+    pub(crate) refused: [u64; Refused::ALL.len()],
 }
 
 impl RelayStats {
-    /// Whether the broker is reachable, reconnects, messages relayed here, messages published.
-    pub(crate) fn read(&self) -> (bool, u64, u64, u64) {
+    /// A snapshot.
+    pub(crate) fn read(&self) -> Figures {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        (self.up.load(Ordering::Relaxed), load(&self.reconnects), load(&self.relayed), load(&self.published))
+        Figures {
+            up: self.up.load(Ordering::Relaxed),
+            reconnects: load(&self.reconnects),
+            relayed: load(&self.relayed),
+            published: load(&self.published),
+            refused: self.refused.each_ref().map(load),
+        }
+    }
+
+    fn count_refused(&self, why: Refused) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What waits in the relay's queue, or in the pipeline on its way to the broker.
+#[derive(Debug, Default)]
+struct QueueLoad {
+    /// Connections with at least one PUBLISH waiting.
+    holders: AtomicUsize,
+    /// PUBLISHes waiting.
+    count: AtomicUsize,
+    /// Bytes of their texts.
+    bytes: AtomicUsize,
+}
+
+/// One connection's part of the relay's queue: what it has waiting. Cheap to clone.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Share(Arc<ShareCount>);
+
+#[derive(Debug, Default)]
+struct ShareCount {
+    count: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// A PUBLISH's place in the queue's bounds, given back when it is answered or dropped.
+#[derive(Debug)]
+struct Held {
+    share: Share,
+    stats: Arc<RelayStats>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Takes a place of `bytes` for `share`, if the queue's bounds allow it (see the module
+    /// docs): a connection that holds some may take an equal part of three quarters of the
+    /// queue, with one more part kept for a newcomer; the last quarter is for connections that
+    /// hold nothing, so it takes 256 connections to crowd out another.
+    fn take(share: &Share, stats: &Arc<RelayStats>, bytes: usize) -> Option<Self> {
+        let (queue, mine) = (&stats.queue, &share.0);
+        let (count, held) = (mine.count.load(Ordering::Relaxed), mine.bytes.load(Ordering::Relaxed));
+        let limit = if count > 0 {
+            let parts = queue.holders.load(Ordering::Relaxed) + 1;
+            let full = queue.count.load(Ordering::Relaxed) >= QUEUE / 4 * 3;
+            if full || count >= QUEUE / parts || held + bytes > QUEUE_BYTES / parts {
+                return None;
+            }
+            QUEUE_BYTES / 4 * 3
+        } else {
+            QUEUE_BYTES
+        };
+        queue
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                (total == 0 || total + bytes <= limit).then_some(total + bytes)
+            })
+            .ok()?;
+        queue.count.fetch_add(1, Ordering::Relaxed);
+        if mine.count.fetch_add(1, Ordering::Relaxed) == 0 {
+            queue.holders.fetch_add(1, Ordering::Relaxed);
+        }
+        mine.bytes.fetch_add(bytes, Ordering::Relaxed);
+        Some(Self { share: share.clone(), stats: Arc::clone(stats), bytes })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let (queue, mine) = (&self.stats.queue, &self.share.0);
+        queue.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        queue.count.fetch_sub(1, Ordering::Relaxed);
+        mine.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        if mine.count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            queue.holders.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
 /// One PUBLISH on its way to the broker.
 #[derive(Debug)]
 struct Publish {
-    topic: Arc<str>,
-    text: Arc<str>,
+    channel: Vec<u8>,
+    message: Vec<u8>,
     reply: oneshot::Sender<Result<u64, RelayError>>,
+    _held: Held,
 }
 
 /// What PUBLISH uses; clones share the relay.
@@ -182,22 +426,27 @@ struct Publish {
 pub(crate) struct Handle {
     queue: mpsc::Sender<Publish>,
     stats: Arc<RelayStats>,
+    prefix: Arc<str>,
 }
 
 impl Handle {
-    /// Queues a PUBLISH for the broker, in request order; the receiver gets the broker's count
-    /// (the replicas reached). Refused at once while the broker is out of reach or the queue is
-    /// full.
+    /// Queues a PUBLISH of `text` on `topic` by `origin` for the broker, in request order; the
+    /// receiver gets the broker's count (the replicas reached). Refused at once while the broker
+    /// is out of reach, or when the queue is full or `share` holds its fair part of it.
     pub(crate) fn publish(
         &self,
         topic: &str,
+        origin: Origin,
         text: &str,
+        share: &Share,
     ) -> Result<oneshot::Receiver<Result<u64, RelayError>>, RelayError> {
         if !self.stats.up.load(Ordering::Relaxed) {
             return Err(RelayError::Unavailable);
         }
+        let held = Held::take(share, &self.stats, text.len()).ok_or(RelayError::Busy)?;
         let (reply, answer) = oneshot::channel();
-        let publish = Publish { topic: topic.into(), text: text.into(), reply };
+        let channel = [self.prefix.as_bytes(), topic.as_bytes()].concat();
+        let publish = Publish { channel, message: Envelope::encode(origin, text), reply, _held: held };
         match self.queue.try_send(publish) {
             Ok(()) => Ok(answer),
             Err(mpsc::error::TrySendError::Full(_)) => Err(RelayError::Busy),
@@ -214,15 +463,18 @@ impl Handle {
 /// The relay's own end, for its task: see the module docs.
 pub(crate) struct Relay {
     url: FanoutUrl,
+    prefix: Arc<str>,
     queue: mpsc::Receiver<Publish>,
     stats: Arc<RelayStats>,
 }
 
-/// A relay for `url`: the handle PUBLISH uses, and the relay to run.
-pub(crate) fn relay(url: &FanoutUrl) -> (Handle, Relay) {
+/// A relay for `url` whose channels are topics behind `prefix`: the handle PUBLISH uses, and
+/// the relay to run.
+pub(crate) fn relay(url: &FanoutUrl, prefix: &str) -> (Handle, Relay) {
     let (sender, queue) = mpsc::channel(QUEUE);
-    let stats = Arc::new(RelayStats::default());
-    (Handle { queue: sender, stats: Arc::clone(&stats) }, Relay { url: url.clone(), queue, stats })
+    let (stats, prefix) = (Arc::new(RelayStats::default()), Arc::<str>::from(prefix));
+    let handle = Handle { queue: sender, stats: Arc::clone(&stats), prefix: Arc::clone(&prefix) };
+    (handle, Relay { url: url.clone(), prefix, queue, stats })
 }
 
 impl Relay {
@@ -237,7 +489,7 @@ impl Relay {
         loop {
             let connected = tokio::select! {
                 () = drain.cancelled() => break,
-                connected = Session::open(&self.url, &topics, &self.stats) => connected,
+                connected = Session::open(&self.url, &self.prefix, &topics, &self.stats) => connected,
             };
             match connected {
                 Ok(mut session) => {
@@ -288,26 +540,33 @@ struct Session {
     lost: Arc<Notify>,
     /// The topics the broker has confirmed this connection subscribes to.
     subscribed: HashSet<Arc<str>>,
+    /// What every channel starts with.
+    prefix: Arc<str>,
+    stats: Arc<RelayStats>,
 }
 
 impl Session {
     /// Connects both, each bounded; the subscriber hands every pushed message to `topics`.
     async fn open(
         url: &FanoutUrl,
+        prefix: &Arc<str>,
         topics: &Arc<Topics>,
         stats: &Arc<RelayStats>,
     ) -> redis::RedisResult<Self> {
         let client = url.client()?;
         let lost = Arc::new(Notify::new());
         let push = {
-            let (topics, stats, lost) = (Arc::clone(topics), Arc::clone(stats), Arc::clone(&lost));
+            let (topics, stats, lost, prefix) =
+                (Arc::clone(topics), Arc::clone(stats), Arc::clone(&lost), Arc::clone(prefix));
             // Called by redis-rs's reader for each push: it must not wait, and does not
             // (`broadcast::Sender::send` never waits).
             move |push: PushInfo| -> Result<(), Infallible> {
                 match (push.kind, push.data.as_slice()) {
-                    (PushKind::Message, [Value::BulkString(topic), Value::BulkString(text)]) => {
+                    (PushKind::Message, [Value::BulkString(channel), Value::BulkString(message)]) => {
                         stats.relayed.fetch_add(1, Ordering::Relaxed);
-                        topics.deliver_relayed(&String::from_utf8_lossy(topic), text);
+                        if let Err(why) = receive(&topics, &prefix, channel, message) {
+                            stats.count_refused(why);
+                        }
                     }
                     (PushKind::Disconnection, _) => lost.notify_one(),
                     _ => {}
@@ -318,7 +577,8 @@ impl Session {
         let subscriber =
             client.get_multiplexed_async_connection_with_config(&config().set_push_sender(push)).await?;
         let publisher = client.get_multiplexed_async_connection_with_config(&config()).await?;
-        Ok(Self { subscriber, publisher, lost, subscribed: HashSet::new() })
+        let (subscribed, prefix, stats) = (HashSet::new(), Arc::clone(prefix), Arc::clone(stats));
+        Ok(Self { subscriber, publisher, lost, subscribed, prefix, stats })
     }
 
     /// Tells every local subscriber of the gap (after an outage) and subscribes to every local
@@ -367,7 +627,7 @@ impl Session {
     /// Subscribes to the topics that have local subscribers and unsubscribes from the others.
     async fn follow(&mut self, topics: &Topics) -> redis::RedisResult<()> {
         let wanted: HashSet<Arc<str>> = topics.names().into_iter().collect();
-        let (new, gone) = changes(&self.subscribed, &wanted);
+        let (new, gone) = changes(&self.subscribed, &wanted, &self.prefix);
         if !new.is_empty() {
             self.subscriber.subscribe(&new).await?;
         }
@@ -378,14 +638,21 @@ impl Session {
         Ok(())
     }
 
-    /// Sends `batch` in one pipeline and answers each PUBLISH with the broker's count.
+    /// Sends `batch` in one pipeline and answers each PUBLISH with the broker's count. A
+    /// PUBLISH whose publisher stopped waiting (past [`ANSWER_TIMEOUT`]) is not sent: it was
+    /// answered `ERR unavailable`.
     async fn publish(&mut self, batch: &mut Vec<Publish>) -> redis::RedisResult<()> {
+        batch.retain(|publish| !publish.reply.is_closed());
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut pipeline = redis::pipe();
         for publish in batch.iter() {
-            pipeline.cmd("PUBLISH").arg(&*publish.topic).arg(&*publish.text);
+            pipeline.cmd("PUBLISH").arg(&publish.channel).arg(&publish.message);
         }
         match pipeline.query_async::<Vec<u64>>(&mut self.publisher).await {
             Ok(counts) => {
+                self.stats.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for (publish, count) in batch.drain(..).zip(counts) {
                     let _ = publish.reply.send(Ok(count));
                 }
@@ -401,10 +668,28 @@ impl Session {
     }
 }
 
-/// What to subscribe to and what to unsubscribe from, to go from `subscribed` to `wanted`.
-fn changes(subscribed: &HashSet<Arc<str>>, wanted: &HashSet<Arc<str>>) -> (Vec<String>, Vec<String>) {
-    let new = wanted.difference(subscribed).map(|topic| topic.to_string()).collect();
-    let gone = subscribed.difference(wanted).map(|topic| topic.to_string()).collect();
+/// A message the broker pushed on `channel`: delivered to the topic's subscribers here if it is
+/// one of this deployment's, from a replica, and passes what a local PUBLISH must (see the
+/// module docs).
+fn receive(topics: &Topics, prefix: &str, channel: &[u8], message: &[u8]) -> Result<(), Refused> {
+    let topic = channel
+        .strip_prefix(prefix.as_bytes())
+        .and_then(|topic| std::str::from_utf8(topic).ok())
+        .and_then(|topic| arguments::topic("MSG", topic).ok())
+        .ok_or(Refused::Foreign)?;
+    let (origin, text) = Envelope::decode(message).unzip();
+    topics.deliver_relayed(topic, origin, text.unwrap_or_default(), tokio::time::Instant::now())
+}
+
+/// The channels to subscribe to and to unsubscribe from, to go from `subscribed` to `wanted`.
+fn changes(
+    subscribed: &HashSet<Arc<str>>,
+    wanted: &HashSet<Arc<str>>,
+    prefix: &str,
+) -> (Vec<String>, Vec<String>) {
+    let channel = |topic: &Arc<str>| format!("{prefix}{topic}");
+    let new = wanted.difference(subscribed).map(channel).collect();
+    let gone = subscribed.difference(wanted).map(channel).collect();
     (new, gone)
 }
 
@@ -449,20 +734,48 @@ mod tests {
         let url = FanoutUrl::parse("redis://app:s3cret@redis.internal:6380/2").unwrap();
         assert_eq!(url.to_string(), "redis://app:***@redis.internal:6380/2");
         assert!(!format!("{url:?}").contains("s3cret"));
+        assert_eq!(url.default_prefix(), format!("{}:2:", env!("CARGO_PKG_NAME")));
         assert_eq!(FanoutUrl::parse("redis://127.0.0.1:6379").unwrap().to_string(), "redis://127.0.0.1:6379");
-        for bad in ["127.0.0.1:6379", "http://x", "rediss://x:1", "redis://host:notaport"] {
+        for bad in ["127.0.0.1:6379", "http://x", "redis://host:notaport"] {
             assert!(FanoutUrl::parse(bad).is_err(), "{bad} was accepted");
+        }
+        // Refused, and still shown without the password.
+        for bad in ["redis://u:s3cret@host:notaport", "redis://u:s3cret@host:1/notadb", "http://u:s3cret@x"] {
+            let refused = FanoutUrl::parse(bad).unwrap_err();
+            assert!(refused.contains("u:***@") && !refused.contains("s3cret"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_is_one_word_without_glob_characters() {
+        assert_eq!(prefix("payments-api:0:"), Ok("payments-api:0:".to_owned()));
+        for bad in ["", "a b", "a*", "a?", "[a]", "a\\b", &"x".repeat(65)] {
+            assert!(prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_envelope_carries_its_origin_and_refuses_what_has_none() {
+        let origin = Origin { replica: u64::MAX, connection: 7 };
+        let message = Envelope::encode(origin, "hello world");
+        assert_eq!(message, b"ffffffffffffffff.7 hello world");
+        assert_eq!(Envelope::decode(&message), Some((origin, &b"hello world"[..])));
+        assert_eq!(Envelope::decode(b"a.b "), Some((Origin { replica: 10, connection: 11 }, &b""[..])));
+        for bad in
+            [&b"hello"[..], b"hello world", b"a. x", b".a x", b"A.1 x", b"+1.1 x", b"11111111111111111.1 x"]
+        {
+            assert_eq!(Envelope::decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
 
     #[test]
     fn the_relay_subscribes_to_new_topics_and_leaves_the_gone_ones() {
         let set = |names: &[&str]| names.iter().map(|name| Arc::<str>::from(*name)).collect::<HashSet<_>>();
-        let (mut new, mut gone) = changes(&set(&["a", "b"]), &set(&["b", "c", "d"]));
+        let (mut new, mut gone) = changes(&set(&["a", "b"]), &set(&["b", "c", "d"]), "p:");
         new.sort();
         gone.sort();
-        assert_eq!((new, gone), (vec!["c".to_owned(), "d".to_owned()], vec!["a".to_owned()]));
-        let (new, gone) = changes(&set(&["a"]), &set(&["a"]));
+        assert_eq!((new, gone), (vec!["p:c".to_owned(), "p:d".to_owned()], vec!["p:a".to_owned()]));
+        let (new, gone) = changes(&set(&["a"]), &set(&["a"]), "p:");
         assert!(new.is_empty() && gone.is_empty(), "nothing to send when nothing changed");
     }
 
@@ -482,15 +795,71 @@ mod tests {
         assert!(backoff.next_pause() < MIN_BACKOFF, "back to the start after a success");
     }
 
+    const ORIGIN: Origin = Origin { replica: 1, connection: 1 };
+
     #[tokio::test(flavor = "current_thread")]
     async fn publish_is_refused_at_once_while_the_broker_is_out_of_reach_and_when_the_queue_is_full() {
-        let (handle, mut relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap());
-        assert!(matches!(handle.publish("t", "x"), Err(RelayError::Unavailable)), "not connected yet");
+        let (handle, mut relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), "p:");
+        let share = Share::default();
+        assert!(matches!(handle.publish("t", ORIGIN, "x", &share), Err(RelayError::Unavailable)));
         relay.stats.up.store(true, Ordering::Relaxed);
-        let queued: Vec<_> =
-            (0..QUEUE).map(|_| handle.publish("t", "x").expect("room in the queue")).collect();
-        assert!(matches!(handle.publish("t", "x"), Err(RelayError::Busy)), "the queue is bounded");
-        assert_eq!(relay.queue.recv().await.map(|publish| publish.topic), Some("t".into()), "in order");
+        let shares: Vec<Share> = (0..QUEUE).map(|_| Share::default()).collect();
+        let queued: Vec<_> = shares
+            .iter()
+            .map(|share| handle.publish("t", ORIGIN, "x", share).expect("room in the queue"))
+            .collect();
+        assert!(matches!(handle.publish("t", ORIGIN, "x", &share), Err(RelayError::Busy)), "bounded");
+        let first = relay.queue.recv().await.expect("queued");
+        assert_eq!((&first.channel[..], &first.message[..]), (&b"p:t"[..], &b"1.1 x"[..]), "in order");
         drop(queued);
+    }
+
+    /// One connection holds at most an equal part of the queue with one part kept for a
+    /// newcomer, so a bystander gets in past any number of flooding connections.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_holds_only_its_fair_share_of_the_queue() {
+        let (handle, relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), "p:");
+        relay.stats.up.store(true, Ordering::Relaxed);
+        let mut answers = Vec::new();
+        let mut fill = |share: &Share| {
+            let mut held = 0;
+            while let Ok(answer) = handle.publish("t", ORIGIN, "x", share) {
+                answers.push(answer);
+                held += 1;
+            }
+            held
+        };
+        let alone = Share::default();
+        assert_eq!(fill(&alone), QUEUE / 2, "half, and half kept for a newcomer");
+        let second = Share::default();
+        assert_eq!(fill(&second), QUEUE / 4, "up to three quarters of the queue");
+        let floods: Vec<Share> = (0..62).map(|_| Share::default()).collect();
+        for flood in &floods {
+            assert_eq!(fill(flood), 1, "one each in the last quarter");
+        }
+        let bystander = Share::default();
+        assert!(handle.publish("t", ORIGIN, "x", &bystander).is_ok(), "a newcomer still gets in");
+        assert_eq!(relay.stats.queue.holders.load(Ordering::Relaxed), 65);
+        drop(answers);
+    }
+
+    /// The queue's texts are bounded in bytes: a broker that hangs cannot grow it past
+    /// [`QUEUE_BYTES`], and what is answered or dropped gives its room back.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_queue_is_bounded_in_bytes_and_gives_room_back() {
+        let (handle, mut relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), "p:");
+        relay.stats.up.store(true, Ordering::Relaxed);
+        let megabyte = "x".repeat(1 << 20);
+        let shares: Vec<Share> = (0..16).map(|_| Share::default()).collect();
+        let accepted =
+            shares.iter().filter(|share| handle.publish("t", ORIGIN, &megabyte, share).is_ok()).count();
+        assert_eq!(accepted, QUEUE_BYTES >> 20, "8 MiB of texts, from connections with none waiting");
+        assert_eq!(relay.stats.queue.bytes.load(Ordering::Relaxed), QUEUE_BYTES);
+        drop(relay.queue.recv().await);
+        assert_eq!(relay.stats.queue.bytes.load(Ordering::Relaxed), QUEUE_BYTES - (1 << 20), "room back");
+        let huge = "x".repeat(QUEUE_BYTES + 1);
+        while relay.queue.try_recv().is_ok() {}
+        assert!(handle.publish("t", ORIGIN, &huge, &Share::default()).is_ok(), "one longer passes alone");
+        assert!(matches!(handle.publish("t", ORIGIN, "x", &Share::default()), Err(RelayError::Busy)));
     }
 }

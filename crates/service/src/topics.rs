@@ -21,10 +21,14 @@
 //!   peers do; `App::start` refuses settings that would allow more than 1 GiB.
 //!
 //! * **One publisher cannot crowd out the others.** A PUBLISH costs a write on every
-//!   subscriber's connection, so one connection pipelining them to a thousand subscribers makes
-//!   a thousand times the work it sends. Each connection has a [`PublishBudget`] of deliveries
-//!   per second; past it, its next request waits (the message already sent stays sent, and order
-//!   is kept: only the start of new requests is delayed).
+//!   subscriber's connection, so it is charged to budgets of deliveries a second: its
+//!   connection's, the process's, and with a relay the publisher's on every replica its message
+//!   reaches (see `budget.rs`). Past them a local publisher's next request waits (the message
+//!   already sent stays sent, and order is kept); a relayed message past them is not delivered,
+//!   and its subscribers are told how many they missed (`LAG`) before the next one.
+//! * **The broker is input, not a trusted peer.** A message from it becomes at most one `MSG`
+//!   line, and only one that a local PUBLISH could have produced ([`message_text`]); anything
+//!   else is counted and missed (`LAG`), never passed on.
 //!
 //! The map of topics sits behind a `std::sync::Mutex`, held only to look up, create or remove a
 //! channel and never across an `.await` (tokio's docs on `Mutex`: a blocking mutex is the right
@@ -32,8 +36,10 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+#[cfg(test)]
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -43,9 +49,10 @@ use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use crate::budget::{Origin, OriginBudgets, ProcessBudget, PublishBudget};
 use crate::config::Config;
 use crate::protocol::{ErrorCode, Push};
-use crate::relay::{self, RelayError};
+use crate::relay::{self, Refused, RelayError};
 use crate::stats::Stats;
 
 /// What a topic's channel carries: cheap to clone into every subscriber's queue.
@@ -53,14 +60,36 @@ use crate::stats::Stats;
 pub(crate) enum Delivery {
     /// A published message's text.
     Message(Arc<str>),
-    /// Messages may be missing here: the broker was out of reach, or sent one too long to keep.
+    /// This many messages from the broker were not delivered here (past a budget, or refused).
+    Missed(u64),
+    /// Messages may be missing here, and how many cannot be known: the broker was out of reach.
     Gap,
+}
+
+/// One topic: its channel, and what its subscribers have missed and not been told yet.
+#[derive(Debug)]
+struct Channel {
+    sender: broadcast::Sender<Delivery>,
+    /// Messages from the broker not delivered since the last delivery: told as one `LAG`
+    /// before the next message, so that a flood past the budget costs no line per message.
+    missed: u64,
+}
+
+impl Channel {
+    /// Sends `delivery` to every subscriber, after a `LAG` for what they missed; how many it
+    /// reached.
+    fn send(&mut self, delivery: Delivery) -> usize {
+        if self.missed > 0 {
+            let _ = self.sender.send(Delivery::Missed(std::mem::take(&mut self.missed)));
+        }
+        self.sender.send(delivery).unwrap_or(0)
+    }
 }
 
 /// Every topic with at least one subscriber; shared by the whole service.
 #[derive(Debug)]
 pub(crate) struct Topics {
-    channels: Mutex<HashMap<Arc<str>, broadcast::Sender<Delivery>>>,
+    channels: Mutex<HashMap<Arc<str>, Channel>>,
     /// Messages each topic keeps for subscribers that are behind.
     capacity: usize,
     /// Topics that may exist at once.
@@ -69,6 +98,17 @@ pub(crate) struct Topics {
     max_subscriptions: usize,
     /// The longest text a message may have.
     max_message: usize,
+    /// Each connection's deliveries a second (`--publish-budget`), for local and relayed
+    /// publishers alike.
+    publish_budget: usize,
+    /// Every delivery this process makes.
+    process_budget: Arc<ProcessBudget>,
+    /// The budgets of the publishers on other replicas, for what the broker relays here.
+    origins: Mutex<OriginBudgets>,
+    /// This replica, in the origin of what it publishes through the broker.
+    replica: u64,
+    /// The next connection's number, in the origin of what it publishes.
+    connections: AtomicU64,
     stats: Arc<Stats>,
     /// With `--fanout-url`, the relay that PUBLISH goes through; `None`: topics live here only.
     relay: Option<relay::Handle>,
@@ -91,6 +131,9 @@ pub(crate) enum PublishError {
     /// Its text is longer than this many bytes.
     #[error("a text is at most {0} bytes")]
     TooLong(usize),
+    /// Its text holds a control character (a tab aside).
+    #[error("a text holds no control character but tab")]
+    Control,
     /// The broker is out of reach (or the relay's queue is full): refused at once.
     #[error("{0}")]
     Relay(RelayError),
@@ -100,16 +143,43 @@ impl PublishError {
     /// The answer's error code.
     pub(crate) fn code(self) -> ErrorCode {
         match self {
-            Self::TooLong(_) => ErrorCode::BadArgument,
+            Self::TooLong(_) | Self::Control => ErrorCode::BadArgument,
             Self::Relay(error) => error.code(),
         }
     }
+}
+
+/// A message's text, checked: at most `max` bytes of UTF-8 with no control character but tab.
+/// So a `MSG` line is one line, and nothing in it moves a cursor on a subscriber's terminal.
+/// Local PUBLISHes and the broker's messages pass the same check.
+pub(crate) fn message_text(text: &[u8], max: usize) -> Result<&str, PublishError> {
+    if text.len() > max {
+        return Err(PublishError::TooLong(max));
+    }
+    // Control characters are ASCII (C0, DEL) or U+0080..=U+009F: checked on the bytes first,
+    // the common case, then on the characters only if a byte is past ASCII.
+    let text = std::str::from_utf8(text).map_err(|_| PublishError::Control)?;
+    if text.bytes().any(|b| (b.is_ascii_control() && b != b'\t') || !b.is_ascii())
+        && text.chars().any(|c| c.is_control() && c != '\t')
+    {
+        return Err(PublishError::Control);
+    }
+    Ok(text)
 }
 
 /// Why a subscription was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("too many topics")]
 pub(crate) struct TooManyTopics;
+
+/// What one connection publishes with: its number (its origin through a broker), its budget,
+/// and its share of the relay's queue.
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    connection: u64,
+    pub(crate) budget: PublishBudget,
+    share: relay::Share,
+}
 
 impl Topics {
     /// Topics bounded as `config` says, living here only (`relay` is `None`) or spanning every
@@ -121,23 +191,54 @@ impl Topics {
             max_topics: config.max_topics.get(),
             max_subscriptions: config.max_subscriptions.get(),
             max_message: config.max_message.get(),
+            publish_budget: config.publish_budget.get(),
+            process_budget: Arc::new(ProcessBudget::new(config.process_publish_budget.get())),
+            origins: Mutex::new(OriginBudgets::new(config.publish_budget.get())),
+            replica: relay::random(),
+            connections: AtomicU64::new(0),
             stats,
             relay,
             changed: Notify::new(),
         }
     }
 
-    /// Publishes `text` on `topic`. Without a relay, it is sent to every subscriber here, and the
-    /// answer is how many it reached (0 if nobody subscribes: the message goes nowhere, and no
-    /// topic is created). With one, it goes to the broker, which sends it to every replica with
-    /// subscribers (this one too), in the order published.
-    pub(crate) fn publish(&self, topic: &str, text: &str) -> Result<Published, PublishError> {
-        if text.len() > self.max_message {
-            return Err(PublishError::TooLong(self.max_message));
+    /// A new connection's publisher.
+    pub(crate) fn publisher(&self) -> Publisher {
+        Publisher {
+            connection: self.connections.fetch_add(1, Ordering::Relaxed),
+            budget: PublishBudget::new(self.publish_budget, Arc::clone(&self.process_budget)),
+            share: relay::Share::default(),
         }
+    }
+
+    /// Publishes `text` on `topic` for `publisher`, charging its budget (see `budget.rs`).
+    /// Without a relay, it is sent to every subscriber here, and the answer is how many it
+    /// reached (0 if nobody subscribes: the message goes nowhere, and no topic is created). With
+    /// one, it goes to the broker, which sends it to every replica with subscribers (this one
+    /// too), in the order published.
+    pub(crate) fn publish(
+        &self,
+        topic: &str,
+        text: &str,
+        publisher: &mut Publisher,
+        now: Instant,
+    ) -> Result<Published, PublishError> {
+        let text = message_text(text.as_bytes(), self.max_message)?;
         let published = match &self.relay {
-            None => Published::Here(self.deliver(topic, Delivery::Message(Arc::from(text)))),
-            Some(relay) => Published::Relayed(relay.publish(topic, text).map_err(PublishError::Relay)?),
+            None => {
+                let reached = self.deliver(topic, Delivery::Message(Arc::from(text)));
+                publisher.budget.spend(reached, now);
+                Published::Here(reached)
+            }
+            Some(relay) => {
+                let origin = Origin { replica: self.replica, connection: publisher.connection };
+                let answer =
+                    relay.publish(topic, origin, text, &publisher.share).map_err(PublishError::Relay)?;
+                // This replica's own subscribers are charged now: its deliveries of its own
+                // messages are not charged again when the broker sends them back.
+                publisher.budget.spend(self.local_subscribers(topic), now);
+                Published::Relayed(answer)
+            }
         };
         self.stats.count_published();
         Ok(published)
@@ -145,38 +246,71 @@ impl Topics {
 
     /// Sends `delivery` to every subscriber of `topic` here; returns how many it reached.
     pub(crate) fn deliver(&self, topic: &str, delivery: Delivery) -> usize {
-        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        channels.get(topic).and_then(|channel| channel.send(delivery).ok()).unwrap_or(0)
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        channels.get_mut(topic).map_or(0, |channel| channel.send(delivery))
     }
 
-    /// A message from the broker for `topic`: delivered here, or a [`Delivery::Gap`] if it is
-    /// longer than any PUBLISH here may be (another program published it), so that the topics'
-    /// memory ceiling holds whoever publishes.
-    pub(crate) fn deliver_relayed(&self, topic: &str, text: &[u8]) {
-        let delivery = if text.len() > self.max_message {
-            Delivery::Gap
-        } else {
-            Delivery::Message(String::from_utf8_lossy(text).into())
+    /// A message from the broker for `topic`, published by `origin` (`None`: it named none):
+    /// delivered here if its text passes [`message_text`] and its publisher's budget and the
+    /// process's are open at `now` (its own replica's messages were charged when published).
+    /// Otherwise it is missed: its subscribers are told with the next message, or at once for a
+    /// message refused.
+    pub(crate) fn deliver_relayed(
+        &self,
+        topic: &str,
+        origin: Option<Origin>,
+        text: &[u8],
+        now: Instant,
+    ) -> Result<(), Refused> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(channel) = channels.get_mut(topic) else { return Ok(()) };
+        let subscribers = channel.sender.receiver_count();
+        let checked = match (origin, message_text(text, self.max_message)) {
+            (None, _) => Err(Refused::Malformed),
+            (Some(_), Err(PublishError::TooLong(_))) => Err(Refused::TooLong),
+            (Some(_), Err(_)) => Err(Refused::NotText),
+            (Some(origin), Ok(text)) => Ok((origin, text)),
         };
-        self.deliver(topic, delivery);
+        let (origin, text) = match checked {
+            Ok(checked) => checked,
+            Err(why) => {
+                channel.missed += 1;
+                // Told at once, if the process can afford the line.
+                if self.process_budget.try_spend(subscribers, now) {
+                    let _ = channel.sender.send(Delivery::Missed(std::mem::take(&mut channel.missed)));
+                }
+                return Err(why);
+            }
+        };
+        if origin.replica != self.replica {
+            let origins = &mut self.origins.lock().unwrap_or_else(PoisonError::into_inner);
+            if !origins.try_spend(origin, subscribers, now)
+                || !self.process_budget.try_spend(subscribers, now)
+            {
+                channel.missed += 1;
+                return Err(Refused::OverBudget);
+            }
+        }
+        channel.send(Delivery::Message(Arc::from(text)));
+        Ok(())
     }
 
-    /// With a relay, its figures: the broker reachable, reconnects, messages relayed, published.
-    pub(crate) fn relay_stats(&self) -> Option<(bool, u64, u64, u64)> {
+    /// With a relay, its figures.
+    pub(crate) fn relay_stats(&self) -> Option<relay::Figures> {
         self.relay.as_ref().map(|relay| relay.stats().read())
     }
 
     /// Subscribers of `topic` here.
     pub(crate) fn local_subscribers(&self, topic: &str) -> usize {
         let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        channels.get(topic).map_or(0, broadcast::Sender::receiver_count)
+        channels.get(topic).map_or(0, |channel| channel.sender.receiver_count())
     }
 
     /// Tells every subscriber of every topic that messages may be missing (after an outage).
     pub(crate) fn gap_everywhere(&self) {
-        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        for channel in channels.values() {
-            let _ = channel.send(Delivery::Gap);
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        for channel in channels.values_mut() {
+            channel.send(Delivery::Gap);
         }
     }
 
@@ -198,14 +332,14 @@ impl Topics {
     fn subscribe(&self, topic: &str) -> Result<(Arc<str>, broadcast::Receiver<Delivery>), TooManyTopics> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((name, channel)) = channels.get_key_value(topic) {
-            return Ok((Arc::clone(name), channel.subscribe()));
+            return Ok((Arc::clone(name), channel.sender.subscribe()));
         }
         if channels.len() >= self.max_topics {
             return Err(TooManyTopics);
         }
         let name: Arc<str> = Arc::from(topic);
-        let (channel, receiver) = broadcast::channel(self.capacity);
-        channels.insert(Arc::clone(&name), channel);
+        let (sender, receiver) = broadcast::channel(self.capacity);
+        channels.insert(Arc::clone(&name), Channel { sender, missed: 0 });
         if self.relay.is_some() {
             self.changed.notify_one();
         }
@@ -215,49 +349,12 @@ impl Topics {
     /// Removes `topic` if nobody subscribes to it any more.
     fn release(&self, topic: &str) {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if channels.get(topic).is_some_and(|channel| channel.receiver_count() == 0) {
+        if channels.get(topic).is_some_and(|channel| channel.sender.receiver_count() == 0) {
             channels.remove(topic);
             if self.relay.is_some() {
                 self.changed.notify_one();
             }
         }
-    }
-}
-
-/// How many deliveries one connection's PUBLISHes may cause per second: the generic cell rate
-/// algorithm (GCRA, a token bucket kept as one instant). Each delivery costs `1 / rate`
-/// seconds of the connection's allowance, which may run ahead of now by a tenth of a second
-/// (the burst). Past that, the connection waits until it is back within it.
-#[derive(Debug)]
-pub(crate) struct PublishBudget {
-    /// The cost of one delivery.
-    per_delivery: Duration,
-    /// How far ahead of now the allowance may run.
-    burst: Duration,
-    /// The instant the deliveries so far have used the allowance up to.
-    used_until: Option<Instant>,
-}
-
-impl PublishBudget {
-    /// A budget of `rate` deliveries a second.
-    pub(crate) fn new(rate: usize) -> Self {
-        let per_delivery = Duration::from_secs(1)
-            .checked_div(u32::try_from(rate).unwrap_or(u32::MAX))
-            .unwrap_or(Duration::ZERO);
-        Self { per_delivery, burst: Duration::from_millis(100), used_until: None }
-    }
-
-    /// Records `deliveries` made at `now`.
-    pub(crate) fn spend(&mut self, deliveries: usize, now: Instant) {
-        let from = self.used_until.map_or(now, |until| until.max(now));
-        let cost = self.per_delivery.saturating_mul(u32::try_from(deliveries).unwrap_or(u32::MAX));
-        self.used_until = Some(from + cost);
-    }
-
-    /// Until when the connection must wait before its next request, if it must.
-    pub(crate) fn wait_until(&self, now: Instant) -> Option<Instant> {
-        let resume = self.used_until?.checked_sub(self.burst)?;
-        (resume > now).then_some(resume)
     }
 }
 
@@ -325,6 +422,7 @@ impl Stream for Subscriptions {
         Pin::new(&mut self.streams).poll_next(cx).map(|next| {
             next.map(|(topic, received)| match received {
                 Ok(Delivery::Message(text)) => Push::Message(topic, text),
+                Ok(Delivery::Missed(missed)) => Push::Lagged(topic, missed),
                 Ok(Delivery::Gap) => Push::Gap(topic),
                 Err(BroadcastStreamRecvError::Lagged(missed)) => Push::Lagged(topic, missed),
             })
@@ -355,19 +453,24 @@ mod tests {
         Arc::new(Topics::new(&config, Arc::new(Stats::default()), None))
     }
 
+    /// A PUBLISH from a connection of its own.
+    fn publish(topics: &Topics, topic: &str, text: &str) -> Result<Published, PublishError> {
+        topics.publish(topic, text, &mut topics.publisher(), Instant::now())
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_topic_lives_exactly_as_long_as_its_subscribers() {
         let topics = topics(4, 8);
         let (mut first, mut second) =
             (Subscriptions::new(Arc::clone(&topics)), Subscriptions::new(Arc::clone(&topics)));
-        assert!(matches!(topics.publish("news", "nobody"), Ok(Published::Here(0))));
+        assert!(matches!(publish(&topics, "news", "nobody"), Ok(Published::Here(0))));
         assert_eq!(topics.count(), 0, "publishing creates no topic");
         first.subscribe("news").unwrap();
         second.subscribe("news").unwrap();
         assert_eq!(topics.count(), 1);
-        assert!(matches!(topics.publish("news", "hello"), Ok(Published::Here(2))));
+        assert!(matches!(publish(&topics, "news", "hello"), Ok(Published::Here(2))));
         assert!(
-            matches!(topics.publish("news", "123456789"), Err(PublishError::TooLong(8))),
+            matches!(publish(&topics, "news", "123456789"), Err(PublishError::TooLong(8))),
             "past max_message"
         );
         assert_eq!(first.next().await, Some(Push::Message("news".into(), "hello".into())));
@@ -384,7 +487,7 @@ mod tests {
         slow.subscribe("t").unwrap();
         for i in 0..5 {
             assert!(
-                matches!(topics.publish("t", &i.to_string()), Ok(Published::Here(1))),
+                matches!(publish(&topics, "t", &i.to_string()), Ok(Published::Here(1))),
                 "the publisher never waits"
             );
         }
@@ -400,7 +503,7 @@ mod tests {
         let count = |n| std::num::NonZeroUsize::new(n).unwrap();
         let config = Config { topic_capacity: count(4), max_topics: count(8), ..Config::default() };
         let (handle, _relay) =
-            crate::relay::relay(&crate::relay::FanoutUrl::parse("redis://127.0.0.1:1").unwrap());
+            crate::relay::relay(&crate::relay::FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), "p:");
         let topics = Arc::new(Topics::new(&config, Arc::new(Stats::default()), Some(handle)));
         let woken =
             || async { tokio::time::timeout(Duration::from_millis(1), topics.changed()).await.is_ok() };
@@ -418,25 +521,6 @@ mod tests {
     }
 
     #[test]
-    fn a_publisher_past_its_budget_waits_until_it_is_back_within_its_burst() {
-        // 1,000 deliveries a second: one costs 1 ms, and the burst is 100 ms (100 deliveries).
-        let mut budget = PublishBudget::new(1000);
-        let start = Instant::now();
-        budget.spend(100, start);
-        assert_eq!(budget.wait_until(start), None, "a burst of 100 passes at once");
-        budget.spend(1000, start);
-        assert_eq!(
-            budget.wait_until(start),
-            Some(start + Duration::from_millis(1000)),
-            "1,100 ms used, 100 ahead"
-        );
-        let later = start + Duration::from_secs(5);
-        assert_eq!(budget.wait_until(later), None, "an idle budget does not bank more than its burst");
-        budget.spend(200, later);
-        assert_eq!(budget.wait_until(later), Some(later + Duration::from_millis(100)));
-    }
-
-    #[test]
     fn past_max_topics_a_new_topic_is_refused_but_an_old_one_is_not() {
         let topics = topics(2, 2);
         let mut subscriptions = Subscriptions::new(Arc::clone(&topics));
@@ -445,5 +529,63 @@ mod tests {
         assert_eq!(subscriptions.subscribe("c"), Err(TooManyTopics));
         let mut other = Subscriptions::new(Arc::clone(&topics));
         assert_eq!(other.subscribe("a"), Ok(()), "an existing topic takes more subscribers");
+    }
+
+    #[test]
+    fn a_message_is_one_line_without_control_characters() {
+        assert_eq!(message_text(b"hello\tworld \xc3\xa9", 16), Ok("hello\tworld \u{e9}"));
+        assert_eq!(message_text(b"", 16), Ok(""));
+        for bad in [&b"a\nOK 42"[..], b"a\rb", b"\x1b[2J", b"\x7f", "\u{85}".as_bytes(), b"\xff\xfe"] {
+            assert_eq!(message_text(bad, 16), Err(PublishError::Control), "{bad:?}");
+        }
+        assert_eq!(message_text(&[b'x'; 17], 16), Err(PublishError::TooLong(16)));
+    }
+
+    /// What the broker sends is checked like a local PUBLISH and charged to its publisher: a
+    /// refused message or one past the budget is missed and told as `LAG`, never passed on.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_broker_s_messages_are_checked_and_charged_to_their_publisher() {
+        let count = |n| std::num::NonZeroUsize::new(n).unwrap();
+        let config = Config {
+            topic_capacity: count(64),
+            max_message: count(8),
+            publish_budget: count(10),
+            ..Config::default()
+        };
+        let topics = Arc::new(Topics::new(&config, Arc::new(Stats::default()), None));
+        let mut subscriber = Subscriptions::new(Arc::clone(&topics));
+        subscriber.subscribe("t").unwrap();
+        let (remote, other) = (Origin { replica: 7, connection: 1 }, Origin { replica: 7, connection: 2 });
+        let now = Instant::now();
+        let next = async |subscriber: &mut Subscriptions| subscriber.next().await.unwrap();
+        assert_eq!(topics.deliver_relayed("t", Some(remote), b"ok", now), Ok(()));
+        assert_eq!(next(&mut subscriber).await, Push::Message("t".into(), "ok".into()));
+        for (bad, why) in [
+            (&b"a\nOK 42"[..], Refused::NotText),
+            (b"\xff", Refused::NotText),
+            (b"123456789", Refused::TooLong),
+        ] {
+            assert_eq!(topics.deliver_relayed("t", Some(remote), bad, now), Err(why));
+            assert_eq!(next(&mut subscriber).await, Push::Lagged("t".into(), 1), "told at once");
+        }
+        assert_eq!(topics.deliver_relayed("t", None, b"no origin", now), Err(Refused::Malformed));
+        assert_eq!(next(&mut subscriber).await, Push::Lagged("t".into(), 1));
+        // At 10 a second, one delivery costs 100 ms: the burst (100 ms ahead) lets one more in.
+        assert_eq!(topics.deliver_relayed("t", Some(remote), b"burst", now), Ok(()));
+        assert_eq!(next(&mut subscriber).await, Push::Message("t".into(), "burst".into()));
+        assert_eq!(topics.deliver_relayed("t", Some(remote), b"over", now), Err(Refused::OverBudget));
+        assert_eq!(topics.deliver_relayed("t", Some(remote), b"over", now), Err(Refused::OverBudget));
+        assert_eq!(topics.deliver_relayed("t", Some(other), b"other", now), Ok(()), "another publisher");
+        assert_eq!(next(&mut subscriber).await, Push::Lagged("t".into(), 2), "the two missed, first");
+        assert_eq!(next(&mut subscriber).await, Push::Message("t".into(), "other".into()));
+        let own = Origin { replica: topics.replica, connection: 1 };
+        for _ in 0..5 {
+            assert_eq!(
+                topics.deliver_relayed("t", Some(own), b"mine", now),
+                Ok(()),
+                "charged when published"
+            );
+        }
+        assert_eq!(topics.deliver_relayed("nobody", Some(remote), b"x", now), Ok(()), "no topic here");
     }
 }

@@ -39,20 +39,32 @@ struct Redis {
     dir: PathBuf,
     binary: PathBuf,
     password: Option<&'static str>,
+    /// More settings, each a flag and its words (`--user NAME RULES...`).
+    settings: Vec<Vec<String>>,
 }
 
 impl Redis {
     fn start(binary: PathBuf, password: Option<&'static str>) -> Self {
+        Self::with_settings(binary, password, Vec::new())
+    }
+
+    fn with_settings(binary: PathBuf, password: Option<&'static str>, settings: Vec<Vec<String>>) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("broker-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a directory for redis-server");
-        let child = Self::spawn(&binary, port, &dir, password);
-        let redis = Self { child, port, dir, binary, password };
+        let child = Self::spawn(&binary, port, &dir, password, &settings);
+        let redis = Self { child, port, dir, binary, password, settings };
         redis.wait_until_up();
         redis
     }
 
-    fn spawn(binary: &PathBuf, port: u16, dir: &PathBuf, password: Option<&str>) -> Child {
+    fn spawn(
+        binary: &PathBuf,
+        port: u16,
+        dir: &PathBuf,
+        password: Option<&str>,
+        settings: &[Vec<String>],
+    ) -> Child {
         let mut command = Command::new(binary);
         command.args([
             "--port",
@@ -67,6 +79,9 @@ impl Redis {
         command.arg("--dir").arg(dir);
         if let Some(password) = password {
             command.args(["--requirepass", password]);
+        }
+        for setting in settings {
+            command.args(setting);
         }
         command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start redis-server")
     }
@@ -87,6 +102,41 @@ impl Redis {
         }
     }
 
+    /// Sends it one command as `user` (RESP, by hand: the tests need no Redis client) and
+    /// returns the first line of the answer.
+    fn command(&self, user: Option<(&str, &str)>, words: &[&[u8]]) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
+        stream.set_read_timeout(Some(PATIENCE)).expect("a read timeout");
+        let mut request = Vec::new();
+        let mut encode = |words: &[&[u8]]| {
+            request.extend(format!("*{}\r\n", words.len()).into_bytes());
+            for word in words {
+                request.extend(format!("${}\r\n", word.len()).into_bytes());
+                request.extend(*word);
+                request.extend(b"\r\n");
+            }
+        };
+        if let Some((name, password)) = user {
+            encode(&[b"AUTH", name.as_bytes(), password.as_bytes()]);
+        }
+        encode(words);
+        stream.write_all(&request).expect("send to redis-server");
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        if user.is_some() {
+            reader.read_line(&mut line).expect("the AUTH answer");
+            assert_eq!(line, "+OK\r\n", "AUTH");
+            line.clear();
+        }
+        reader.read_line(&mut line).expect("an answer from redis-server");
+        line.trim_end().to_owned()
+    }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) it: a broker that hangs, not one that is gone.
+    fn signal(&self, name: &str) {
+        common::signal(&self.child, name);
+    }
+
     /// Kills it outright (SIGKILL: no goodbye to its clients but the kernel's).
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -95,7 +145,7 @@ impl Redis {
 
     /// Starts it again on the same port.
     fn restart(&mut self) {
-        self.child = Self::spawn(&self.binary, self.port, &self.dir, self.password);
+        self.child = Self::spawn(&self.binary, self.port, &self.dir, self.password, &self.settings);
         self.wait_until_up();
     }
 }
@@ -116,9 +166,14 @@ struct Replica {
 
 impl Replica {
     fn start(fanout_url: &str) -> Self {
+        Self::with_flags(fanout_url, &[])
+    }
+
+    fn with_flags(fanout_url: &str, flags: &[&str]) -> Self {
         let mut child = Command::new(BINARY)
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cpu-threads", "1"])
             .args(["--fanout-url", fanout_url, "--max-connections", "256"])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -158,7 +213,8 @@ impl Replica {
         }
     }
 
-    /// One `/metrics` sample's value (classic format).
+    /// One `/metrics` sample's value (classic format): `name` is the sample's name without the
+    /// program's prefix, and its labels (`fanout_refused_total{reason="not_text"}`).
     fn metric(&self, name: &str) -> f64 {
         let mut stream =
             TcpStream::connect_timeout(&self.admin, PATIENCE).expect("connect to the admin port");
@@ -361,6 +417,13 @@ fn start_up_refuses_a_broker_it_cannot_use() {
     let (status, stderr) = try_start("http://127.0.0.1:6379");
     assert_eq!(status, Some(2), "{stderr}");
     assert!(stderr.contains("--fanout-url") && stderr.lines().count() == 1, "{stderr}");
+    // A URL that does not parse is still shown without its password.
+    for bad in ["redis://app:s3cret@127.0.0.1:notaport", "redis://app:s3cret@127.0.0.1:1/notadb"] {
+        let (status, stderr) = try_start(bad);
+        assert_eq!(status, Some(2), "{stderr}");
+        assert!(stderr.contains("app:***@") && !stderr.contains("s3cret"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
     let Some(binary) = redis_server() else { return };
     let redis = Redis::start(binary, Some("right"));
     let (status, stderr) = try_start(&format!("redis://:wrong@127.0.0.1:{}", redis.port));
@@ -369,4 +432,166 @@ fn start_up_refuses_a_broker_it_cannot_use() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     let replica = Replica::start(&redis.url());
     assert_eq!(replica.stop(), Some(0), "the right password works");
+}
+
+/// The channel of `topic` for a replica on database `db` with the default prefix.
+fn channel(db: u32, topic: &str) -> Vec<u8> {
+    format!("{}:{db}:{topic}", env!("CARGO_PKG_NAME")).into_bytes()
+}
+
+/// Reads pushed lines until `last`, and returns those before it.
+async fn pushes_until(subscriber: &mut Client, last: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let line = subscriber.next_push(Some(PATIENCE)).await.expect("a pushed line");
+        if line == last {
+            return lines;
+        }
+        lines.push(line);
+    }
+}
+
+/// Whatever another program publishes on the broker becomes at most one `MSG` line, and only
+/// one a local PUBLISH could have sent: a message without an origin, with a line break, a
+/// control character or bytes that are not UTF-8 is told as `LAG` and counted, and the
+/// subscriber's answers stay in step.
+#[test]
+fn the_broker_s_messages_are_checked_like_a_client_s_line() {
+    let Some(binary) = redis_server() else { return };
+    let redis = Redis::start(binary, None);
+    let replica = Replica::start(&redis.url());
+    runtime().block_on(async {
+        let mut subscriber = client(replica.addr).await;
+        assert_eq!(subscriber.request("SUBSCRIBE news").await.unwrap(), "OK 1");
+        let mut publisher = client(replica.addr).await;
+        until_subscribed_everywhere(&mut publisher, "news", 1).await;
+        let publish = |channel: &[u8], message: &[u8]| redis.command(None, &[b"PUBLISH", channel, message]);
+        let news = channel(0, "news");
+        assert_eq!(publish(&news, b"hello\nOK 42\nERR busy fake"), ":1", "no origin");
+        assert_eq!(publish(&news, b"1.1 hello\nOK 42"), ":1", "a line break");
+        assert_eq!(publish(&news, b"1.1 \x1b[2J"), ":1", "a control character");
+        let invalid = [b"1.1 ".as_slice(), &[0xFF; 1024]].concat();
+        assert_eq!(publish(&news, &invalid), ":1", "not UTF-8");
+        assert_eq!(publish(b"news", b"1.1 bare"), ":0", "the bare topic is nobody's channel");
+        assert_eq!(publish(&news, b"1.1 fine, thanks"), ":1");
+        let lines = pushes_until(&mut subscriber, "MSG news fine, thanks").await;
+        let lags: Vec<&str> =
+            lines.iter().map(String::as_str).filter(|line| *line != "MSG news probe").collect();
+        assert_eq!(lags, ["LAG news 1"; 4], "{lines:?}");
+        assert_eq!(subscriber.request("PING").await.unwrap(), "OK PONG", "answers stay in step");
+    });
+    assert_eq!(replica.metric("fanout_refused_total{reason=\"malformed\"}"), 1.0);
+    assert_eq!(replica.metric("fanout_refused_total{reason=\"not_text\"}"), 3.0);
+    assert!(replica.metric("fanout_published_total") >= 1.0, "the probes went through the broker");
+    assert_eq!(replica.stop(), Some(0));
+}
+
+/// The ACL line of `deploy/README.md`, for the user `service` and the prefix of database 1.
+fn acl_user(password: &str) -> Vec<String> {
+    let rules = format!(
+        "service on >{password} resetchannels &{}:1:* -@all +hello +auth +ping +select +subscribe \
+         +unsubscribe +publish",
+        env!("CARGO_PKG_NAME")
+    );
+    std::iter::once("--user".to_owned()).chain(rules.split(' ').map(str::to_owned)).collect()
+}
+
+/// Deployments on one Redis stay apart: a replica on another database does not hear them
+/// (pub/sub ignores databases, the prefix does not), and a user outside the service's ACL
+/// cannot publish on its channels, while the service runs under that ACL alone.
+#[test]
+fn deployments_on_one_redis_hear_only_their_own_channels() {
+    let Some(binary) = redis_server() else { return };
+    let other =
+        ["--user", "other", "on", ">pw2", "resetchannels", "&other:*", "+@all"].map(str::to_owned).to_vec();
+    let redis = Redis::with_settings(binary, None, vec![acl_user("pw1"), other]);
+    let url = |user: &str, db: u32| format!("redis://{user}@127.0.0.1:{}/{db}", redis.port);
+    let ours = Replica::start(&url("service:pw1", 1));
+    let theirs = Replica::start(&url("other:pw2", 2));
+    runtime().block_on(async {
+        let mut subscriber = client(ours.addr).await;
+        assert_eq!(subscriber.request("SUBSCRIBE news").await.unwrap(), "OK 1");
+        let mut publisher = client(ours.addr).await;
+        until_subscribed_everywhere(&mut publisher, "news", 1).await;
+        // Another deployment, with a prefix of its own: its PUBLISH reaches nobody here.
+        let mut stranger = client(theirs.addr).await;
+        let refused = stranger.request("PUBLISH news from another deployment").await.unwrap();
+        assert!(refused == "OK 0" || refused.starts_with("ERR unavailable"), "{refused}");
+        // A client outside the ACL cannot publish on our channels at all.
+        let answer = redis.command(Some(("other", "pw2")), &[b"PUBLISH", &channel(1, "news"), b"1.1 forged"]);
+        assert!(answer.starts_with("-NOPERM"), "{answer}");
+        assert_eq!(publisher.request("PUBLISH news ours").await.unwrap(), "OK 1");
+        let lines = pushes_until(&mut subscriber, "MSG news ours").await;
+        assert!(lines.iter().all(|line| line == "MSG news probe"), "{lines:?}");
+    });
+    assert_eq!(ours.stop(), Some(0));
+    assert_eq!(theirs.stop(), Some(0));
+}
+
+/// A publisher on one replica costs another no more deliveries a second than its budget, even
+/// where nobody subscribes on its own replica: the other replica charges it on arrival.
+#[test]
+fn a_publisher_s_budget_holds_on_every_replica_its_messages_reach() {
+    let Some(binary) = redis_server() else { return };
+    let redis = Redis::start(binary, None);
+    let budget = 2000;
+    let flags = ["--publish-budget", "2000"];
+    let (a, b) = (Replica::with_flags(&redis.url(), &flags), Replica::with_flags(&redis.url(), &flags));
+    let subscribers = 20;
+    let (window, delivered) = runtime().block_on(async {
+        let mut readers = Vec::new();
+        for _ in 0..subscribers {
+            let mut subscriber = client(b.addr).await;
+            assert_eq!(subscriber.request("SUBSCRIBE flood").await.unwrap(), "OK 1");
+            readers.push(subscriber);
+        }
+        let mut publisher = client(a.addr).await;
+        until_subscribed_everywhere(&mut publisher, "flood", 1).await;
+        // Let the probes' cost settle, then flood from A for a second, pipelined.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = b.metric("messages_delivered_total");
+        let started = Instant::now();
+        let lines: Vec<String> = (0..100).map(|i| format!("PUBLISH flood {i}")).collect();
+        while started.elapsed() < Duration::from_secs(1) {
+            publisher.pipeline(lines.iter().map(String::as_str)).await.expect("answers");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (started.elapsed(), b.metric("messages_delivered_total") - before)
+    });
+    let allowed = budget as f64 * window.as_secs_f64() + budget as f64 / 10.0;
+    println!("B delivered {delivered} messages in {window:?} from one publisher on A (allowed {allowed:.0})");
+    assert!(delivered <= allowed, "B delivered {delivered} in {window:?}, over {allowed:.0}");
+    assert!(b.metric("fanout_refused_total{reason=\"over_budget\"}") > 0.0, "the flood was held");
+    assert_eq!(a.stop(), Some(0));
+    assert_eq!(b.stop(), Some(0));
+}
+
+/// A broker that hangs (SIGSTOP) is not one that is down: its connection stays open, and a
+/// PUBLISH waits for its answer no longer than 250 ms before `ERR unavailable`.
+#[test]
+fn a_hung_broker_costs_a_publish_no_more_than_its_answer_timeout() {
+    let Some(binary) = redis_server() else { return };
+    let redis = Redis::start(binary, None);
+    let replica = Replica::start(&redis.url());
+    runtime().block_on(async {
+        let mut publisher = client(replica.addr).await;
+        until_subscribed_everywhere(&mut publisher, "news", 0).await;
+        redis.signal("STOP");
+        let mut slowest = Duration::ZERO;
+        for _ in 0..20 {
+            let started = Instant::now();
+            let answer = publisher.request("PUBLISH news hung").await.unwrap();
+            slowest = slowest.max(started.elapsed());
+            assert!(answer.starts_with("ERR unavailable"), "{answer}");
+        }
+        println!("the slowest of 20 PUBLISHes to a hung broker took {slowest:?}");
+        assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+        redis.signal("CONT");
+        let deadline = Instant::now() + PATIENCE;
+        while publisher.request("PUBLISH news after").await.unwrap() != "OK 0" {
+            assert!(Instant::now() < deadline, "PUBLISH did not come back");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert_eq!(replica.stop(), Some(0));
 }

@@ -182,7 +182,7 @@ fn the_listen_backlog_is_the_one_asked_for() {
     assert_eq!(wait(&mut child).code(), Some(0));
 }
 
-/// `call` on a terminal shows another peer's escape sequences escaped, and writes them byte for
+/// `call` on a terminal shows another peer's bidi overrides and zero-width characters escaped, and writes them byte for
 /// byte into a pipe. `script` (util-linux) gives the child a pseudo-terminal for stdout.
 #[cfg(target_os = "linux")]
 #[test]
@@ -190,7 +190,9 @@ fn call_escapes_what_could_act_on_a_terminal_and_pipes_bytes_as_they_are() {
     let mut child = serve(&[]).stderr(Stdio::piped()).spawn().expect("start the binary");
     let mut stderr = child.stderr.take().expect("piped");
     let addr = listening_addr(&mut stderr);
-    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    // PUBLISH refuses control characters; bidi overrides and zero-width characters are text,
+    // and can still reorder or hide what a terminal shows.
+    let hostile = "\u{202e}gpj.exe\u{200b}";
     // Subscribes, prints the answer and one pushed line, and ends: what a terminal would show.
     let subscriber = |on_terminal: bool| {
         let mut command = if on_terminal {
@@ -219,8 +221,8 @@ fn call_escapes_what_could_act_on_a_terminal_and_pipes_bytes_as_they_are() {
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     let shown = subscriber(true);
-    assert!(shown.contains(r"MSG t \u{1b}]0;pwned\u{7}\u{1b}[2J"), "{shown:?}");
-    assert!(!shown.contains('\u{1b}'), "a raw escape reached the terminal: {shown:?}");
+    assert!(shown.contains(r"MSG t \u{202e}gpj.exe\u{200b}"), "{shown:?}");
+    assert!(!shown.contains('\u{202e}'), "a raw override reached the terminal: {shown:?}");
     let piped = subscriber(false);
     assert_eq!(piped, format!("OK 1\nMSG t {hostile}\n"), "a pipe gets the bytes");
     terminate(&child);

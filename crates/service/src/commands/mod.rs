@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::job_queue::{JobQueue, QueueError};
 use crate::protocol::{ErrorCode, Response};
 use crate::stats::Stats;
-use crate::topics::{PublishBudget, Subscriptions, Topics};
+use crate::topics::{Publisher, Subscriptions, Topics};
 
 pub mod arguments;
 mod echo;
@@ -147,8 +147,6 @@ pub(crate) struct Shared {
     stats: Arc<Stats>,
     topics: Arc<Topics>,
     abort: CancellationToken,
-    /// Each connection's PUBLISH budget, in deliveries a second.
-    publish_budget: usize,
 }
 
 /// Everything [`Shared`] is made of.
@@ -159,20 +157,20 @@ pub(crate) struct Parts {
     pub(crate) stats: Arc<Stats>,
     pub(crate) topics: Arc<Topics>,
     pub(crate) abort: CancellationToken,
-    pub(crate) publish_budget: usize,
 }
 
 impl Shared {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts { commands, jobs, pool, stats, topics, abort, publish_budget } = parts;
-        Self { commands, jobs, pool, stats, topics, abort, publish_budget }
+        let Parts { commands, jobs, pool, stats, topics, abort } = parts;
+        Self { commands, jobs, pool, stats, topics, abort }
     }
 
-    /// A new connection's context: the shared parts, and subscriptions and a budget of its own.
+    /// A new connection's context: the shared parts, and subscriptions and a publisher (its
+    /// budget) of its own.
     pub(crate) fn context(&self) -> Context {
         let subscriptions = Subscriptions::new(Arc::clone(&self.topics));
-        let publish_budget = PublishBudget::new(self.publish_budget);
-        Context { shared: self.clone(), subscriptions, publish_budget }
+        let publisher = self.topics.publisher();
+        Context { shared: self.clone(), subscriptions, publisher }
     }
 }
 
@@ -181,8 +179,8 @@ pub struct Context {
     shared: Shared,
     /// The connection's subscriptions, which its loop reads pushed messages from.
     pub(crate) subscriptions: Subscriptions,
-    /// What the connection's PUBLISHes have cost; its loop waits while it is spent.
-    pub(crate) publish_budget: PublishBudget,
+    /// What the connection publishes with; its loop waits while its budget is spent.
+    pub(crate) publisher: Publisher,
 }
 
 impl Context {
@@ -246,6 +244,11 @@ impl Context {
     /// Every topic with subscribers.
     pub(crate) fn topics(&self) -> &Topics {
         &self.shared.topics
+    }
+
+    /// The topics, and this connection's publisher (borrowed together).
+    pub(crate) fn topics_and_publisher(&mut self) -> (&Topics, &mut Publisher) {
+        (&self.shared.topics, &mut self.publisher)
     }
 }
 
@@ -356,15 +359,7 @@ pub(crate) mod tests {
         let jobs = JobQueue::start(Arc::clone(&config), Arc::clone(&stats), metrics, &shutdown, &tracker);
         let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), None));
         let pool = cpu::CpuPool::new(1).expect("a pool");
-        Shared::new(Parts {
-            commands,
-            jobs,
-            pool,
-            stats,
-            topics,
-            abort: shutdown.abort,
-            publish_budget: config.publish_budget.get(),
-        })
+        Shared::new(Parts { commands, jobs, pool, stats, topics, abort: shutdown.abort })
     }
 
     /// The answer to one request line.

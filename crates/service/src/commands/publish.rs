@@ -5,12 +5,14 @@
 //! It stands for fan-out, the fourth kind of work a service does (after answering, waiting and
 //! computing): one event pushed to many clients. It never waits: each subscriber's connection
 //! reads from a bounded `broadcast` channel, and one that falls behind is told what it missed
-//! (see `topics.rs`). The text is everything after the topic's space, byte for byte, and at most
-//! `--max-message` bytes.
+//! (see `topics.rs`). The text is everything after the topic's space, byte for byte: at most
+//! `--max-message` bytes, and no control character but tab. Through the broker, the answer
+//! waits at most `relay::ANSWER_TIMEOUT` (250 ms), then is `ERR unavailable`.
 
 use super::{Context, Reply, Spec, arguments};
 use crate::protocol::{ErrorCode, Response};
-use crate::topics::Published;
+use crate::relay::{ANSWER_TIMEOUT, RelayError};
+use crate::topics::{PublishError, Published};
 
 pub(super) const PUBLISH: Spec = Spec {
     name: "PUBLISH",
@@ -29,27 +31,19 @@ fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Respons
     let refused = || Response::err_with(ErrorCode::BadArgument, "PUBLISH takes a topic and a text");
     let (topic, text) = argument.and_then(|argument| argument.split_once(' ')).ok_or_else(refused)?;
     let topic = arguments::topic(PUBLISH.name, topic)?;
-    let published = context
-        .topics()
-        .publish(topic, text)
-        .map_err(|refused| Response::err_with(refused.code(), format!("PUBLISH: {refused}")))?;
-    match published {
-        Published::Here(reached) => {
-            context.publish_budget.spend(reached, tokio::time::Instant::now());
-            Ok(Reply::ready(Response::ok(reached.to_string())))
-        }
-        // Through the broker: this replica's own subscribers are what it delivers.
-        Published::Relayed(answer) => {
-            let here = context.topics().local_subscribers(topic);
-            context.publish_budget.spend(here, tokio::time::Instant::now());
-            Ok(context.wait(async move {
-                match answer.await {
-                    Ok(Ok(replicas)) => Response::ok(replicas.to_string()),
-                    Ok(Err(refused)) => Response::err_with(refused.code(), format!("PUBLISH: {refused}")),
-                    Err(_relay_ended) => Response::err(ErrorCode::ShuttingDown),
-                }
-            }))
-        }
+    let refused = |refused: PublishError| Response::err_with(refused.code(), format!("PUBLISH: {refused}"));
+    let now = tokio::time::Instant::now();
+    let (topics, publisher) = context.topics_and_publisher();
+    match topics.publish(topic, text, publisher, now).map_err(refused)? {
+        Published::Here(reached) => Ok(Reply::ready(Response::ok(reached.to_string()))),
+        Published::Relayed(answer) => Ok(context.wait(async move {
+            match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+                Ok(Ok(Ok(replicas))) => Response::ok(replicas.to_string()),
+                Ok(Ok(Err(error))) => refused(PublishError::Relay(error)),
+                Ok(Err(_relay_ended)) => Response::err(ErrorCode::ShuttingDown),
+                Err(_elapsed) => refused(PublishError::Relay(RelayError::NoAnswer)),
+            }
+        })),
     }
 }
 
@@ -69,6 +63,11 @@ mod tests {
         assert_eq!(answer("PUBLISH u ", publisher).await, "OK 1", "an empty text is a text");
         let long = format!("PUBLISH t {}", "x".repeat(1025));
         assert_eq!(answer(&long, publisher).await, "ERR bad-argument PUBLISH: a text is at most 1024 bytes");
+        assert_eq!(
+            answer("PUBLISH t a\rOK 42", publisher).await,
+            "ERR bad-argument PUBLISH: a text holds no control character but tab"
+        );
+        assert_eq!(answer("PUBLISH t a\tb", publisher).await, "OK 2", "a tab is text");
         assert_eq!(
             answer("PUBLISH  hi", publisher).await,
             "ERR bad-argument PUBLISH: a topic is 1 to 64 printable ASCII characters"
