@@ -334,3 +334,59 @@ fn arbitrary_interleavings_agree_with_a_model_on_every_count() {
 fn names(topics: &[usize]) -> String {
     topics.iter().map(|&t| NAMES[t]).collect::<Vec<_>>().join(" ")
 }
+
+/// The kernel's send queue of the connection from `server` to the local port `peer`, in
+/// bytes (`tx_queue` in /proc/net/tcp: what is written and not yet acknowledged).
+#[cfg(target_os = "linux")]
+async fn send_queue(server: std::net::SocketAddr, peer: u16) -> Option<u64> {
+    let table = tokio::fs::read_to_string("/proc/net/tcp").await.expect("read /proc/net/tcp");
+    let port = |address: &str| address.split(':').nth(1).and_then(|hex| u16::from_str_radix(hex, 16).ok());
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let ours = port(fields[1]) == Some(server.port()) && port(fields[2]) == Some(peer);
+        let queues = fields[4].split(':').next()?;
+        ours.then(|| u64::from_str_radix(queues, 16).ok()).flatten()
+    })
+}
+
+/// A subscriber that never reads parks at most about twice `--send-buffer` in the kernel for
+/// its connection, however much is published to it: the kernel would otherwise grow the
+/// socket's send buffer to 4 MiB, outside every bound of the process.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "current_thread")]
+async fn a_subscriber_that_never_reads_parks_a_bounded_amount_in_the_kernel() {
+    let config = Config {
+        send_buffer: count(16 << 10),
+        max_message: count(4096),
+        max_line: count(8192),
+        write_timeout: secs(60),
+        publish_budget: count(1_000_000_000),
+        process_publish_budget: count(1_000_000_000),
+        ..test_config()
+    };
+    let server = TestServer::start(config);
+    // The subscriber's own receive buffer is small, so its window closes at once and what is
+    // left waits in the server's send queue.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut subscriber = socket.connect(server.addr).await.unwrap();
+    subscriber.write_all(b"SUBSCRIBE t\n").await.unwrap();
+    let peer = subscriber.local_addr().unwrap().port();
+    let mut publisher = server.client().await;
+    let text = "x".repeat(4000);
+    let lines: Vec<String> = (0..100).map(|_| format!("PUBLISH t {text}")).collect();
+    let mut reached = 0;
+    for _ in 0..20 {
+        let answers = publisher.pipeline(lines.iter().map(String::as_str)).await.unwrap();
+        reached += answers.iter().filter(|answer| *answer == "OK 1").count();
+    }
+    assert!(reached > 0, "the subscriber subscribed");
+    time::sleep(Duration::from_millis(200)).await;
+    let queued = send_queue(server.addr, peer).await.expect("the subscriber's connection in /proc/net/tcp");
+    println!(
+        "{reached} messages of 4 KB to a subscriber that never reads: {queued} bytes queued in the kernel"
+    );
+    assert!(queued <= 4 * (16 << 10), "{queued} bytes in the kernel's send queue");
+    drop(subscriber);
+    server.stop().await;
+}

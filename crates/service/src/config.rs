@@ -78,6 +78,12 @@ pub struct Config {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration(SECOND..=2 * HOUR))]
     pub keepalive: Duration,
 
+    /// The kernel's send buffer for each connection, in bytes (SO_SNDBUF; Linux doubles it for
+    /// its bookkeeping). It bounds what a peer that does not read parks in the kernel: by
+    /// default the kernel grows it to 4 MiB per socket, outside the process's memory.
+    #[arg(long, value_name = "BYTES", default_value = "65536", value_parser = count(4096..=16 << 20))]
+    pub send_buffer: NonZeroUsize,
+
     /// Longest request line, in bytes, without its line ending. It bounds the memory of a
     /// connection, whatever the peer sends.
     #[arg(long, value_name = "BYTES", default_value = "8192", value_parser = count(1..=16 << 20))]

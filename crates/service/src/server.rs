@@ -15,6 +15,11 @@
 //!   subscriber waits for pushes without sending anything, so no timeout of ours can tell it from
 //!   a peer that vanished without a FIN (a crashed host, a dropped NAT mapping); the kernel's
 //!   probes can, and then the connection's next read fails and frees its slot.
+//! * **A fixed send buffer** (`--send-buffer`, `SO_SNDBUF`). Left to itself, Linux grows each
+//!   socket's send buffer up to `net.ipv4.tcp_wmem`'s maximum (4 MiB) while the peer does not
+//!   read, so 200 subscribers that never read held 789 MB of the kernel's TCP memory, which no
+//!   bound of ours saw. Fixed, it caps that at twice the flag (tcp(7): the kernel doubles it)
+//!   per connection.
 
 use std::io;
 use std::net::SocketAddr;
@@ -184,6 +189,10 @@ async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>) {
                 }
                 if let Err(error) = set_keepalive(&stream, app.config().keepalive) {
                     tracing::debug!(%peer, %error, "cannot set TCP keepalive");
+                }
+                let send_buffer = app.config().send_buffer.get();
+                if let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer) {
+                    tracing::debug!(%peer, %error, "cannot set SO_SNDBUF");
                 }
                 match Arc::clone(&slots).try_acquire_owned() {
                     Ok(slot) => app.spawn_connection(stream, peer, Some(slot)),
