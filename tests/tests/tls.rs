@@ -172,6 +172,49 @@ async fn a_reload_changes_the_certificate_of_new_connections_only_and_a_bad_one_
     server.stop().await;
 }
 
+/// A renewed pair written with the old modification times (as `cp -p`, secret syncers and
+/// restores do) is still picked up: the watch compares what the files hold.
+#[tokio::test]
+async fn a_certificate_renewed_with_its_old_modification_times_is_picked_up() {
+    let pki = Pki::new();
+    let config = Config { tls_watch_period: Duration::from_millis(20), ..tls_config(&pki, false) };
+    let server = TestServer::start(config);
+    let tls = pki.client_tls(None);
+    let files = [pki.server.cert.clone(), pki.server.key.clone()];
+    let times = tokio::task::spawn_blocking({
+        let files = files.clone();
+        move || {
+            #[expect(clippy::disallowed_methods, reason = "a test's blocking file work, on spawn_blocking")]
+            let times: Vec<_> = files
+                .iter()
+                .map(|file| std::fs::metadata(file).and_then(|m| m.modified()).unwrap())
+                .collect();
+            times
+        }
+    })
+    .await
+    .unwrap();
+    let renewed = pki.renew_server();
+    tokio::task::spawn_blocking(move || {
+        for (file, time) in files.iter().zip(times) {
+            let opened = std::fs::File::options().write(true).open(file).unwrap();
+            opened.set_modified(time).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    loop {
+        let client = server.tls_client(&tls).await.unwrap();
+        if server_certificate(&client) == renewed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the renewed certificate was not picked up");
+        time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_certificate_renewed_in_place_is_picked_up_without_a_signal() {
     let pki = Pki::new();

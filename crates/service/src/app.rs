@@ -93,7 +93,7 @@ impl App {
         let shutdown = Shutdown::default();
         let (tracker, background, background_stop) =
             (TaskTracker::new(), TaskTracker::new(), CancellationToken::new());
-        let tls = tls::start(&config, Arc::clone(&stats), background.clone())?;
+        let tls = tls::start(&config, Arc::clone(&stats))?;
         if let Some((_, reloader)) = &tls {
             background.spawn(reloader.clone().watch(config.tls_watch_period, background_stop.clone()));
         }

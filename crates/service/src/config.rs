@@ -169,6 +169,11 @@ pub struct Config {
     #[arg(skip = Duration::from_secs(60))]
     pub tls_watch_period: Duration,
 
+    /// With TLS, the longest a reload waits for the files to be read (not a flag): a stuck
+    /// mount costs a reload this, and never shutdown.
+    #[arg(skip = Duration::from_secs(5))]
+    pub tls_read_timeout: Duration,
+
     /// How often the stall watchdog checks the runtime (not a flag).
     #[arg(skip = Duration::from_millis(250))]
     pub watchdog_period: Duration,

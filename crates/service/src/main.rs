@@ -10,11 +10,16 @@
 //! before anything starts.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use service::cli::{CallArgs, Command, Exit, LoadArgs, ServeArgs};
 use service::shutdown::Signals;
 use service::{Client, ClientError, Server, StartError, telemetry};
+
+/// At exit, how long the runtime waits for blocking threads still running: only reads of the
+/// TLS files stuck past their deadline are left by then.
+const STUCK_THREADS_WAIT: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     service::tls::install_default_provider();
@@ -36,7 +41,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     // Signals, sockets and tasks need a runtime's context; nothing runs until `block_on`.
-    let _context = runtime.enter();
+    let context = runtime.enter();
     // Before binding: once a client can connect, a signal must find its handler installed.
     let mut signals = Signals::install().context("cannot listen for shutdown signals")?;
     // A broker that does not answer now is a wrong address or password: refuse to start
@@ -70,6 +75,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown.abort.cancel();
         run.await;
     });
+    // Every task has ended. A read of the TLS files stuck past its deadline (a FIFO swapped in,
+    // a hung mount) still holds a blocking thread, which dropping the runtime would wait for
+    // without end (tokio's `Runtime::shutdown_timeout` docs): the runtime is shut down without
+    // waiting for it.
+    let stuck = reload.as_ref().map_or(0, service::tls::Reloader::reads_running);
+    if stuck > 0 {
+        tracing::warn!(stuck, "reads of the TLS files never returned; exiting without them");
+    }
+    drop(context);
+    runtime.shutdown_timeout(STUCK_THREADS_WAIT);
     let dropped = logging.dropped_lines();
     if dropped > 0 {
         tracing::warn!(dropped, "log lines were dropped because stderr did not keep up");

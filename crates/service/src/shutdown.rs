@@ -17,6 +17,8 @@
 //! Every task is spawned on a `TaskTracker`, so "is everything finished?" is `tracker.wait()`;
 //! no task is detached, and the process exits 0 once the trackers are empty.
 
+use futures_util::FutureExt as _;
+use futures_util::future::{FusedFuture as _, OptionFuture};
 use tokio_util::sync::CancellationToken;
 
 /// The shutdown tokens that every task of the service watches. Clones share the tokens.
@@ -120,18 +122,25 @@ impl Signals {
     /// Waits for a signal to stop. Meanwhile SIGHUP reloads the TLS certificate with `reload`
     /// (without TLS there is nothing to reload, and it is logged and ignored), and every other
     /// signal is logged as it comes.
+    ///
+    /// A reload runs beside the wait, not in its place: a stop signal is taken at once even
+    /// while the files are read, and a SIGHUP during a reload starts a new one (the read of the
+    /// old one goes on under its deadline; see `tls/server.rs`). Each logs its outcome, and a
+    /// refused one changes nothing.
     pub async fn stop(&mut self, reload: Option<&crate::tls::Reloader>) -> &'static str {
+        let mut reloading = std::pin::pin!(OptionFuture::from(None));
         loop {
-            match self.recv().await {
-                Signal::Stop(name) => return name,
-                // The reload logs its outcome, and a refused one changes nothing: go on.
-                Signal::Reload => match reload {
-                    Some(reload) => {
-                        let _ = reload.reload().await;
-                    }
-                    None => tracing::info!(signal = "SIGHUP", "nothing to reload; going on"),
+            tokio::select! {
+                // `recv` is cancel-safe: a signal that came is kept for the next call.
+                signal = self.recv() => match signal {
+                    Signal::Stop(name) => return name,
+                    Signal::Reload => match reload {
+                        Some(reload) => reloading.set(Some(reload.reload().fuse()).into()),
+                        None => tracing::info!(signal = "SIGHUP", "nothing to reload; going on"),
+                    },
+                    Signal::Ignored(name) => tracing::info!(signal = name, "ignored"),
                 },
-                Signal::Ignored(name) => tracing::info!(signal = name, "ignored"),
+                _ = &mut reloading, if !reloading.is_terminated() => {}
             }
         }
     }

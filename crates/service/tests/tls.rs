@@ -140,6 +140,41 @@ fn sighup_reloads_the_certificate_and_keeps_the_old_one_when_the_new_is_broken()
     assert_eq!(wait(&mut child).code(), Some(0));
 }
 
+/// A reload can never wedge the process: a FIFO where the certificate was (as a stuck mount
+/// behaves: a read that never returns) is refused at once, the next SIGHUP with good files
+/// reloads, and SIGTERM right after a SIGHUP still shuts down gracefully, at once.
+#[test]
+fn a_reload_of_a_file_that_would_never_be_read_is_refused_and_delays_nothing() {
+    let pki = Pki::new();
+    let (mut child, addr, log) = start(&pki, false);
+    let fifo = pki.path("fifo.pem");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo (coreutils)");
+    assert!(made.success(), "mkfifo");
+    let good = pki.path("good.pem");
+    std::fs::rename(&pki.server.cert, &good).expect("move the certificate aside");
+    std::fs::rename(&fifo, &pki.server.cert).expect("a FIFO in its place");
+    signal(&child, "HUP");
+    let refused = logged(&log, "TLS reload refused");
+    assert!(refused.contains("--tls-cert") && refused.contains("not a regular file"), "{refused}");
+    // The FIFO goes; the renewed pair is taken on the next SIGHUP.
+    std::fs::remove_file(&pki.server.cert).expect("remove the FIFO");
+    std::fs::rename(&good, &pki.server.cert).expect("the certificate back");
+    let renewed = pki.renew_server();
+    signal(&child, "HUP");
+    logged(&log, "TLS certificate reloaded");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let (_, shown) = runtime.block_on(connect(addr, &pki.client_tls(None)));
+    assert_eq!(shown, renewed, "a later reload was not blocked");
+    std::fs::remove_file(&pki.server.cert).expect("remove the certificate");
+    let made = Command::new("mkfifo").arg(&pki.server.cert).status().expect("run mkfifo");
+    assert!(made.success(), "mkfifo");
+    let started = std::time::Instant::now();
+    signal(&child, "HUP");
+    signal(&child, "TERM");
+    assert_eq!(wait(&mut child).code(), Some(0), "a graceful shutdown");
+    println!("stopped {:?} after SIGHUP and SIGTERM with a FIFO for a certificate", started.elapsed());
+}
+
 /// `openssl s_client` sends PING and reads OK PONG, with a client certificate under mutual TLS,
 /// and gets no answer without one, or with one the server must refuse.
 #[test]

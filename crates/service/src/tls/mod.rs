@@ -15,9 +15,12 @@
 //!   template is built on); aws-lc-rs is the one to pick for FIPS.
 //! * **PEM through `rustls-pki-types`** (`PemObject`): `rustls-pemfile` is unmaintained
 //!   (RUSTSEC-2025-0134). Files are read whole, at most [`MAX_PEM_FILE`] bytes, before any parsing.
-//! * **Files are read off the runtime's threads.** `serve` reads them in sync code before it
-//!   serves, `call` and `load` before their runtime starts, and a reload (SIGHUP, or a change
-//!   the watch sees) on `spawn_blocking`: a read can wait on a slow disk.
+//! * **Files are read off the runtime's threads, and only regular files.** `serve` reads them in
+//!   sync code before it serves, `call` and `load` before their runtime starts, and a reload
+//!   (SIGHUP, or a change the watch sees) on `spawn_blocking` under a deadline: a read can wait
+//!   on a slow disk or a stuck network mount. A FIFO, a device or a directory is refused before
+//!   it is opened (symlinks are followed, as Kubernetes' `..data` swap needs): a FIFO's open
+//!   or read would wait for a writer that never comes.
 //! * **The handshake is part of the connection** ([`crate::App::spawn_connection`]): it runs in
 //!   the connection's task, after the connection slot is taken, under `--tls-handshake-timeout`,
 //!   so a peer that stalls it costs one slot for that long at most.
@@ -80,6 +83,9 @@ pub enum Problem {
     /// It cannot be read (missing, unreadable, a directory).
     #[error("cannot read it: {0}")]
     Unreadable(std::io::Error),
+    /// It is not a regular file (after following symlinks): a FIFO, a device, a directory.
+    #[error("not a regular file")]
+    NotRegular,
     /// It is longer than [`MAX_PEM_FILE`].
     #[error("longer than {MAX_PEM_FILE} bytes")]
     TooLong,
@@ -109,23 +115,39 @@ impl TlsError {
     }
 }
 
-/// A PEM file's bytes, at most [`MAX_PEM_FILE`]. Blocking: call it off the runtime.
+/// A PEM file's bytes, at most [`MAX_PEM_FILE`], if it is a regular file (checked before it is
+/// opened, and again on what was opened). Blocking: call it off the runtime.
+#[expect(clippy::disallowed_methods, reason = "called before the runtime serves, or on spawn_blocking")]
 fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    #[expect(clippy::disallowed_methods, reason = "called before the runtime serves, or on spawn_blocking")]
-    let file = std::fs::File::open(path);
+    let refused = |problem| TlsError::file(flag, path, problem);
+    let regular = |metadata: std::fs::Metadata| {
+        if metadata.is_file() { Ok(()) } else { Err(refused(Problem::NotRegular)) }
+    };
+    regular(std::fs::metadata(path).map_err(|error| refused(Problem::Unreadable(error)))?)?;
+    let file = std::fs::File::open(path).map_err(|error| refused(Problem::Unreadable(error)))?;
+    regular(file.metadata().map_err(|error| refused(Problem::Unreadable(error)))?)?;
     let mut bytes = Vec::new();
-    file.and_then(|file| file.take(MAX_PEM_FILE + 1).read_to_end(&mut bytes))
-        .map_err(|error| TlsError::file(flag, path, Problem::Unreadable(error)))?;
+    file.take(MAX_PEM_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| refused(Problem::Unreadable(error)))?;
     if bytes.len() as u64 > MAX_PEM_FILE {
-        return Err(TlsError::file(flag, path, Problem::TooLong));
+        return Err(refused(Problem::TooLong));
     }
     Ok(bytes)
 }
 
 /// Every certificate in a PEM file, in order; at least one.
 fn certificates(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(flag, path)?;
-    let certificates = CertificateDer::pem_slice_iter(&bytes)
+    certificates_in(flag, path, &read(flag, path)?)
+}
+
+/// Every certificate in `bytes`, read from `path`, in order; at least one.
+fn certificates_in(
+    flag: &'static str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certificates = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| TlsError::file(flag, path, pem_problem(&error)))?;
     if certificates.is_empty() {
@@ -136,8 +158,12 @@ fn certificates(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
 
 /// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
 fn private_key(flag: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = read(flag, path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| {
+    private_key_in(flag, path, &read(flag, path)?)
+}
+
+/// The first private key in `bytes`, read from `path`.
+fn private_key_in(flag: &'static str, path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|error| {
         let problem = match error {
             pem::Error::NoItemsFound => Problem::NoKey,
             error => pem_problem(&error),
@@ -158,8 +184,13 @@ fn key_refused(path: &Path, error: rustls::Error) -> TlsError {
 
 /// A trust store of every certificate in a PEM file.
 fn roots(flag: &'static str, path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    roots_in(flag, path, &read(flag, path)?)
+}
+
+/// A trust store of every certificate in `bytes`, read from `path`.
+fn roots_in(flag: &'static str, path: &Path, bytes: &[u8]) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for certificate in certificates(flag, path)? {
+    for certificate in certificates_in(flag, path, bytes)? {
         roots.add(certificate).map_err(|error| TlsError::file(flag, path, Problem::Refused(error)))?;
     }
     Ok(roots)

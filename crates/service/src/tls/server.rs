@@ -5,26 +5,34 @@
 //! it shook hands with for its whole life, as TLS wants (cert-manager renews well before expiry,
 //! so old connections end in time anyway).
 //!
-//! A reload comes from SIGHUP, or from the watch: every `tls_watch_period` (a minute) it
-//! compares the files' modification times with those of the last load. Kubernetes updates a
+//! A reload comes from SIGHUP, or from the watch: every `tls_watch_period` (a minute) it reads
+//! the files and compares what they hold with what was last loaded. Kubernetes updates a
 //! mounted Secret in place and sends no signal, and the distroless image has no `kill` to send
-//! one with.
+//! one with. The contents, not the modification times, since `cp -p`, secret syncers and
+//! restores write a renewed pair with the old times.
+//!
+//! **No read can wedge the process.** Each read of the files runs on `spawn_blocking` under
+//! `tls_read_timeout` (5 s), and only regular files are opened (see `tls/mod.rs`). A read past
+//! its deadline cannot be stopped (its thread waits in the kernel), so it is not in the
+//! service's `TaskTracker`, which shutdown waits for: [`Reads`] keeps its handle, at most
+//! [`MAX_READS`] at once (past it, a reload is refused at once), and `main` stops the runtime
+//! without waiting for it, saying so.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio::time;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::{Problem, TlsError, certificates, key_refused, private_key, provider, roots};
+use super::{Problem, TlsError, certificates_in, key_refused, private_key_in, provider, read, roots_in};
 use crate::config::Config;
 use crate::log_throttle::LogThrottle;
 use crate::stats::{HandshakeFailure, Stats};
@@ -41,35 +49,55 @@ struct ServerFiles {
     client_ca: Option<PathBuf>,
 }
 
-/// When each file was last modified, as far as it can be told: what the watch compares.
-type Stamp = Vec<Option<SystemTime>>;
+/// Reads of the TLS files running at once, at most, stuck ones included: past it, a reload is
+/// refused at once rather than start another thread that may never return.
+pub(crate) const MAX_READS: usize = 4;
+
+/// What each file held when read, or why it could not be read.
+#[derive(Debug)]
+struct Contents {
+    cert: Result<Vec<u8>, TlsError>,
+    key: Result<Vec<u8>, TlsError>,
+    client_ca: Option<Result<Vec<u8>, TlsError>>,
+}
+
+/// What the files held, as far as it could be read: what the watch compares.
+type Stamp = Vec<Option<Vec<u8>>>;
+
+impl Contents {
+    fn stamp(&self) -> Stamp {
+        let held = |read: &Result<Vec<u8>, TlsError>| read.as_ref().ok().cloned();
+        [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()].into_iter().flatten().map(held).collect()
+    }
+}
 
 impl ServerFiles {
-    /// When each file was last modified. Blocking, like [`ServerFiles::load`].
-    fn stamp(&self) -> Stamp {
-        let paths = [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()];
-        #[expect(clippy::disallowed_methods, reason = "called off the runtime, as `load` is")]
-        let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|metadata| metadata.modified()).ok();
-        paths.into_iter().flatten().map(modified).collect()
+    /// Reads every file. Blocking: see the module docs.
+    fn read(&self) -> Contents {
+        Contents {
+            cert: read("--tls-cert", &self.cert),
+            key: read("--tls-key", &self.key),
+            client_ca: self.client_ca.as_ref().map(|path| read("--tls-client-ca", path)),
+        }
     }
 
-    /// Reads and checks every file, and builds the config. Blocking: see the module docs.
-    fn load(&self) -> Result<Arc<ServerConfig>, TlsError> {
+    /// Checks what the files held and builds the config.
+    fn load(&self, contents: Contents) -> Result<Arc<ServerConfig>, TlsError> {
         let provider = provider();
-        let chain = certificates("--tls-cert", &self.cert)?;
-        let key = private_key("--tls-key", &self.key)?;
+        let chain = certificates_in("--tls-cert", &self.cert, &contents.cert?)?;
+        let key = private_key_in("--tls-key", &self.key, &contents.key?)?;
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Provider)?;
-        let builder = match &self.client_ca {
-            None => builder.with_no_client_auth(),
-            Some(path) => {
-                let roots = roots("--tls-client-ca", path)?;
+        let builder = match (&self.client_ca, contents.client_ca) {
+            (Some(path), Some(bytes)) => {
+                let roots = roots_in("--tls-client-ca", path, &bytes?)?;
                 let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
                     .map_err(|error| TlsError::file("--tls-client-ca", path, Problem::Verifier(error)))?;
                 builder.with_client_cert_verifier(verifier)
             }
+            _ => builder.with_no_client_auth(),
         };
         // rustls checks that the key is the certificate's (`CertifiedKey::keys_match`).
         let config = builder.with_single_cert(chain, key).map_err(|error| key_refused(&self.key, error))?;
@@ -77,29 +105,84 @@ impl ServerFiles {
     }
 }
 
+/// Why the files could not be read in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// The read did not end within its deadline; it goes on, without us.
+    #[error("reading the TLS files took longer than {0:?} (a stuck mount?)")]
+    TimedOut(Duration),
+    /// [`MAX_READS`] reads are running already.
+    #[error("{MAX_READS} reads of the TLS files are still running")]
+    TooMany,
+    /// The read panicked.
+    #[error("reading the TLS files failed")]
+    Failed,
+}
+
+/// The blocking reads of the files, each under a deadline (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Reads {
+    timeout: Duration,
+    running: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Reads {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self { timeout, running: Mutex::default() }
+    }
+
+    /// Runs `read` on a blocking thread and waits for it at most the deadline. Dropping the
+    /// future stops only the wait: the thread's handle stays here until it ends.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        read: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ReadError> {
+        let (sender, result) = oneshot::channel();
+        {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            running.retain(|read| !read.is_finished());
+            if running.len() >= MAX_READS {
+                return Err(ReadError::TooMany);
+            }
+            running.push(tokio::task::spawn_blocking(move || {
+                let _ = sender.send(read());
+            }));
+        }
+        match time::timeout(self.timeout, result).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_panicked)) => Err(ReadError::Failed),
+            Err(_elapsed) => Err(ReadError::TimedOut(self.timeout)),
+        }
+    }
+
+    /// Reads still running (stuck ones, at shutdown).
+    pub(crate) fn running(&self) -> usize {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.retain(|read| !read.is_finished());
+        running.len()
+    }
+}
+
 /// TLS for the service port: the acceptor that each connection's task runs, and the reloader.
 /// `None` without `--tls-cert` (plain TCP). Reads the files: blocking, see the module docs.
-pub(crate) fn start(
-    config: &Config,
-    stats: Arc<Stats>,
-    tracker: TaskTracker,
-) -> Result<Option<(Acceptor, Reloader)>, TlsError> {
+pub(crate) fn start(config: &Config, stats: Arc<Stats>) -> Result<Option<(Acceptor, Reloader)>, TlsError> {
     let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
         return Ok(None);
     };
     let files = ServerFiles { cert: cert.clone(), key: key.clone(), client_ca: config.tls_client_ca.clone() };
-    // Stamped before loading: a change in between is seen by the first look of the watch.
-    let stamp = files.stamp();
-    let (current, receiver) = watch::channel(files.load()?);
+    let contents = files.read();
+    let stamp = contents.stamp();
+    let (current, receiver) = watch::channel(files.load(contents)?);
     let acceptor = Acceptor {
         current: receiver,
         timeout: config.tls_handshake_timeout,
         stats,
         failures: Arc::new(Mutex::new(LogThrottle::every(FAILURES_LOG_PERIOD))),
     };
+    let reads = Arc::new(Reads::new(config.tls_read_timeout));
     Ok(Some((
         acceptor,
-        Reloader { files, current: Arc::new(current), tracker, stamp: Arc::new(Mutex::new(stamp)) },
+        Reloader { files, current: Arc::new(current), reads, stamp: Arc::new(Mutex::new(stamp)) },
     )))
 }
 
@@ -189,31 +272,34 @@ impl HandshakeFailure {
 pub struct Reloader {
     files: ServerFiles,
     current: Arc<watch::Sender<Arc<ServerConfig>>>,
-    /// Where the reading task is tracked, so shutdown waits for it.
-    tracker: TaskTracker,
-    /// The files' modification times when they were last read, by a load that took or not.
+    /// The reads of the files, each under a deadline.
+    reads: Arc<Reads>,
+    /// What the files held when they were last read, by a load that took or not.
     stamp: Arc<Mutex<Stamp>>,
 }
 
 impl Reloader {
-    /// Reads the files again (on `spawn_blocking`). If they are good, handshakes from now on use
-    /// them, and open connections keep what they have; if not, the old ones stay in use. Either
-    /// way it logs one line, and returns what it logged.
+    /// Reads the files again (on `spawn_blocking`, within `tls_read_timeout`). If they are good,
+    /// handshakes from now on use them, and open connections keep what they have; if not (or if
+    /// the read does not end in time), the old ones stay in use. Either way it logs one line,
+    /// and returns what it logged.
     pub async fn reload(&self) -> Result<(), TlsError> {
         let files = self.files.clone();
-        let read = self.tracker.spawn_blocking(move || (files.stamp(), files.load())).await;
-        let loaded = match read {
-            Ok((stamp, loaded)) => {
-                *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = stamp;
-                loaded
+        let contents = match self.reads.run(move || files.read()).await {
+            Ok(contents) => contents,
+            Err(error) => {
+                tracing::warn!(%error, "TLS reload refused; the certificate in use stays");
+                let error = std::io::Error::other(error.to_string());
+                return Err(TlsError::file("--tls-cert", &self.files.cert, Problem::Unreadable(error)));
             }
-            Err(panic) => Err(TlsError::file(
-                "--tls-cert",
-                &self.files.cert,
-                Problem::Unreadable(std::io::Error::other(panic)),
-            )),
         };
-        match loaded {
+        self.load(contents)
+    }
+
+    /// Loads what was read, and remembers it as the files' last contents.
+    fn load(&self, contents: Contents) -> Result<(), TlsError> {
+        *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = contents.stamp();
+        match self.files.load(contents) {
             Ok(config) => {
                 self.current.send_replace(config);
                 tracing::info!("TLS certificate reloaded; new connections use it");
@@ -226,9 +312,14 @@ impl Reloader {
         }
     }
 
-    /// Looks every `period` whether a file was modified since the last load (Kubernetes updates
-    /// a mounted Secret in place, and no one sends SIGHUP), and reloads if so. A refused reload
-    /// is tried again once a file changes again. Ends when `stop` is cancelled.
+    /// Reads of the files that have not ended (stuck past their deadline, at shutdown).
+    pub fn reads_running(&self) -> usize {
+        self.reads.running()
+    }
+
+    /// Reads the files every `period` and reloads if what they hold changed since the last load
+    /// (Kubernetes updates a mounted Secret in place, and no one sends SIGHUP). A refused reload
+    /// is tried again once a file changes again. Ends when `stop` is cancelled, even mid-read.
     pub(crate) async fn watch(self, period: Duration, stop: CancellationToken) {
         let mut ticks = time::interval_at(time::Instant::now() + period, period);
         ticks.set_missed_tick_behavior(time::MissedTickBehavior::Delay);
@@ -238,11 +329,21 @@ impl Reloader {
                 _ = ticks.tick() => {}
             }
             let files = self.files.clone();
-            let Ok(now) = self.tracker.spawn_blocking(move || files.stamp()).await else { continue };
-            let changed = *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) != now;
+            let read = tokio::select! {
+                () = stop.cancelled() => return,
+                read = self.reads.run(move || files.read()) => read,
+            };
+            let contents = match read {
+                Ok(contents) => contents,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look at the TLS files; trying again in {period:?}");
+                    continue;
+                }
+            };
+            let changed = *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) != contents.stamp();
             if changed {
                 tracing::info!("a TLS file changed; reloading");
-                let _ = self.reload().await;
+                let _ = self.load(contents);
             }
         }
     }
@@ -275,5 +376,35 @@ mod tests {
         for (error, reason) in cases {
             assert_eq!(HandshakeFailure::of(&error), reason, "{error}");
         }
+    }
+
+    /// A read that never ends costs its wait, up to the deadline, and a thread; past
+    /// [`MAX_READS`] of them, the next is refused at once; one that ends frees its place.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_read_that_never_ends_is_given_up_at_its_deadline_and_bounded_in_number() {
+        let reads = Reads::new(Duration::from_millis(50));
+        assert_eq!(reads.run(|| 7).await, Ok(7));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Arc::new(Mutex::new(held));
+        for _ in 0..MAX_READS {
+            let held = Arc::clone(&held);
+            let started = time::Instant::now();
+            // A blocking thread that waits, as a read of a hung mount does.
+            #[expect(clippy::disallowed_methods, reason = "the stuck read, on its blocking thread")]
+            let stuck = reads.run(move || held.lock().map(|held| held.recv()).is_ok()).await;
+            assert_eq!(stuck, Err(ReadError::TimedOut(Duration::from_millis(50))));
+            assert!(started.elapsed() < Duration::from_secs(2), "given up at its deadline");
+        }
+        assert_eq!(reads.running(), MAX_READS);
+        assert_eq!(reads.run(|| 7).await, Err(ReadError::TooMany), "no more threads for it");
+        for _ in 0..MAX_READS {
+            release.send(()).unwrap();
+        }
+        let deadline = time::Instant::now() + Duration::from_secs(10);
+        while reads.running() > 0 {
+            assert!(time::Instant::now() < deadline, "the reads ended");
+            time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(reads.run(|| 8).await, Ok(8), "room again");
     }
 }
