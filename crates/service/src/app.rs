@@ -115,8 +115,10 @@ impl App {
         let topics = match &config.fanout_url {
             None => Arc::new(Topics::new(&config, Arc::clone(&stats), None)),
             Some(url) => {
+                let ca =
+                    config.fanout_ca.as_deref().map(|path| tls::read_ca("--fanout-ca", path)).transpose()?;
                 let prefix = config.fanout_prefix.clone().unwrap_or_else(|| url.default_prefix());
-                let (handle, relay) = relay::relay(url, &prefix);
+                let (handle, relay) = relay::relay(url, ca.map(Arc::from), &prefix);
                 let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), Some(handle)));
                 tracker.spawn(relay.run(Arc::clone(&topics), shutdown.drain.clone()));
                 topics

@@ -145,10 +145,16 @@ pub struct Config {
     pub process_publish_budget: NonZeroUsize,
 
     /// A Redis to relay topics through, so they span every replica pointed at it
-    /// (`redis://[user:password@]host:port[/db]`). Without it, topics live in this process. The
-    /// broker must answer at start; an outage later costs only PUBLISH (`ERR unavailable`).
+    /// (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS). Without it, topics live
+    /// in this process. The broker must answer at start; an outage later costs only PUBLISH
+    /// (`ERR unavailable`).
     #[arg(long, value_name = "URL", value_parser = FanoutUrlParser)]
     pub fanout_url: Option<FanoutUrl>,
+
+    /// PEM CA certificates that a rediss:// broker's certificate must chain to (a private CA,
+    /// as managed Redis often has); without it, the system's trusted roots.
+    #[arg(long, value_name = "PATH")]
+    pub fanout_ca: Option<PathBuf>,
 
     /// What every Redis channel starts with: deployments that share a Redis (whatever the
     /// database) hear each other only with the same prefix. Default: the program's name and
@@ -228,6 +234,9 @@ pub enum ConfigError {
     /// A channel prefix without a broker to use it on.
     #[error("--fanout-prefix needs --fanout-url")]
     PrefixWithoutBroker,
+    /// A CA for a broker that does not speak TLS.
+    #[error("--fanout-ca needs a rediss:// --fanout-url")]
+    CaWithoutTls,
     /// Fewer than `CONNECTIONS_TO_FILL_TOPICS` (64) connections could take every topic.
     #[error(
         "--max-subscriptions {0} lets fewer than {CONNECTIONS_TO_FILL_TOPICS} connections take all of --max-topics {1}: at most {2}"
@@ -254,6 +263,9 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.fanout_prefix.is_some() && self.fanout_url.is_none() {
             return Err(ConfigError::PrefixWithoutBroker);
+        }
+        if self.fanout_ca.is_some() && !self.fanout_url.as_ref().is_some_and(FanoutUrl::tls) {
+            return Err(ConfigError::CaWithoutTls);
         }
         let memory = self.fanout_memory();
         if memory > MAX_FANOUT_MEMORY {

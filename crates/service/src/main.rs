@@ -47,7 +47,18 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // A broker that does not answer now is a wrong address or password: refuse to start
     // (each step bounded) rather than serve with fan-out silently broken.
     if let Some(url) = &args.config.fanout_url {
-        runtime.block_on(url.check()).map_err(|error| anyhow::anyhow!("--fanout-url {url}: {error}"))?;
+        // Its CA file is a flag's file, refused as the TLS files are: status 2.
+        let ca = match args.config.fanout_ca.as_deref().map(|path| service::tls::read_ca("--fanout-ca", path))
+        {
+            Some(Err(error)) => {
+                eprintln!("error: {error}");
+                return Ok(Exit::Usage.into());
+            }
+            read => read.transpose().unwrap_or_default(),
+        };
+        runtime
+            .block_on(url.check(ca.as_deref()))
+            .map_err(|error| anyhow::anyhow!("--fanout-url {url}: {error}"))?;
     }
     // Here, in sync code, because with TLS binding reads the certificate files. A file that
     // cannot be used is a wrong flag: status 2, as for any usage error.

@@ -87,8 +87,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest pause before reconnecting: delivery resumes within it of the broker being back.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// The broker's address, as `--fanout-url` takes it: `redis://[user:password@]host:port[/db]`.
-/// Shown (in logs, errors and `Debug`) without its password.
+/// The broker's address, as `--fanout-url` takes it: `redis://[user:password@]host:port[/db]`,
+/// or `rediss://` for TLS. Shown (in logs, errors and `Debug`) without its password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FanoutUrl {
     url: String,
@@ -97,17 +97,28 @@ pub struct FanoutUrl {
 }
 
 impl FanoutUrl {
-    /// Parses a `redis://` URL (what `--fanout-url` accepts), or says why not in one line that
-    /// never holds the password.
+    /// Parses a `redis://` or `rediss://` URL (what `--fanout-url` accepts), or says why not in
+    /// one line that never holds the password. redis-rs's `#insecure` (no certificate check) is
+    /// refused: a private CA is what `--fanout-ca` is for.
     pub fn parse(text: &str) -> Result<Self, String> {
         let shown = without_password(text);
-        if !text.starts_with("redis://") {
-            return Err(format!("{shown} is not a redis:// URL, such as redis://127.0.0.1:6379"));
+        if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+            return Err(format!(
+                "{shown} is not a redis:// or rediss:// URL, such as redis://127.0.0.1:6379"
+            ));
+        }
+        if text.contains('#') {
+            return Err(format!("{shown}: no #fragment (#insecure): give --fanout-ca for a private CA"));
         }
         // redis-rs's errors are fixed words, never the URL.
         let info =
             text.into_connection_info().map_err(|error| format!("{shown} is not a Redis URL: {error}"))?;
         Ok(Self { url: text.to_owned(), shown, db: info.redis_settings().db() })
+    }
+
+    /// Whether it speaks TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        self.url.starts_with("rediss://")
     }
 
     /// The channel prefix for this broker unless `--fanout-prefix` says otherwise: the program's
@@ -118,19 +129,28 @@ impl FanoutUrl {
     }
 
     /// A client for it, speaking RESP3 (pushed messages share the connection with answers),
-    /// without `CLIENT SETINFO`, which the ACL of `deploy/README.md` does not allow.
-    fn client(&self) -> redis::RedisResult<redis::Client> {
+    /// without `CLIENT SETINFO`, which the ACL of `deploy/README.md` does not allow. Over TLS,
+    /// the broker's certificate must chain to `ca` (PEM), or without it to the system's roots.
+    fn client(&self, ca: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
         let info = self.url.as_str().into_connection_info()?;
         let resp3 =
             info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3).set_skip_set_lib_name();
-        redis::Client::open(info.set_redis_settings(resp3))
+        let info = info.set_redis_settings(resp3);
+        match ca {
+            Some(ca) if self.tls() => {
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) };
+                redis::Client::build_with_tls(info, certificates)
+            }
+            _ => redis::Client::open(info),
+        }
     }
 
     /// Connects once, bounded, and asks the broker for PING: what start-up checks, so that a
-    /// wrong address or password is found when the service is deployed, not at the first PUBLISH.
-    pub async fn check(&self) -> Result<(), String> {
+    /// wrong address, password or certificate is found when the service is deployed, not at the
+    /// first PUBLISH. `ca` is `--fanout-ca`'s PEM.
+    pub async fn check(&self, ca: Option<&[u8]>) -> Result<(), String> {
         let unusable = |error: redis::RedisError| format!("cannot use the broker: {error}");
-        let client = self.client().map_err(unusable)?;
+        let client = self.client(ca).map_err(unusable)?;
         let mut connection =
             client.get_multiplexed_async_connection_with_config(&config()).await.map_err(unusable)?;
         redis::cmd("PING").query_async::<()>(&mut connection).await.map_err(unusable)
@@ -463,18 +483,20 @@ impl Handle {
 /// The relay's own end, for its task: see the module docs.
 pub(crate) struct Relay {
     url: FanoutUrl,
+    /// `--fanout-ca`'s PEM, for a `rediss://` broker with a private CA.
+    ca: Option<Arc<[u8]>>,
     prefix: Arc<str>,
     queue: mpsc::Receiver<Publish>,
     stats: Arc<RelayStats>,
 }
 
-/// A relay for `url` whose channels are topics behind `prefix`: the handle PUBLISH uses, and
-/// the relay to run.
-pub(crate) fn relay(url: &FanoutUrl, prefix: &str) -> (Handle, Relay) {
+/// A relay for `url` (its certificate chaining to `ca`, over TLS) whose channels are topics
+/// behind `prefix`: the handle PUBLISH uses, and the relay to run.
+pub(crate) fn relay(url: &FanoutUrl, ca: Option<Arc<[u8]>>, prefix: &str) -> (Handle, Relay) {
     let (sender, queue) = mpsc::channel(QUEUE);
     let (stats, prefix) = (Arc::new(RelayStats::default()), Arc::<str>::from(prefix));
     let handle = Handle { queue: sender, stats: Arc::clone(&stats), prefix: Arc::clone(&prefix) };
-    (handle, Relay { url: url.clone(), prefix, queue, stats })
+    (handle, Relay { url: url.clone(), ca, prefix, queue, stats })
 }
 
 impl Relay {
@@ -489,7 +511,7 @@ impl Relay {
         loop {
             let connected = tokio::select! {
                 () = drain.cancelled() => break,
-                connected = Session::open(&self.url, &self.prefix, &topics, &self.stats) => connected,
+                connected = Session::open(&self.url, self.ca.as_deref(), &self.prefix, &topics, &self.stats) => connected,
             };
             match connected {
                 Ok(mut session) => {
@@ -549,11 +571,12 @@ impl Session {
     /// Connects both, each bounded; the subscriber hands every pushed message to `topics`.
     async fn open(
         url: &FanoutUrl,
+        ca: Option<&[u8]>,
         prefix: &Arc<str>,
         topics: &Arc<Topics>,
         stats: &Arc<RelayStats>,
     ) -> redis::RedisResult<Self> {
-        let client = url.client()?;
+        let client = url.client(ca)?;
         let lost = Arc::new(Notify::new());
         let push = {
             let (topics, stats, lost, prefix) =
@@ -736,7 +759,8 @@ mod tests {
         assert!(!format!("{url:?}").contains("s3cret"));
         assert_eq!(url.default_prefix(), format!("{}:2:", env!("CARGO_PKG_NAME")));
         assert_eq!(FanoutUrl::parse("redis://127.0.0.1:6379").unwrap().to_string(), "redis://127.0.0.1:6379");
-        for bad in ["127.0.0.1:6379", "http://x", "redis://host:notaport"] {
+        assert!(FanoutUrl::parse("rediss://managed.example:6380").unwrap().tls());
+        for bad in ["127.0.0.1:6379", "http://x", "redis://host:notaport", "rediss://host:1/#insecure"] {
             assert!(FanoutUrl::parse(bad).is_err(), "{bad} was accepted");
         }
         // Refused, and still shown without the password.
@@ -799,7 +823,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn publish_is_refused_at_once_while_the_broker_is_out_of_reach_and_when_the_queue_is_full() {
-        let (handle, mut relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), "p:");
+        let (handle, mut relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:");
         let share = Share::default();
         assert!(matches!(handle.publish("t", ORIGIN, "x", &share), Err(RelayError::Unavailable)));
         relay.stats.up.store(true, Ordering::Relaxed);
@@ -818,7 +842,7 @@ mod tests {
     /// newcomer, so a bystander gets in past any number of flooding connections.
     #[tokio::test(flavor = "current_thread")]
     async fn a_connection_holds_only_its_fair_share_of_the_queue() {
-        let (handle, relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), "p:");
+        let (handle, relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:");
         relay.stats.up.store(true, Ordering::Relaxed);
         let mut answers = Vec::new();
         let mut fill = |share: &Share| {
@@ -847,7 +871,7 @@ mod tests {
     /// [`QUEUE_BYTES`], and what is answered or dropped gives its room back.
     #[tokio::test(flavor = "current_thread")]
     async fn the_queue_is_bounded_in_bytes_and_gives_room_back() {
-        let (handle, mut relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), "p:");
+        let (handle, mut relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:");
         relay.stats.up.store(true, Ordering::Relaxed);
         let megabyte = "x".repeat(1 << 20);
         let shares: Vec<Share> = (0..16).map(|_| Share::default()).collect();

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 use service::Client;
 
 mod common;
+#[path = "../../../tests/src/pki.rs"]
+#[allow(dead_code, reason = "the broker tests use the CA and the server's certificate only")]
+mod pki;
 
 use common::{BINARY, PATIENCE};
 
@@ -45,11 +48,17 @@ struct Redis {
 
 impl Redis {
     fn start(binary: PathBuf, password: Option<&'static str>) -> Self {
-        Self::with_settings(binary, password, Vec::new())
+        Self::with_settings(binary, password, |_| Vec::new())
     }
 
-    fn with_settings(binary: PathBuf, password: Option<&'static str>, settings: Vec<Vec<String>>) -> Self {
+    /// Started with more settings, made for the port it listens on.
+    fn with_settings(
+        binary: PathBuf,
+        password: Option<&'static str>,
+        settings: impl FnOnce(u16) -> Vec<Vec<String>>,
+    ) -> Self {
         let port = free_port();
+        let settings = settings(port);
         let dir = std::env::temp_dir().join(format!("broker-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a directory for redis-server");
         let child = Self::spawn(&binary, port, &dir, password, &settings);
@@ -504,7 +513,7 @@ fn deployments_on_one_redis_hear_only_their_own_channels() {
     let Some(binary) = redis_server() else { return };
     let other =
         ["--user", "other", "on", ">pw2", "resetchannels", "&other:*", "+@all"].map(str::to_owned).to_vec();
-    let redis = Redis::with_settings(binary, None, vec![acl_user("pw1"), other]);
+    let redis = Redis::with_settings(binary, None, |_| vec![acl_user("pw1"), other]);
     let url = |user: &str, db: u32| format!("redis://{user}@127.0.0.1:{}/{db}", redis.port);
     let ours = Replica::start(&url("service:pw1", 1));
     let theirs = Replica::start(&url("other:pw2", 2));
@@ -594,4 +603,56 @@ fn a_hung_broker_costs_a_publish_no_more_than_its_answer_timeout() {
         }
     });
     assert_eq!(replica.stop(), Some(0));
+}
+
+/// A managed Redis speaks TLS: `rediss://` with `--fanout-ca` for its private CA carries
+/// fan-out, on the service's own rustls and ring. Without the CA (the system's roots), or with
+/// `redis://`, the broker is refused at start; a CA file that is not PEM is a usage error.
+#[test]
+fn a_broker_over_tls_with_a_private_ca_carries_fan_out() {
+    let Some(binary) = redis_server() else { return };
+    let pki = pki::Pki::new();
+    let file = |path: &std::path::Path| path.to_str().expect("a UTF-8 temp path").to_owned();
+    let (cert, key, ca) = (file(&pki.server.cert), file(&pki.server.key), file(&pki.ca_cert));
+    let redis = Redis::with_settings(binary, None, |port| {
+        let setting = |words: &[&str]| words.iter().map(|word| (*word).to_owned()).collect();
+        vec![
+            setting(&["--port", "0", "--tls-port", &port.to_string(), "--tls-auth-clients", "no"]),
+            setting(&["--tls-cert-file", &cert, "--tls-key-file", &key, "--tls-ca-cert-file", &ca]),
+        ]
+    });
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let replica = Replica::with_flags(&url, &["--fanout-ca", &ca]);
+    runtime().block_on(async {
+        let mut subscriber = client(replica.addr).await;
+        assert_eq!(subscriber.request("SUBSCRIBE news").await.unwrap(), "OK 1");
+        let mut publisher = client(replica.addr).await;
+        until_subscribed_everywhere(&mut publisher, "news", 1).await;
+        assert_eq!(publisher.request("PUBLISH news over tls").await.unwrap(), "OK 1");
+        let lines = pushes_until(&mut subscriber, "MSG news over tls").await;
+        assert!(lines.iter().all(|line| line == "MSG news probe"), "{lines:?}");
+    });
+    assert_eq!(replica.stop(), Some(0));
+    let try_start = |args: &[&str]| {
+        let output = Command::new(BINARY)
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the binary");
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (status, stderr) = try_start(&["--fanout-url", &url]);
+    assert_eq!(status, Some(1), "the system's roots do not know the test CA: {stderr}");
+    assert!(stderr.starts_with("error: --fanout-url rediss://") && stderr.lines().count() == 1, "{stderr}");
+    let plain = format!("redis://127.0.0.1:{}", redis.port);
+    let (status, stderr) = try_start(&["--fanout-url", &plain]);
+    assert_eq!(status, Some(1), "plain RESP to a TLS port: {stderr}");
+    let (status, stderr) =
+        try_start(&["--fanout-url", &url, "--fanout-ca", &cert.replace("server", "missing")]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.starts_with("error: --fanout-ca ") && stderr.lines().count() == 1, "{stderr}");
+    let (status, stderr) = try_start(&["--fanout-url", &plain, "--fanout-ca", &ca]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("--fanout-ca needs a rediss://"), "{stderr}");
 }

@@ -136,6 +136,14 @@ fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     Ok(bytes)
 }
 
+/// A PEM file of CA certificates (at least one, each parsed), as its bytes: `--fanout-ca`,
+/// which redis-rs takes as PEM. Blocking: call it before the runtime serves.
+pub fn read_ca(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    let bytes = read(flag, path)?;
+    roots_in(flag, path, &bytes)?;
+    Ok(bytes)
+}
+
 /// Every certificate in a PEM file, in order; at least one.
 fn certificates(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     certificates_in(flag, path, &read(flag, path)?)
