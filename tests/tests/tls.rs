@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use service::tls::ClientTls;
 use service::{Config, HandshakeFailure};
 use testkit::pki::Pki;
 use testkit::{Harness, TEST_TIMEOUT, TestServer, eventually, server_certificate, tls_config};
@@ -172,6 +173,19 @@ async fn a_reload_changes_the_certificate_of_new_connections_only_and_a_bad_one_
     server.stop().await;
 }
 
+/// Waits (bounded) until a new connection is shown `certificate`: the watch picked it up.
+async fn until_served(server: &TestServer, tls: &ClientTls, certificate: &[u8]) {
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    loop {
+        let client = server.tls_client(tls).await.unwrap();
+        if server_certificate(&client) == certificate {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the renewed certificate was not picked up");
+        time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A renewed pair written with the old modification times (as `cp -p`, secret syncers and
 /// restores do) is still picked up: the watch compares what the files hold.
 #[tokio::test]
@@ -203,15 +217,7 @@ async fn a_certificate_renewed_with_its_old_modification_times_is_picked_up() {
     })
     .await
     .unwrap();
-    let deadline = Instant::now() + TEST_TIMEOUT;
-    loop {
-        let client = server.tls_client(&tls).await.unwrap();
-        if server_certificate(&client) == renewed {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the renewed certificate was not picked up");
-        time::sleep(Duration::from_millis(20)).await;
-    }
+    until_served(&server, &tls, &renewed).await;
     server.stop().await;
 }
 
@@ -221,17 +227,7 @@ async fn a_certificate_renewed_in_place_is_picked_up_without_a_signal() {
     let config = Config { tls_watch_period: Duration::from_millis(20), ..tls_config(&pki, false) };
     let server = TestServer::start(config);
     let tls = pki.client_tls(None);
-    // The files' modification times must move: some file systems keep them to the second.
-    time::sleep(Duration::from_millis(1100)).await;
     let renewed = pki.renew_server();
-    let deadline = Instant::now() + TEST_TIMEOUT;
-    loop {
-        let client = server.tls_client(&tls).await.unwrap();
-        if server_certificate(&client) == renewed {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the renewed certificate was not picked up");
-        time::sleep(Duration::from_millis(20)).await;
-    }
+    until_served(&server, &tls, &renewed).await;
     server.stop().await;
 }

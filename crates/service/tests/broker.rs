@@ -404,38 +404,42 @@ fn a_broker_outage_costs_only_publish_and_is_announced() {
     }
 }
 
+/// `serve` with `args` on loopback, run to its end: its exit status and stderr (for settings
+/// it refuses at start).
+fn try_start(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the binary");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 /// A broker that does not answer at start, or refuses the password: the service does not start,
 /// and says why in one line that names the flag (exit status 1, as for a port it cannot bind).
 /// A bad URL is a usage error (status 2).
 #[test]
 fn start_up_refuses_a_broker_it_cannot_use() {
-    let try_start = |url: &str| {
-        let output = Command::new(BINARY)
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--fanout-url", url])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the binary");
-        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
-    };
-    let (status, stderr) = try_start(&format!("redis://127.0.0.1:{}", free_port()));
+    let (status, stderr) = try_start(&["--fanout-url", &format!("redis://127.0.0.1:{}", free_port())]);
     assert_eq!(status, Some(1), "{stderr}");
     assert!(
         stderr.starts_with("error: --fanout-url redis://127.0.0.1:") && stderr.lines().count() == 1,
         "{stderr}"
     );
-    let (status, stderr) = try_start("http://127.0.0.1:6379");
+    let (status, stderr) = try_start(&["--fanout-url", "http://127.0.0.1:6379"]);
     assert_eq!(status, Some(2), "{stderr}");
     assert!(stderr.contains("--fanout-url") && stderr.lines().count() == 1, "{stderr}");
     // A URL that does not parse is still shown without its password.
     for bad in ["redis://app:s3cret@127.0.0.1:notaport", "redis://app:s3cret@127.0.0.1:1/notadb"] {
-        let (status, stderr) = try_start(bad);
+        let (status, stderr) = try_start(&["--fanout-url", bad]);
         assert_eq!(status, Some(2), "{stderr}");
         assert!(stderr.contains("app:***@") && !stderr.contains("s3cret"), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
     let Some(binary) = redis_server() else { return };
     let redis = Redis::start(binary, Some("right"));
-    let (status, stderr) = try_start(&format!("redis://:wrong@127.0.0.1:{}", redis.port));
+    let (status, stderr) = try_start(&["--fanout-url", &format!("redis://:wrong@127.0.0.1:{}", redis.port)]);
     assert_eq!(status, Some(1), "{stderr}");
     assert!(stderr.contains("--fanout-url redis://:***@127.0.0.1") && !stderr.contains("wrong"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -544,7 +548,8 @@ fn a_publisher_s_budget_holds_on_every_replica_its_messages_reach() {
     let Some(binary) = redis_server() else { return };
     let redis = Redis::start(binary, None);
     let budget = 2000;
-    let flags = ["--publish-budget", "2000"];
+    let flag = budget.to_string();
+    let flags = ["--publish-budget", flag.as_str()];
     let (a, b) = (Replica::with_flags(&redis.url(), &flags), Replica::with_flags(&redis.url(), &flags));
     let subscribers = 20;
     let (window, delivered) = runtime().block_on(async {
@@ -633,15 +638,6 @@ fn a_broker_over_tls_with_a_private_ca_carries_fan_out() {
         assert!(lines.iter().all(|line| line == "MSG news probe"), "{lines:?}");
     });
     assert_eq!(replica.stop(), Some(0));
-    let try_start = |args: &[&str]| {
-        let output = Command::new(BINARY)
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the binary");
-        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
-    };
     let (status, stderr) = try_start(&["--fanout-url", &url]);
     assert_eq!(status, Some(1), "the system's roots do not know the test CA: {stderr}");
     assert!(stderr.starts_with("error: --fanout-url rediss://") && stderr.lines().count() == 1, "{stderr}");
