@@ -65,8 +65,8 @@ pub struct CallArgs {
     /// Time for the answer.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// After an OK answer, print this many pushed lines (`MSG`, `LAG`) and stop. A command that
-    /// subscribes prints them until Ctrl-C without it.
+    /// After an OK answer, print this many pushed lines (`MSG`, `LAG`, `GAP`) and stop. A command
+    /// that subscribes prints them until Ctrl-C without it.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// The request: a command and its argument, joined by spaces (`call PUBLISH news hello world`).

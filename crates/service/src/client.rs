@@ -11,7 +11,7 @@
 //! closed, and every later call returns [`ClientError::Closed`]. An answer is a whole line: bytes
 //! cut off by the server closing before the newline are [`ClientError::Truncated`], not an answer.
 //!
-//! A subscribed connection also receives pushed lines (`MSG ...`, `LAG ...`) between its answers.
+//! A subscribed connection also receives pushed lines (`MSG`, `LAG`, `GAP`) between its answers.
 //! The client keeps them apart: answers go to the request that waits for them, pushes into a
 //! bounded queue that [`Client::next_push`] reads.
 

@@ -26,7 +26,7 @@
 //! request per connection), so the throughput it reports is over the whole run. At the end each
 //! connection half-closes and reads until the server closes (at most `DRAIN_WAIT`): a line
 //! that comes then answers no request, and is counted as [`LoadReport::unexpected`], like a
-//! server that answers twice. Pushed lines (`MSG`, `LAG`) answer nothing and are skipped.
+//! server that answers twice. Pushed lines (`MSG`, `LAG`, `GAP`) answer nothing and are skipped.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

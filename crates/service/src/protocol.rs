@@ -1,5 +1,5 @@
-//! Protocol v1's wire format: the `OK`/`ERR` answer line and its error codes, the `MSG`/`LAG`
-//! lines pushed to subscribers, and how a client tells them apart.
+//! Protocol v1's wire format: the `OK`/`ERR` answer line and its error codes, the `MSG`, `LAG`
+//! and `GAP` lines pushed to subscribers, and how a client tells them apart.
 //!
 //! One request per line, one answer line per request, in request order; pushed lines go between
 //! the answers, and start with a word no answer starts with. What each request means lives in

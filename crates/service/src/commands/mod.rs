@@ -78,8 +78,8 @@ pub struct Spec {
     pub help: &'static str,
     /// Whether the connection closes after its answer.
     pub ends_connection: bool,
-    /// Whether, after its answer, the server may push lines on the connection (`MSG`, `LAG`):
-    /// `call` then goes on printing them.
+    /// Whether, after its answer, the server may push lines on the connection (`MSG`, `LAG`,
+    /// `GAP`): `call` then goes on printing them.
     pub pushes: bool,
     /// Requests and their exact answers, which the end-to-end test sends to a live server, each
     /// on a fresh connection.

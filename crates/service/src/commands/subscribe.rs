@@ -1,6 +1,7 @@
 //! `SUBSCRIBE <topic> [<topic> ...]`: answers `OK <topics subscribed now>`; from then on the
 //! connection also receives `MSG <topic> <text>` for each message published to those topics, or
-//! `LAG <topic> <missed>` when it fell behind. **Example domain code: replace it.**
+//! `LAG <topic> <missed>` when it fell behind, or `GAP <topic>` after a fan-out broker outage.
+//! Kept machinery (see `publish.rs`).
 //!
 //! Answers keep request order, and pushed lines go between them; a client tells them apart by
 //! the first word. A subscribed connection is not idle (it waits for pushes), but one that stops
@@ -14,7 +15,7 @@ use crate::protocol::{ErrorCode, Response};
 pub(super) const SUBSCRIBE: Spec = Spec {
     name: "SUBSCRIBE",
     usage: "<topic>...",
-    help: "OK <topics subscribed>; then MSG <topic> <text> or LAG <topic> <missed> lines",
+    help: "OK <topics subscribed>; then MSG <topic> <text>, LAG <topic> <missed> or GAP <topic> lines",
     ends_connection: false,
     pushes: true,
     examples: &[

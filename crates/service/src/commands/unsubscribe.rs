@@ -1,5 +1,5 @@
 //! `UNSUBSCRIBE [<topic> ...]`: ends those subscriptions (all of them when no topic is given) and
-//! answers `OK <topics left>`. **Example domain code: replace it.** A topic left without
+//! answers `OK <topics left>`. Kept machinery (see `publish.rs`). A topic left without
 //! subscribers is removed.
 
 use super::{Context, Reply, Spec, arguments};
