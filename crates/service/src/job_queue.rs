@@ -27,7 +27,7 @@
 //! the job, its worker and its caller.
 //!
 //! **Shutdown.** At `drain` the queue closes: a new job is refused with
-//! [`QueueError::ShuttingDown`], queued jobs still run, and the dispatcher ends once the queue is
+//! [`QueueError::ShuttingDown`] (and counted as cancelled), queued jobs still run, and the dispatcher ends once the queue is
 //! empty. It never waits for every handle to be dropped, so a handle kept by some task cannot
 //! stretch shutdown. At `abort`, queued and running jobs end with `ShuttingDown`.
 
@@ -121,8 +121,12 @@ impl JobQueue {
                 self.stats.count_job(JobOutcome::Shed);
                 Some(QueueError::Busy)
             }
-            // Closed at drain: no new job.
-            Err(mpsc::error::TrySendError::Closed(_)) => Some(QueueError::ShuttingDown),
+            // Closed at drain: no new job. Counted as cancelled, so every job submitted ends in
+            // exactly one outcome counter.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stats.count_job(JobOutcome::Cancelled);
+                Some(QueueError::ShuttingDown)
+            }
         };
         async move {
             match refused {
@@ -387,7 +391,7 @@ mod tests {
         assert_eq!(running.await.unwrap(), Err(QueueError::ShuttingDown));
         assert_eq!(queued.await.unwrap(), Err(QueueError::ShuttingDown));
         assert_eq!(fixture.queue.submit(timed(secs(1))).await, Err(QueueError::ShuttingDown));
-        assert_eq!(fixture.stats.jobs_ended(JobOutcome::Cancelled), 2);
+        assert_eq!(fixture.stats.jobs_ended(JobOutcome::Cancelled), 3, "the two, and the one refused after");
         fixture.finish().await;
     }
 
@@ -434,6 +438,7 @@ mod tests {
         // Let the dispatcher see the drain.
         tokio::task::yield_now().await;
         assert_eq!(kept.submit(timed(secs(1))).await, Err(QueueError::ShuttingDown), "no new job");
+        assert_eq!(fixture.stats.jobs_ended(JobOutcome::Cancelled), 1, "refused at drain: counted");
         assert_eq!(first.await.unwrap(), Ok(2000));
         assert_eq!(second.await.unwrap(), Ok(2000), "queued before the drain: it runs");
         fixture.tracker.close();

@@ -40,7 +40,7 @@ pub enum JobOutcome {
     TimedOut,
     /// Its requester went away (the connection closed) before the job ended: dropped unfinished.
     Abandoned,
-    /// The grace period ended first: dropped unfinished at shutdown.
+    /// Shutdown came first: refused at drain, or dropped unfinished when the grace period ended.
     Cancelled,
 }
 
