@@ -32,7 +32,7 @@ use crate::tls::ClientTls;
 
 /// The longest answer line the client accepts: the server's answers are bounded by its
 /// `max_line` (an answer may repeat its request), so anything longer is not our server.
-pub const MAX_RESPONSE: usize = 1 << 20;
+pub(crate) const MAX_RESPONSE: usize = 1 << 20;
 /// Pushed lines kept while answers are awaited; past it, the oldest are dropped.
 const MAX_KEPT_PUSHES: usize = 1024;
 

@@ -24,7 +24,7 @@ use crate::protocol::{Push, Response};
 /// A complete request line, without its line ending. It shares the read buffer's memory: no
 /// copy, no `String` per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line(Bytes);
+pub(crate) struct Line(Bytes);
 
 impl Line {
     /// The line's text, or `None` if it is not UTF-8.
@@ -32,7 +32,7 @@ impl Line {
     /// Checked here, where the text is read, and not when the line is decoded too: the check
     /// of a short line costs more than its framing, and a `&str` kept from decoding would need
     /// `unsafe` (`from_utf8_unchecked`), which the workspace forbids.
-    pub fn text(&self) -> Option<&str> {
+    pub(crate) fn text(&self) -> Option<&str> {
         std::str::from_utf8(&self.0).ok()
     }
 }
@@ -46,7 +46,7 @@ impl From<&'static str> for Line {
 
 /// Why decoding stopped. After it, the stream yields no more frames.
 #[derive(Debug, thiserror::Error)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// A line longer than the limit.
     #[error("request line longer than {0} bytes")]
     LineTooLong(usize),
@@ -57,14 +57,14 @@ pub enum FrameError {
 
 /// The protocol's codec; see the module docs.
 #[derive(Debug, Clone)]
-pub struct RequestCodec {
+pub(crate) struct RequestCodec {
     lines: AnyDelimiterCodec,
     max_line: usize,
 }
 
 impl RequestCodec {
     /// A codec that refuses lines longer than `max_line` bytes (not counting `\r\n`).
-    pub fn new(max_line: usize) -> Self {
+    pub(crate) fn new(max_line: usize) -> Self {
         // One more byte for a `\r`; a longer line without one is refused in `frame`.
         let lines = AnyDelimiterCodec::new_with_max_length(
             b"\n".to_vec(),

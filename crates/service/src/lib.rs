@@ -23,7 +23,8 @@
 //!
 //! # What is public, and why
 //!
-//! Items are `pub(crate)` unless something outside the crate needs them, and each public type
+//! Items are `pub(crate)` unless something outside the crate needs them (the workspace's
+//! `unreachable_pub` lint holds that), and each public type
 //! has one path: a module is public when it is a namespace its users name ([`cli`],
 //! [`commands`], [`load`], [`protocol`], [`shutdown`], [`telemetry`], [`tls`]), otherwise
 //! private with its types re-exported here.
@@ -38,8 +39,10 @@
 //!   checks the README against [`cli::command`], and measures with [`load`];
 //! * a program embedding the server needs [`Config`], [`Server`] and [`shutdown::Shutdown`].
 //!
-//! Layers point one way: lower modules (config, stats, protocol, codec, job queue) import nothing
-//! from higher ones (connection, server, cli).
+//! Lower modules (stats, protocol, codec, job queue) import nothing from higher ones
+//! (connection, server, cli). Not yet one way: `config` takes the broker URL's parser and the
+//! channel prefix's check from `relay`, which reaches `topics` (and `commands::arguments` for the
+//! topic rule), which reads `config`.
 
 #![forbid(unsafe_code)]
 

@@ -20,7 +20,11 @@ use service::Client;
 
 mod common;
 #[path = "../../../tests/src/pki.rs"]
-#[allow(dead_code, reason = "the broker tests use the CA and the server's certificate only")]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "the tests crate's public module, compiled here too; the broker tests use its CA and server"
+)]
 mod pki;
 
 use common::{BINARY, PATIENCE};

@@ -9,6 +9,7 @@
 
 mod common;
 #[path = "../../../tests/src/pki.rs"]
+#[allow(unreachable_pub, reason = "the tests crate's public module, compiled here too")]
 mod pki;
 
 use std::io::{BufRead as _, BufReader, Write as _};

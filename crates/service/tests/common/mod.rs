@@ -12,14 +12,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The binary that cargo built for this package (the name follows a generated project's).
-pub const BINARY: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
+pub(crate) const BINARY: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
 /// The bound on any wait for the child.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 /// `program` from the PATH, if installed. Without it, the tests that need it say once per run
 /// that they were skipped (naming the Debian `package`), and pass; under `CI=true` they fail,
 /// so CI cannot skip them unseen.
-pub fn required_program(program: &str, package: &str, tests: &str) -> Option<PathBuf> {
+pub(crate) fn required_program(program: &str, package: &str, tests: &str) -> Option<PathBuf> {
     static SKIPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let found = std::env::var_os("PATH")
         .into_iter()
@@ -46,14 +46,14 @@ pub fn required_program(program: &str, package: &str, tests: &str) -> Option<Pat
 }
 
 /// Sends SIG`name` to the child.
-pub fn signal(child: &Child, name: &str) {
+pub(crate) fn signal(child: &Child, name: &str) {
     let sent =
         Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().expect("run kill");
     assert!(sent.success(), "kill -{name} {}", child.id());
 }
 
 /// Waits for the child to end, at most [`PATIENCE`]; kills it and fails the test otherwise.
-pub fn wait(child: &mut Child) -> ExitStatus {
+pub(crate) fn wait(child: &mut Child) -> ExitStatus {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(status) = child.try_wait().expect("poll the child") {
@@ -69,7 +69,7 @@ pub fn wait(child: &mut Child) -> ExitStatus {
 }
 
 /// Reads the text log until the "listening" line, and returns its address.
-pub fn listening_addr(stderr: &mut impl std::io::Read) -> SocketAddr {
+pub(crate) fn listening_addr(stderr: &mut impl std::io::Read) -> SocketAddr {
     let mut log = Vec::new();
     let mut byte = [0; 1];
     let deadline = Instant::now() + PATIENCE;
