@@ -207,79 +207,103 @@ fn counter(
     counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
 }
 
+/// A counter family with one label, one sample per `(label value, count)`.
+fn counters<'a>(
+    encoder: &mut DescriptorEncoder<'_>,
+    (name, help, label): (&str, &str, &str),
+    samples: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, count) in samples {
+        ConstCounter::new(count).encode(family.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.encode_connections_and_jobs(&mut encoder)?;
+        self.encode_fanout(&mut encoder)?;
+        self.encode_latencies(&mut encoder)?;
+        self.encode_runtime(&mut encoder)
+    }
+}
+
 #[expect(
     clippy::cast_precision_loss,
     reason = "gauges are f64 in Prometheus; counts this large lose nothing that matters"
 )]
-impl Collector for Scrape {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+impl Scrape {
+    /// Connections, TLS handshake failures and CPU jobs.
+    fn encode_connections_and_jobs(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
         let stats = &self.stats;
-        gauge(&mut encoder, "connections", "Connections open now", stats.open_connections() as f64)?;
+        gauge(encoder, "connections", "Connections open now", stats.open_connections() as f64)?;
         counter(
-            &mut encoder,
+            encoder,
             "connections_rejected",
             "Connections refused at the connection limit",
             stats.rejected(),
         )?;
-        let mut handshakes = encoder.encode_descriptor(
-            "tls_handshake_failures",
-            "TLS handshakes failed, by reason",
-            None,
-            MetricType::Counter,
+        counters(
+            encoder,
+            ("tls_handshake_failures", "TLS handshakes failed, by reason", "reason"),
+            HandshakeFailure::ALL.map(|reason| (reason.name(), stats.handshakes_failed(reason))),
         )?;
-        for reason in HandshakeFailure::ALL {
-            let value = ConstCounter::new(stats.handshakes_failed(reason));
-            value.encode(handshakes.encode_family(&[("reason", reason.name())])?)?;
-        }
-        gauge(&mut encoder, "jobs_queued", "CPU jobs waiting for a worker", self.jobs_queued as f64)?;
-        gauge(&mut encoder, "jobs_running", "CPU jobs running now", stats.running_jobs() as f64)?;
-        let mut jobs =
-            encoder.encode_descriptor("jobs", "CPU jobs ended, by outcome", None, MetricType::Counter)?;
-        for outcome in JobOutcome::ALL {
-            let value = ConstCounter::new(stats.jobs_ended(outcome));
-            value.encode(jobs.encode_family(&[("outcome", outcome.name())])?)?;
-        }
-        let (published, delivered, missed) = stats.messages();
-        gauge(&mut encoder, "topics", "Topics with subscribers now", self.topics as f64)?;
-        counter(&mut encoder, "messages_published", "PUBLISH requests", published)?;
-        counter(&mut encoder, "messages_delivered", "Messages written to subscribers", delivered)?;
-        counter(&mut encoder, "messages_missed", "Messages lagging subscribers missed (LAG)", missed)?;
+        gauge(encoder, "jobs_queued", "CPU jobs waiting for a worker", self.jobs_queued as f64)?;
+        gauge(encoder, "jobs_running", "CPU jobs running now", stats.running_jobs() as f64)?;
+        counters(
+            encoder,
+            ("jobs", "CPU jobs ended, by outcome", "outcome"),
+            JobOutcome::ALL.map(|outcome| (outcome.name(), stats.jobs_ended(outcome))),
+        )
+    }
+
+    /// Topics and messages, and with a relay the broker's figures.
+    fn encode_fanout(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (published, delivered, missed) = self.stats.messages();
+        gauge(encoder, "topics", "Topics with subscribers now", self.topics as f64)?;
+        counter(encoder, "messages_published", "PUBLISH requests", published)?;
+        counter(encoder, "messages_delivered", "Messages written to subscribers", delivered)?;
+        counter(encoder, "messages_missed", "Messages lagging subscribers missed (LAG)", missed)?;
         counter(
-            &mut encoder,
+            encoder,
             "message_gaps",
             "GAP lines: messages a subscriber may have missed",
-            stats.gaps(),
+            self.stats.gaps(),
         )?;
-        if let Some(relay::Figures { up, reconnects, relayed, published, refused }) = self.relay {
-            gauge(
-                &mut encoder,
-                "fanout_broker_up",
-                "1 while the fan-out broker is reachable",
-                f64::from(u8::from(up)),
-            )?;
-            counter(
-                &mut encoder,
-                "fanout_reconnects",
-                "Connections to the broker made again after a loss",
-                reconnects,
-            )?;
-            counter(
-                &mut encoder,
-                "fanout_relayed",
-                "Messages the broker sent here for local subscribers",
-                relayed,
-            )?;
-            counter(&mut encoder, "fanout_published", "Messages sent to the broker", published)?;
-            let mut family = encoder.encode_descriptor(
+        let Some(relay::Figures { up, reconnects, relayed, published, refused }) = self.relay else {
+            return Ok(());
+        };
+        gauge(
+            encoder,
+            "fanout_broker_up",
+            "1 while the fan-out broker is reachable",
+            f64::from(u8::from(up)),
+        )?;
+        counter(
+            encoder,
+            "fanout_reconnects",
+            "Connections to the broker made again after a loss",
+            reconnects,
+        )?;
+        counter(encoder, "fanout_relayed", "Messages the broker sent here for local subscribers", relayed)?;
+        counter(encoder, "fanout_published", "Messages sent to the broker", published)?;
+        counters(
+            encoder,
+            (
                 "fanout_refused",
                 "Messages from the broker not delivered (subscribers told LAG), by reason",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, value) in Refused::ALL.into_iter().zip(refused) {
-                ConstCounter::new(value).encode(family.encode_family(&[("reason", reason.name())])?)?;
-            }
-        }
+                "reason",
+            ),
+            Refused::ALL.into_iter().map(Refused::name).zip(refused),
+        )
+    }
+
+    /// The latency histograms: requests by command, and the CPU jobs' wait and run.
+    fn encode_latencies(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let mut requests = encoder.encode_descriptor(
             "request_duration_seconds",
             "Time from reading a request to its answer being ready, by command",
@@ -302,30 +326,34 @@ impl Collector for Scrape {
             None,
             MetricType::Histogram,
         )?;
-        self.metrics.job_run.encode(run)?;
+        self.metrics.job_run.encode(run)
+    }
+
+    /// The watchdog's lag and the tokio runtime's own figures.
+    fn encode_runtime(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         gauge(
-            &mut encoder,
+            encoder,
             "watchdog_lag_seconds",
             "How late the watchdog's last tick ran",
             self.health.last_lag.as_secs_f64(),
         )?;
         gauge(
-            &mut encoder,
+            encoder,
             "watchdog_worst_lag_seconds",
             "The latest the watchdog has ever run",
-            stats.worst_lag().as_secs_f64(),
+            self.stats.worst_lag().as_secs_f64(),
         )?;
         let runtime = self.runtime.metrics();
         let workers = runtime.num_workers();
-        gauge(&mut encoder, "tokio_workers", "Worker threads of the tokio runtime", workers as f64)?;
+        gauge(encoder, "tokio_workers", "Worker threads of the tokio runtime", workers as f64)?;
         gauge(
-            &mut encoder,
+            encoder,
             "tokio_alive_tasks",
             "Tasks alive on the tokio runtime",
             runtime.num_alive_tasks() as f64,
         )?;
         gauge(
-            &mut encoder,
+            encoder,
             "tokio_global_queue_depth",
             "Tasks waiting in the runtime's global queue",
             runtime.global_queue_depth() as f64,
@@ -341,8 +369,7 @@ impl Collector for Scrape {
         busy_total.encode_counter::<NoLabelSet, f64, f64>(&busy_seconds, None)?;
         let available = self.metrics.started.elapsed().as_secs_f64() * workers as f64;
         let ratio = if available > 0.0 { (busy_seconds / available).min(1.0) } else { 0.0 };
-        gauge(&mut encoder, "tokio_busy_ratio", "Share of the workers' time spent busy since start", ratio)?;
-        Ok(())
+        gauge(encoder, "tokio_busy_ratio", "Share of the workers' time spent busy since start", ratio)
     }
 }
 
