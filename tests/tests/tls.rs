@@ -1,6 +1,7 @@
 //! TLS on the service port: the handshake's bounds on paused time (over `duplex`), then the
-//! real server on loopback: requests, mutual TLS, hostile peers, certificate reload, and a real
-//! client nobody here wrote (`openssl s_client`).
+//! real server on loopback: requests, mutual TLS, hostile peers and certificate reload (by call
+//! and by the watch). A client nobody here wrote (`openssl s_client`) is tested against the real
+//! binary, in the service crate's `tests/tls.rs`.
 //!
 //! Certificates come from [`testkit::pki`]: made in memory, written to a directory of the test's.
 

@@ -15,7 +15,7 @@ pub struct Health {
     pub listening: bool,
     /// Shutdown has begun: no new work should come here.
     pub shutting_down: bool,
-    /// When the watchdog last ran, and how late it was.
+    /// When the watchdog last ran (how late it was is `last_lag`).
     pub last_tick: Instant,
     /// How late the watchdog's last tick ran.
     pub last_lag: Duration,
