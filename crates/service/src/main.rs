@@ -86,13 +86,13 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown.abort.cancel();
         run.await;
     });
-    // Every task has ended. A read of the TLS files stuck past its deadline (a FIFO swapped in,
-    // a hung mount) still holds a blocking thread, which dropping the runtime would wait for
-    // without end (tokio's `Runtime::shutdown_timeout` docs): the runtime is shut down without
-    // waiting for it.
-    let stuck = reload.as_ref().map_or(0, service::tls::Reloader::reads_running);
-    if stuck > 0 {
-        tracing::warn!(stuck, "reads of the TLS files never returned; exiting without them");
+    // Every task has ended. A read of the TLS files may still hold a blocking thread: one a
+    // SIGHUP just started, or one stuck past its deadline (a hung mount), which dropping the
+    // runtime would wait for without end (tokio's `Runtime::shutdown_timeout` docs). The runtime
+    // waits for it at most STUCK_THREADS_WAIT.
+    let running = reload.as_ref().map_or(0, service::tls::Reloader::reads_running);
+    if running > 0 {
+        tracing::info!(running, "reads of the TLS files still running; exiting without waiting for them");
     }
     drop(context);
     runtime.shutdown_timeout(STUCK_THREADS_WAIT);
