@@ -68,6 +68,15 @@ impl Gcra {
         self.resume().is_none_or(|resume| resume <= now)
     }
 
+    /// Spends `deliveries` if the allowance is open at `now`; whether it was.
+    fn try_spend(&mut self, deliveries: usize, now: Instant) -> bool {
+        let open = self.open(now);
+        if open {
+            self.spend(deliveries, now);
+        }
+        open
+    }
+
     /// Whether the allowance has nothing left to pay back at `now`: a fresh budget is the same.
     fn settled(&self, now: Instant) -> bool {
         self.used_until.is_none_or(|until| until <= now)
@@ -98,12 +107,7 @@ impl ProcessBudget {
 
     /// Spends `deliveries` if the budget is open at `now`; whether it was.
     pub(crate) fn try_spend(&self, deliveries: usize, now: Instant) -> bool {
-        let mut gcra = self.lock();
-        let open = gcra.open(now);
-        if open {
-            gcra.spend(deliveries, now);
-        }
-        open
+        self.lock().try_spend(deliveries, now)
     }
 }
 
@@ -155,30 +159,32 @@ pub(crate) struct OriginBudgets {
     origins: HashMap<Origin, Gcra>,
     /// Shared by the origins that find no room: forgotten origins cannot multiply the budget.
     crowd: Gcra,
+    /// When the full map was last swept of origins that owe nothing.
+    swept: Option<Instant>,
 }
 
 impl OriginBudgets {
     /// Each origin at `rate` deliveries a second.
     pub(crate) fn new(rate: usize) -> Self {
-        Self { rate, origins: HashMap::new(), crowd: Gcra::new(rate) }
+        Self { rate, origins: HashMap::new(), crowd: Gcra::new(rate), swept: None }
     }
 
     /// Charges `deliveries` at `now` to `origin`, if its budget is open; whether it was.
     pub(crate) fn try_spend(&mut self, origin: Origin, deliveries: usize, now: Instant) -> bool {
-        if !self.origins.contains_key(&origin) && self.origins.len() >= MAX_ORIGINS {
-            // Forgetting an origin that owes nothing changes nothing: it would start afresh.
+        let known = self.origins.contains_key(&origin);
+        // Forgetting an origin that owes nothing changes nothing: it would start afresh. The
+        // sweep reads every origin, so it runs at most once per burst: a flood from origins
+        // that find no room would otherwise pay it for every message.
+        if !known && self.origins.len() >= MAX_ORIGINS && self.swept.is_none_or(|at| now >= at + BURST) {
             self.origins.retain(|_, gcra| !gcra.settled(now));
+            self.swept = Some(now);
         }
-        let gcra = if self.origins.len() < MAX_ORIGINS || self.origins.contains_key(&origin) {
+        let gcra = if known || self.origins.len() < MAX_ORIGINS {
             self.origins.entry(origin).or_insert_with(|| Gcra::new(self.rate))
         } else {
             &mut self.crowd
         };
-        let open = gcra.open(now);
-        if open {
-            gcra.spend(deliveries, now);
-        }
-        open
+        gcra.try_spend(deliveries, now)
     }
 }
 
@@ -261,5 +267,23 @@ mod tests {
         let later = start + Duration::from_secs(60);
         assert!(origins.try_spend(d, 1, later), "settled origins are forgotten to make room");
         assert!(origins.origins.len() < MAX_ORIGINS);
+    }
+
+    /// With the map full, origins that owe nothing are forgotten at most once per burst: in
+    /// between, a newcomer is charged to the crowd without a sweep of every origin.
+    #[test]
+    fn a_full_map_is_swept_at_most_once_per_burst() {
+        let mut origins = OriginBudgets::new(1000);
+        let start = Instant::now();
+        for connection in 0..MAX_ORIGINS as u64 {
+            assert!(origins.try_spend(Origin { replica: 1, connection }, 1, start), "1 ms each");
+        }
+        let newcomer = |connection| Origin { replica: 2, connection };
+        assert!(origins.try_spend(newcomer(1), 1, start), "swept (nothing to forget): the crowd");
+        let settled = start + Duration::from_millis(10);
+        assert!(origins.try_spend(newcomer(2), 1, settled), "the crowd again");
+        assert_eq!(origins.origins.len(), MAX_ORIGINS, "no sweep within the burst");
+        assert!(origins.try_spend(newcomer(3), 1, start + BURST), "a burst later");
+        assert_eq!(origins.origins.len(), 1, "swept: only the newcomer is kept");
     }
 }

@@ -39,8 +39,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-#[cfg(test)]
-use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::sync::{Notify, broadcast, oneshot};
@@ -79,10 +77,15 @@ impl Channel {
     /// Sends `delivery` to every subscriber, after a `LAG` for what they missed; how many it
     /// reached.
     fn send(&mut self, delivery: Delivery) -> usize {
+        self.tell_missed();
+        self.sender.send(delivery).unwrap_or(0)
+    }
+
+    /// Sends the `LAG` for what the subscribers missed, if they missed anything.
+    fn tell_missed(&mut self) {
         if self.missed > 0 {
             let _ = self.sender.send(Delivery::Missed(std::mem::take(&mut self.missed)));
         }
-        self.sender.send(delivery).unwrap_or(0)
     }
 }
 
@@ -277,7 +280,7 @@ impl Topics {
                 channel.missed += 1;
                 // Told at once, if the process can afford the line.
                 if self.process_budget.try_spend(subscribers, now) {
-                    let _ = channel.sender.send(Delivery::Missed(std::mem::take(&mut channel.missed)));
+                    channel.tell_missed();
                 }
                 return Err(why);
             }
@@ -439,6 +442,8 @@ impl Drop for Subscriptions {
 #[cfg(test)]
 mod tests {
     use futures_util::StreamExt as _;
+
+    use std::time::Duration;
 
     use super::*;
 
