@@ -18,7 +18,7 @@ use service::shutdown::Signals;
 use service::{Client, ClientError, Server, StartError, telemetry};
 
 /// At exit, how long the runtime waits for blocking threads still running: only reads of the
-/// TLS files stuck past their deadline are left by then.
+/// TLS files are left by then (one a SIGHUP just started, or one stuck past its deadline).
 const STUCK_THREADS_WAIT: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
@@ -48,13 +48,13 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // (each step bounded) rather than serve with fan-out silently broken.
     if let Some(url) = &args.config.fanout_url {
         // Its CA file is a flag's file, refused as the TLS files are: status 2.
-        let ca = match args.config.fanout_ca.as_deref().map(|path| service::tls::read_ca("--fanout-ca", path))
-        {
-            Some(Err(error)) => {
+        let ca = args.config.fanout_ca.as_deref().map(|path| service::tls::read_ca("--fanout-ca", path));
+        let ca = match ca.transpose() {
+            Ok(ca) => ca,
+            Err(error) => {
                 eprintln!("error: {error}");
                 return Ok(Exit::Usage.into());
             }
-            read => read.transpose().unwrap_or_default(),
         };
         runtime
             .block_on(url.check(ca.as_deref()))
@@ -89,7 +89,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Every task has ended. A read of the TLS files may still hold a blocking thread: one a
     // SIGHUP just started, or one stuck past its deadline (a hung mount), which dropping the
     // runtime would wait for without end (tokio's `Runtime::shutdown_timeout` docs). The runtime
-    // waits for it at most STUCK_THREADS_WAIT.
+    // waits for it at most `STUCK_THREADS_WAIT`.
     let running = reload.as_ref().map_or(0, service::tls::Reloader::reads_running);
     if running > 0 {
         tracing::info!(running, "reads of the TLS files still running; exiting without waiting for them");

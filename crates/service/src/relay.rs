@@ -722,13 +722,11 @@ fn changes(
 #[derive(Debug)]
 struct Backoff {
     bound: Duration,
-    random: RandomState,
-    draws: u64,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { bound: MIN_BACKOFF, random: RandomState::new(), draws: 0 }
+        Self { bound: MIN_BACKOFF }
     }
 }
 
@@ -738,10 +736,8 @@ impl Backoff {
     }
 
     fn next_pause(&mut self) -> Duration {
-        // `RandomState` is seeded at random per process: hashing a counter with it draws
-        // numbers that differ between replicas, which is all jitter needs.
-        self.draws += 1;
-        let fraction = (self.random.hash_one(self.draws) >> 11) as f64 / (1u64 << 53) as f64;
+        // [`random`] differs between replicas, which is all jitter needs.
+        let fraction = (random() >> 11) as f64 / (1u64 << 53) as f64;
         let pause = self.bound.mul_f64(fraction);
         self.bound = (self.bound * 2).min(MAX_BACKOFF);
         pause

@@ -6,9 +6,10 @@
 //! It stands for fan-out, the fourth kind of work a service does (after answering, waiting and
 //! computing): one event pushed to many clients. It never waits for a subscriber: each
 //! subscriber's connection reads from a bounded `broadcast` channel, and one that falls behind is
-//! told what it missed (see `topics.rs`); its own connection waits only for its publish budget. The text is everything after the topic's space, byte for byte: at most
-//! `--max-message` bytes, and no control character but tab. Through the broker, the answer
-//! waits at most `relay::ANSWER_TIMEOUT` (250 ms), then is `ERR unavailable`.
+//! told what it missed (see `topics.rs`); its own connection waits only for its publish budget.
+//! The text is everything after the topic's space, byte for byte: at most `--max-message` bytes,
+//! and no control character but tab. Through the broker, the answer waits at most
+//! `relay::ANSWER_TIMEOUT` (250 ms), then is `ERR unavailable`.
 
 use super::{Context, Reply, Spec, arguments};
 use crate::protocol::{ErrorCode, Response};

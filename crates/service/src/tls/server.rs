@@ -16,7 +16,7 @@
 //! its deadline cannot be stopped (its thread waits in the kernel), so it is not in the
 //! service's `TaskTracker`, which shutdown waits for: [`Reads`] keeps its handle, at most
 //! [`MAX_READS`] at once (past it, a reload is refused at once), and `main` stops the runtime
-//! without waiting for it, saying so.
+//! waiting for it at most 100 ms, saying so.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -139,8 +139,7 @@ impl Reads {
     ) -> Result<T, ReadError> {
         let (sender, result) = oneshot::channel();
         {
-            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-            running.retain(|read| !read.is_finished());
+            let mut running = self.unfinished();
             if running.len() >= MAX_READS {
                 return Err(ReadError::TooMany);
             }
@@ -157,9 +156,14 @@ impl Reads {
 
     /// Reads still running (stuck ones, at shutdown).
     pub(crate) fn running(&self) -> usize {
+        self.unfinished().len()
+    }
+
+    /// The handles of the reads that have not ended, the others let go.
+    fn unfinished(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         running.retain(|read| !read.is_finished());
-        running.len()
+        running
     }
 }
 
@@ -284,8 +288,7 @@ impl Reloader {
     /// the read does not end in time), the old ones stay in use. Either way it logs one line,
     /// and returns what it logged.
     pub async fn reload(&self) -> Result<(), TlsError> {
-        let files = self.files.clone();
-        let contents = match self.reads.run(move || files.read()).await {
+        let contents = match self.read().await {
             Ok(contents) => contents,
             Err(error) => {
                 tracing::warn!(%error, "TLS reload refused; the certificate in use stays");
@@ -294,6 +297,12 @@ impl Reloader {
             }
         };
         self.load(contents)
+    }
+
+    /// Reads every file on a blocking thread, within the deadline.
+    async fn read(&self) -> Result<Contents, ReadError> {
+        let files = self.files.clone();
+        self.reads.run(move || files.read()).await
     }
 
     /// Loads what was read, and remembers it as the files' last contents.
@@ -328,10 +337,9 @@ impl Reloader {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let files = self.files.clone();
             let read = tokio::select! {
                 () = stop.cancelled() => return,
-                read = self.reads.run(move || files.read()) => read,
+                read = self.read() => read,
             };
             let contents = match read {
                 Ok(contents) => contents,
