@@ -75,8 +75,8 @@ pub struct App {
 impl App {
     /// Starts the job queue, the watchdog and (with `--fanout-url`) the fan-out relay, answering
     /// the [`crate::commands::REGISTRY`]. Must be called inside a tokio runtime. With
-    /// `--tls-cert` it reads the TLS files, which blocks: call it from sync code (as `main` does,
-    /// inside `Runtime::enter`) or on `spawn_blocking`.
+    /// `--tls-cert` (or `--fanout-ca`) it reads the files, which blocks: call it from sync code
+    /// (as `main` does, inside `Runtime::enter`) or on `spawn_blocking`.
     pub fn start(config: &Config) -> Result<Self, StartError> {
         Self::start_with(config, Commands::registry())
     }
