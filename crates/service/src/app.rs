@@ -16,18 +16,19 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::admin::Endpoints;
-use crate::commands::{Commands, Parts, Shared};
+use crate::admin::health::Health;
+use crate::admin::watchdog;
+use crate::commands::Commands;
 use crate::config::Config;
 use crate::connection::Handler;
-use crate::health::Health;
+use crate::fanout::Topics;
+use crate::fanout::relay;
 use crate::job_queue::JobQueue;
 use crate::metrics::Metrics;
-use crate::relay;
+use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::tls::{self, Acceptor, Handshake, Reloader};
-use crate::topics::Topics;
-use crate::watchdog;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,22 +55,18 @@ pub enum StartError {
 
 /// The service's shared state and tasks; see the module docs.
 pub struct App {
+    /// The core every part reads (settings, counters, job queue, topics, pool, shutdown).
+    shared: Arc<Shared>,
     handler: Handler,
     /// With TLS: the handshake each connection runs first, and what reloads its certificate.
     tls: Option<(Acceptor, Reloader)>,
-    stats: Arc<Stats>,
-    metrics: Arc<Metrics>,
-    jobs: JobQueue,
-    topics: Arc<Topics>,
     health: watch::Sender<Health>,
-    shutdown: Shutdown,
     /// The service's work: connections and jobs.
     tracker: TaskTracker,
     /// What must outlive that work: the watchdog and the admin endpoints, which report on the
     /// shutdown while it happens. They end when `background_stop` is cancelled, last.
     background: TaskTracker,
     background_stop: CancellationToken,
-    config: Arc<Config>,
 }
 
 impl App {
@@ -124,40 +121,14 @@ impl App {
                 topics
             }
         };
-        let shared = Shared::new(Parts {
-            commands,
-            jobs: jobs.clone(),
-            pool,
-            stats: Arc::clone(&stats),
-            topics: Arc::clone(&topics),
-            abort: shutdown.abort.clone(),
-        });
-        let handler = Handler::new(
-            Arc::clone(&config),
-            shared,
-            Arc::clone(&stats),
-            Arc::clone(&metrics),
-            shutdown.clone(),
-        );
-        Ok(Self {
-            handler,
-            tls,
-            stats,
-            metrics,
-            jobs,
-            topics,
-            health,
-            shutdown,
-            tracker,
-            background,
-            background_stop,
-            config,
-        })
+        let shared = Arc::new(Shared { config, stats, metrics, jobs, topics, pool, shutdown });
+        let handler = Handler::new(Arc::clone(&shared), commands);
+        Ok(Self { shared, handler, tls, health, tracker, background, background_stop })
     }
 
     /// The service's counters.
     pub fn stats(&self) -> &Arc<Stats> {
-        &self.stats
+        &self.shared.stats
     }
 
     /// What reloads the TLS certificate, key and client CA; `None` without TLS.
@@ -167,13 +138,13 @@ impl App {
 
     /// The settings it runs with.
     pub(crate) fn config(&self) -> &Config {
-        &self.config
+        &self.shared.config
     }
 
     /// The shutdown tokens: cancel `begin` to start a shutdown that [`App::stop`] completes, or
     /// `abort` to cut the grace period short.
     pub fn shutdown(&self) -> &Shutdown {
-        &self.shutdown
+        &self.shared.shutdown
     }
 
     /// A receiver of every change to the health state.
@@ -189,13 +160,9 @@ impl App {
     /// What the admin endpoints read.
     pub(crate) fn endpoints(&self) -> Endpoints {
         Endpoints {
+            shared: Arc::clone(&self.shared),
             health: self.health.subscribe(),
-            metrics: Arc::clone(&self.metrics),
-            stats: Arc::clone(&self.stats),
-            jobs: self.jobs.clone(),
-            topics: Arc::clone(&self.topics),
             runtime: tokio::runtime::Handle::current(),
-            config: Arc::clone(&self.config),
             prefix: env!("CARGO_PKG_NAME").replace('-', "_").into(),
         }
     }
@@ -212,20 +179,21 @@ impl App {
     /// on serving for `drain_delay` (cut short by `abort`), then cancel `drain`. Ends at once
     /// if `drain` is cancelled first.
     pub(crate) async fn drain_after_delay(&self) {
+        let Shared { shutdown, config, .. } = &*self.shared;
         tokio::select! {
-            () = self.shutdown.begin.cancelled() => {}
-            () = self.shutdown.drain.cancelled() => return,
+            () = shutdown.begin.cancelled() => {}
+            () = shutdown.drain.cancelled() => return,
         }
         self.health.send_modify(|health| health.shutting_down = true);
-        let delay = self.config.drain_delay;
+        let delay = config.drain_delay;
         if !delay.is_zero() {
             tracing::info!(?delay, "not ready; draining after the delay");
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = self.shutdown.abort.cancelled() => {}
+            () = shutdown.abort.cancelled() => {}
         }
-        self.shutdown.drain.cancel();
+        shutdown.drain.cancel();
     }
 
     /// Serves `stream` on a tracked task, in a span naming `peer`; with TLS, after its handshake.
@@ -241,7 +209,7 @@ impl App {
     {
         let handler = self.handler.clone();
         let acceptor = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
-        let (stats, drain) = (Arc::clone(&self.stats), self.shutdown.drain.clone());
+        let (stats, drain) = (Arc::clone(&self.shared.stats), self.shared.shutdown.drain.clone());
         let span = tracing::info_span!("connection", %peer);
         self.tracker.spawn(
             async move {
@@ -276,7 +244,8 @@ impl App {
     /// `abort` is cancelled) for in-flight work, then abort what is left and wait for every task;
     /// the watchdog and the admin endpoints last.
     pub async fn stop(self) {
-        let Self { shutdown, health, tracker, background, background_stop, config, tls, .. } = self;
+        let Self { shared, health, tracker, background, background_stop, tls, .. } = self;
+        let Shared { shutdown, config, .. } = &*shared;
         shutdown.begin.cancel();
         health.send_modify(|health| health.shutting_down = true);
         shutdown.drain.cancel();

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
+use crate::client::load::LoadPlan;
 use crate::commands::Commands;
 use crate::config::Config;
-use crate::load::LoadPlan;
 use crate::telemetry::LogFormat;
 use crate::tls::ClientTlsArgs;
 
@@ -77,7 +77,7 @@ pub struct CallArgs {
     pub tls: ClientTlsArgs,
 }
 
-/// Flags of `load`; see [`crate::load`] for what it measures and how.
+/// Flags of `load`; see [`crate::client::load`] for what it measures and how.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// What to send, how hard, and for how long.

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 
-use crate::relay::{self, FanoutUrl, FanoutUrlParser};
+use crate::fanout::relay::{self, FanoutUrl, FanoutUrlParser};
 
 /// Everything `serve` can be told. Each field is a bound or a timeout; none is infinite.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]

@@ -50,13 +50,10 @@ use tokio::time::{self, Instant};
 use tokio_util::bytes::{BufMut as _, BytesMut};
 use tokio_util::codec::{Decoder as _, Encoder as _};
 
-use crate::codec::{FrameError, RequestCodec};
-use crate::commands::{self, Context, Reply, Shared};
-use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::commands::{self, Commands, Context, Reply};
+use crate::protocol::codec::{FrameError, RequestCodec};
 use crate::protocol::{ErrorCode, Push, Response};
-use crate::shutdown::Shutdown;
-use crate::stats::Stats;
+use crate::shared::Shared;
 
 /// Bytes a connection may read beyond one line while it waits at the in-flight bound.
 const READ_AHEAD: usize = 4096;
@@ -85,23 +82,16 @@ pub(crate) enum ConnectionError {
 /// Serves connections; one per service, cloned into each connection's task.
 #[derive(Clone)]
 pub(crate) struct Handler {
-    config: Arc<Config>,
-    shared: Shared,
-    stats: Arc<Stats>,
-    metrics: Arc<Metrics>,
-    shutdown: Shutdown,
+    /// The service's core: its settings bound each connection.
+    shared: Arc<Shared>,
+    /// What requests are looked up in.
+    commands: Commands,
 }
 
 impl Handler {
-    /// A handler bounded by `config`, running requests with what `shared` holds.
-    pub(crate) fn new(
-        config: Arc<Config>,
-        shared: Shared,
-        stats: Arc<Stats>,
-        metrics: Arc<Metrics>,
-        shutdown: Shutdown,
-    ) -> Self {
-        Self { config, shared, stats, metrics, shutdown }
+    /// A handler bounded by `shared`'s settings, answering `commands`.
+    pub(crate) fn new(shared: Arc<Shared>, commands: Commands) -> Self {
+        Self { shared, commands }
     }
 
     /// Serves one connection until the peer leaves, it sends `QUIT` or a line over the limit, a
@@ -110,14 +100,17 @@ impl Handler {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let max_in_flight = self.config.max_in_flight.get();
+        let max_in_flight = self.shared.config.max_in_flight.get();
         // Bounded: a line, its `\r\n`, and the read-ahead.
-        let read_limit = self.config.max_line.get().saturating_add(2 + READ_AHEAD);
-        let mut state = State::new(RequestCodec::new(self.config.max_line.get()), self.shared.context());
-        let idle = time::sleep(self.config.idle_timeout);
+        let read_limit = self.shared.config.max_line.get().saturating_add(2 + READ_AHEAD);
+        let mut state = State::new(
+            RequestCodec::new(self.shared.config.max_line.get()),
+            Context::new(&self.shared, &self.commands),
+        );
+        let idle = time::sleep(self.shared.config.idle_timeout);
         // One waiter on the drain token for the whole connection: a fresh `cancelled()` each
         // turn would join and leave the token's waiter list (a lock each) once per request.
-        let drain = self.shutdown.drain.cancelled();
+        let drain = self.shared.shutdown.drain.cancelled();
         tokio::pin!(idle, drain);
         loop {
             let now = Instant::now();
@@ -127,7 +120,7 @@ impl Handler {
             if !state.output.is_empty() {
                 self.write_out(&mut stream, &mut state.output).await?;
                 if state.in_flight.is_empty() {
-                    idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
+                    idle.as_mut().reset(Instant::now() + self.shared.config.idle_timeout);
                 }
             }
             if !state.taking && state.in_flight.is_empty() {
@@ -149,7 +142,7 @@ impl Handler {
                     }
                     self.write_out(&mut stream, &mut state.output).await?;
                     if state.in_flight.is_empty() {
-                        idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
+                        idle.as_mut().reset(Instant::now() + self.shared.config.idle_timeout);
                     }
                 }
                 // Messages for this connection's subscriptions, between the answers. They stop
@@ -170,12 +163,12 @@ impl Handler {
                 }
                 // The publish budget is back: start what was read meanwhile.
                 () = time::sleep_until(throttled.unwrap_or(now)), if state.taking && throttled.is_some() => {
-                    idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
+                    idle.as_mut().reset(Instant::now() + self.shared.config.idle_timeout);
                 }
                 // A subscribed connection waits for pushes, a throttled one for its budget:
                 // neither is idle.
                 () = &mut idle, if state.taking && state.in_flight.is_empty() && state.context.subscriptions.is_empty() && throttled.is_none() => {
-                    return Err(ConnectionError::Idle(self.config.idle_timeout));
+                    return Err(ConnectionError::Idle(self.shared.config.idle_timeout));
                 }
             }
         }
@@ -194,7 +187,7 @@ impl Handler {
         if let Some((command, at)) = started {
             // Most answers are ready in the instant they start: no subtraction for those.
             let elapsed = if at == now { Duration::ZERO } else { now.saturating_duration_since(at) };
-            self.metrics.observe_request(command, elapsed);
+            self.shared.metrics.observe_request(command, elapsed);
         }
         codec.encode(response, output).map_err(ConnectionError::Io)
     }
@@ -207,9 +200,9 @@ impl Handler {
         output: &mut BytesMut,
     ) -> Result<(), ConnectionError> {
         match &push {
-            Push::Message(..) => self.stats.count_delivered(),
-            Push::Lagged(_, missed) => self.stats.count_missed(*missed),
-            Push::Gap(_) => self.stats.count_gap(),
+            Push::Message(..) => self.shared.stats.count_delivered(),
+            Push::Lagged(_, missed) => self.shared.stats.count_missed(*missed),
+            Push::Gap(_) => self.shared.stats.count_gap(),
         }
         codec.encode(push, output).map_err(ConnectionError::Io)
     }
@@ -230,7 +223,7 @@ impl Handler {
     /// Runs a write under `write_timeout`. Once the grace period is over, a write that cannot
     /// finish at once is abandoned, so a peer that does not read cannot hold shutdown up.
     async fn bounded(&self, write: impl Future<Output = io::Result<()>>) -> Result<(), ConnectionError> {
-        let timeout = self.config.write_timeout;
+        let timeout = self.shared.config.write_timeout;
         tokio::select! {
             // The write goes first: after the abort, what fits in the socket buffer still goes out.
             biased;
@@ -238,7 +231,7 @@ impl Handler {
                 Ok(result) => result.map_err(ConnectionError::Io),
                 Err(_elapsed) => Err(ConnectionError::WriteTimeout(timeout)),
             },
-            () = self.shutdown.abort.cancelled() => Err(ConnectionError::Aborted),
+            () = self.shared.shutdown.abort.cancelled() => Err(ConnectionError::Aborted),
         }
     }
 }

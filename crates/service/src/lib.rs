@@ -48,34 +48,29 @@
 
 mod admin;
 mod app;
-mod budget;
 pub mod cli;
 mod client;
-mod codec;
 pub mod commands;
 mod config;
 mod connection;
-mod health;
+mod fanout;
 mod job_queue;
-pub mod load;
 mod log_throttle;
 mod metrics;
 pub mod protocol;
-mod relay;
 mod server;
+mod shared;
 pub mod shutdown;
 mod stats;
 pub mod telemetry;
 #[cfg(test)]
 mod test_log;
 pub mod tls;
-mod topics;
-mod watchdog;
 
+pub use admin::health::Health;
 pub use app::{App, StartError};
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, load};
 pub use config::{Config, ConfigError};
-pub use health::Health;
-pub use relay::FanoutUrl;
+pub use fanout::relay::FanoutUrl;
 pub use server::Server;
 pub use stats::{GaugeGuard, HandshakeFailure, JobOutcome, Stats};

@@ -130,7 +130,7 @@ impl Server {
     }
 
     /// A receiver of the health state, as the admin endpoints see it.
-    pub fn watch_health(&self) -> tokio::sync::watch::Receiver<crate::health::Health> {
+    pub fn watch_health(&self) -> tokio::sync::watch::Receiver<crate::admin::health::Health> {
         self.app.watch_health()
     }
 

@@ -24,21 +24,16 @@
 //! to [`REGISTRY`] below. A program that embeds the server can add commands of its own without
 //! touching this folder ([`Commands::with`]); the tests do, for the commands they time.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 
-use futures_util::future::{self, BoxFuture, Either, Ready};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::job_queue::{JobQueue, QueueError};
 use crate::protocol::{ErrorCode, Response};
-use crate::stats::Stats;
-use crate::topics::{Publisher, Subscriptions, Topics};
+
+pub use self::context::{Context, Reply};
 
 pub mod arguments;
+mod context;
 mod echo;
 mod ping;
 mod primes;
@@ -138,168 +133,6 @@ impl Commands {
     }
 }
 
-/// The service's parts that commands use, shared by every connection.
-#[derive(Clone)]
-pub(crate) struct Shared {
-    commands: Commands,
-    jobs: JobQueue,
-    pool: cpu::CpuPool,
-    stats: Arc<Stats>,
-    topics: Arc<Topics>,
-    abort: CancellationToken,
-}
-
-/// Everything [`Shared`] is made of.
-pub(crate) struct Parts {
-    pub(crate) commands: Commands,
-    pub(crate) jobs: JobQueue,
-    pub(crate) pool: cpu::CpuPool,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) topics: Arc<Topics>,
-    pub(crate) abort: CancellationToken,
-}
-
-impl Shared {
-    pub(crate) fn new(parts: Parts) -> Self {
-        let Parts { commands, jobs, pool, stats, topics, abort } = parts;
-        Self { commands, jobs, pool, stats, topics, abort }
-    }
-
-    /// A new connection's context: the shared parts, and subscriptions and a publisher (its
-    /// budget) of its own.
-    pub(crate) fn context(&self) -> Context {
-        let subscriptions = Subscriptions::new(Arc::clone(&self.topics));
-        let publisher = self.topics.publisher();
-        Context { shared: self.clone(), subscriptions, publisher }
-    }
-}
-
-/// What a command may use: the service's shared parts, and its own connection's state.
-pub struct Context {
-    shared: Shared,
-    /// The connection's subscriptions, which its loop reads pushed messages from.
-    pub(crate) subscriptions: Subscriptions,
-    /// What the connection publishes with; its loop waits while its budget is spent.
-    pub(crate) publisher: Publisher,
-}
-
-impl Context {
-    /// A reply that waits on tokio (a timer, a socket, a channel) inside the connection's task;
-    /// `reply` is the answer once it is ready. At the end of the grace period it is answered
-    /// `ERR shutting-down` instead, so no request outlives shutdown, whatever it waits on.
-    pub fn wait(&self, reply: impl Future<Output = Response> + Send + 'static) -> Reply {
-        let abort = self.shared.abort.clone().cancelled_owned();
-        Reply::later(Box::pin(async move {
-            tokio::select! {
-                // An answer that is ready wins over the abort.
-                biased;
-                response = reply => response,
-                () = abort => Response::err(ErrorCode::ShuttingDown),
-            }
-        }))
-    }
-
-    /// A reply computed on the CPU pool: `work` (a plain sync function) runs there through the
-    /// bounded job queue, and `answer` turns its value into the answer.
-    ///
-    /// `work` gets a [`cpu::Stop`], set when nobody waits for it any more (its deadline passed,
-    /// its client left, shutdown): it should `stop.check()?` between steps. Everything else is
-    /// answered here: a full queue `ERR busy`, a missed deadline `ERR timeout`, a panic (or a
-    /// `Stopped` nobody asked for) `ERR internal`, the end of the grace period
-    /// `ERR shutting-down`. The job queue counts each job's outcome once.
-    pub fn compute<T, W, A>(&self, work: W, answer: A) -> Reply
-    where
-        T: Send + 'static,
-        W: FnOnce(&cpu::Stop) -> Result<T, cpu::Stopped> + Send + 'static,
-        A: FnOnce(T) -> Response + Send + 'static,
-    {
-        let pool = self.shared.pool.clone();
-        let job = self.shared.jobs.submit(async move {
-            // Started when a worker takes the job, not before: queued jobs hold no thread.
-            match pool.spawn_stoppable(work).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(cpu::Stopped)) | Err(cpu::JobError::Panicked(_)) => Err(QueueError::Panicked),
-                Err(cpu::JobError::Cancelled) => Err(QueueError::ShuttingDown),
-            }
-        });
-        // No abort of its own here: the job queue ends its jobs at the abort, and counts them.
-        Reply::later(Box::pin(async move {
-            match job.await {
-                Ok(value) => answer(value),
-                Err(error) => Response::from(error),
-            }
-        }))
-    }
-
-    /// The service's counters.
-    pub fn stats(&self) -> &Stats {
-        &self.shared.stats
-    }
-
-    /// CPU jobs waiting in the queue now.
-    pub(crate) fn jobs_queued(&self) -> usize {
-        self.shared.jobs.queued()
-    }
-
-    /// Every topic with subscribers.
-    pub(crate) fn topics(&self) -> &Topics {
-        &self.shared.topics
-    }
-
-    /// The topics, and this connection's publisher (borrowed together).
-    pub(crate) fn topics_and_publisher(&mut self) -> (&Topics, &mut Publisher) {
-        (&self.shared.topics, &mut self.publisher)
-    }
-}
-
-/// An answer being prepared: ready now, or a future. Connections keep them in request order.
-pub struct Reply {
-    response: Either<Ready<Response>, BoxFuture<'static, Response>>,
-    /// The command's place in the list and when it started, for its latency histogram.
-    started: Option<(usize, Instant)>,
-}
-
-impl Reply {
-    /// An answer that is ready now: no allocation, no task.
-    pub fn ready(response: Response) -> Self {
-        Self { response: Either::Left(future::ready(response)), started: None }
-    }
-
-    fn later(response: BoxFuture<'static, Response>) -> Self {
-        Self { response: Either::Right(response), started: None }
-    }
-
-    /// The answer and its command's start, if it is ready now; else the reply itself.
-    pub(crate) fn into_ready(self) -> Result<(Response, Option<(usize, Instant)>), Self> {
-        match self.response {
-            Either::Left(ready) => Ok((ready.into_inner(), self.started)),
-            Either::Right(_) => Err(self),
-        }
-    }
-}
-
-impl Future for Reply {
-    /// The answer, and which command it answers and since when (none for a refused line).
-    type Output = (Response, Option<(usize, Instant)>);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let started = self.started;
-        Pin::new(&mut self.response).poll(cx).map(|response| (response, started))
-    }
-}
-
-/// The job queue's errors, as protocol answers.
-impl From<QueueError> for Response {
-    fn from(error: QueueError) -> Self {
-        Self::err(match error {
-            QueueError::Busy => ErrorCode::Busy,
-            QueueError::TimedOut => ErrorCode::Timeout,
-            QueueError::Panicked => ErrorCode::Internal,
-            QueueError::ShuttingDown => ErrorCode::ShuttingDown,
-        })
-    }
-}
-
 /// Starts the request on one line (without its line ending). Returns its reply, and whether the
 /// connection goes on reading after it.
 ///
@@ -313,7 +146,7 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
         Some((name, argument)) => (name, Some(argument)),
         None => (line, None),
     };
-    let Some((index, spec)) = context.shared.commands.find(name) else {
+    let Some((index, spec)) = context.commands.find(name) else {
         let detail = if name.is_empty() {
             "empty request".to_owned()
         } else {
@@ -334,15 +167,26 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::fanout::Topics;
+    use crate::job_queue::JobQueue;
+    use crate::metrics::Metrics;
+    use crate::shared::Shared;
+    use crate::stats::Stats;
 
     /// A connection's context for unit tests of commands. Call it inside a runtime.
     pub(crate) fn context() -> Context {
-        shared().context()
+        Context::new(&shared(), &Commands::registry())
     }
 
-    /// The shared parts for unit tests: a small pool and queue, at most 8 topics of 4 messages
+    /// `N` connections' contexts on one shared core, for commands that reach each other.
+    pub(crate) fn contexts<const N: usize>() -> [Context; N] {
+        let (shared, commands) = (shared(), Commands::registry());
+        std::array::from_fn(|_| Context::new(&shared, &commands))
+    }
+
+    /// The shared core for unit tests: a small pool and queue, at most 8 topics of 4 messages
     /// (6 for one connection). Call it inside a runtime.
-    pub(crate) fn shared() -> Shared {
+    pub(crate) fn shared() -> Arc<Shared> {
         let count = |n| std::num::NonZeroUsize::new(n).expect("a count");
         let config = Arc::new(crate::Config {
             cpu_threads: 1,
@@ -354,12 +198,17 @@ pub(crate) mod tests {
         let stats = Arc::new(Stats::default());
         let shutdown = crate::shutdown::Shutdown::default();
         let tracker = tokio_util::task::TaskTracker::new();
-        let commands = Commands::registry();
-        let metrics = Arc::new(crate::metrics::Metrics::new(commands.iter().map(|spec| spec.name)));
-        let jobs = JobQueue::start(Arc::clone(&config), Arc::clone(&stats), metrics, &shutdown, &tracker);
+        let metrics = Arc::new(Metrics::new(REGISTRY.iter().map(|spec| spec.name)));
+        let jobs = JobQueue::start(
+            Arc::clone(&config),
+            Arc::clone(&stats),
+            Arc::clone(&metrics),
+            &shutdown,
+            &tracker,
+        );
         let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), None));
         let pool = cpu::CpuPool::new(1).expect("a pool");
-        Shared::new(Parts { commands, jobs, pool, stats, topics, abort: shutdown.abort })
+        Arc::new(Shared { config, stats, metrics, jobs, topics, pool, shutdown })
     }
 
     /// The answer to one request line.
@@ -388,11 +237,12 @@ pub(crate) mod tests {
     /// over TCP).
     #[tokio::test(flavor = "current_thread")]
     async fn every_example_is_answered_as_written() {
-        let shared = shared();
+        let (shared, commands) = (shared(), Commands::registry());
         for spec in REGISTRY {
             for (request, expected) in spec.examples {
                 // Each on a fresh connection, as the end-to-end test sends them.
-                assert_eq!(answer(request, &mut shared.context()).await, *expected, "{request:?}");
+                let context = &mut Context::new(&shared, &commands);
+                assert_eq!(answer(request, context).await, *expected, "{request:?}");
             }
         }
     }

@@ -12,9 +12,9 @@
 //! `relay::ANSWER_TIMEOUT` (250 ms), then is `ERR unavailable`.
 
 use super::{Context, Reply, Spec, arguments};
+use crate::fanout::relay::{ANSWER_TIMEOUT, RelayError};
+use crate::fanout::{PublishError, Published};
 use crate::protocol::{ErrorCode, Response};
-use crate::relay::{ANSWER_TIMEOUT, RelayError};
-use crate::topics::{PublishError, Published};
 
 pub(super) const PUBLISH: Spec = Spec {
     name: "PUBLISH",
@@ -51,13 +51,11 @@ fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Respons
 
 #[cfg(test)]
 mod tests {
-    use crate::commands::tests::{answer, shared};
+    use crate::commands::tests::{answer, contexts};
 
     #[tokio::test(flavor = "current_thread")]
     async fn reaches_every_subscriber_and_nobody_else() {
-        let shared = shared();
-        let (publisher, first, second) =
-            (&mut shared.context(), &mut shared.context(), &mut shared.context());
+        let [publisher, first, second] = &mut contexts();
         assert_eq!(answer("PUBLISH t hi", publisher).await, "OK 0");
         assert_eq!(answer("SUBSCRIBE t", first).await, "OK 1");
         assert_eq!(answer("SUBSCRIBE t u", second).await, "OK 2");

@@ -55,13 +55,12 @@ fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Respons
 
 #[cfg(test)]
 mod tests {
-    use crate::commands::tests::{answer, shared};
+    use crate::commands::tests::{answer, contexts};
 
     #[tokio::test(flavor = "current_thread")]
     async fn counts_topics_once_and_refuses_past_the_bounds_all_or_nothing() {
         // The test context allows 8 topics in all, 6 for one connection.
-        let shared = shared();
-        let (first, second) = (&mut shared.context(), &mut shared.context());
+        let [first, second] = &mut contexts();
         assert_eq!(answer("SUBSCRIBE a b", first).await, "OK 2");
         assert_eq!(answer("subscribe b c", first).await, "OK 3");
         assert_eq!(answer("SUBSCRIBE d e f g", first).await, "ERR busy at most 6 topics per connection");

@@ -47,11 +47,14 @@ use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::budget::{Origin, OriginBudgets, ProcessBudget, PublishBudget};
+use self::budget::{Origin, OriginBudgets, ProcessBudget, PublishBudget};
+use self::relay::{Refused, RelayError};
 use crate::config::Config;
 use crate::protocol::{ErrorCode, Push};
-use crate::relay::{self, Refused, RelayError};
 use crate::stats::Stats;
+
+pub(crate) mod budget;
+pub(crate) mod relay;
 
 /// What a topic's channel carries: cheap to clone into every subscriber's queue.
 #[derive(Debug, Clone)]
@@ -507,8 +510,11 @@ mod tests {
     async fn the_relay_hears_of_a_topic_s_first_and_last_local_subscriber_only() {
         let count = |n| std::num::NonZeroUsize::new(n).unwrap();
         let config = Config { topic_capacity: count(4), max_topics: count(8), ..Config::default() };
-        let (handle, _relay) =
-            crate::relay::relay(&crate::relay::FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:");
+        let (handle, _relay) = crate::fanout::relay::relay(
+            &crate::fanout::relay::FanoutUrl::parse("redis://127.0.0.1:1").unwrap(),
+            None,
+            "p:",
+        );
         let topics = Arc::new(Topics::new(&config, Arc::new(Stats::default()), Some(handle)));
         let woken =
             || async { tokio::time::timeout(Duration::from_millis(1), topics.changed()).await.is_ok() };

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::time::{self, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
+use super::health::Health;
 use crate::stats::Stats;
 
 /// Ticks every `period` until `stop` is cancelled, recording each tick's lag in `stats` and

@@ -19,7 +19,7 @@ use std::io;
 use tokio_util::bytes::{Bytes, BytesMut};
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, Encoder};
 
-use crate::protocol::{Push, Response};
+use super::{Push, Response};
 
 /// A complete request line, without its line ending. It shares the read buffer's memory: no
 /// copy, no `String` per request.

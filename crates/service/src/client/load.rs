@@ -44,7 +44,7 @@ use tokio_util::either::Either;
 
 use clap::builder::TypedValueParser as _;
 
-use crate::client::{ClientError, MAX_RESPONSE};
+use super::{ClientError, MAX_RESPONSE};
 use crate::config::{DAY, HOUR, MILLISECOND, duration};
 use crate::protocol::{is_ok, is_push};
 use crate::tls::ClientTls;

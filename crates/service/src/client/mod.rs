@@ -30,6 +30,8 @@ use tokio_util::codec::{Decoder, Encoder, Framed, LinesCodec, LinesCodecError};
 use crate::protocol::is_push;
 use crate::tls::ClientTls;
 
+pub mod load;
+
 /// The longest answer line the client accepts: the server's answers are bounded by its
 /// `max_line` (an answer may repeat its request), so anything longer is not our server.
 pub(crate) const MAX_RESPONSE: usize = 1 << 20;

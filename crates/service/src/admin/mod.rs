@@ -52,12 +52,13 @@ use tokio_util::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-use crate::health::Health;
-use crate::job_queue::JobQueue;
-use crate::metrics::{Format, Metrics, Scrape};
-use crate::stats::Stats;
-use crate::topics::Topics;
+use self::health::Health;
+use self::scrape::{Format, Scrape};
+use crate::shared::Shared;
+
+pub(crate) mod health;
+mod scrape;
+pub(crate) mod watchdog;
 
 /// Admin connections served at once; probes and a scraper need a handful.
 const MAX_CONNECTIONS: usize = 512;
@@ -71,13 +72,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the endpoints read.
 #[derive(Clone)]
 pub(crate) struct Endpoints {
+    /// The service's core, whose counters a scrape reads.
+    pub(crate) shared: Arc<Shared>,
     pub(crate) health: watch::Receiver<Health>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) jobs: JobQueue,
-    pub(crate) topics: Arc<Topics>,
+    /// The runtime whose figures a scrape reads.
     pub(crate) runtime: Handle,
-    pub(crate) config: Arc<Config>,
     /// Metric names start with it: the program's name in snake case.
     pub(crate) prefix: Arc<str>,
 }
@@ -96,7 +95,8 @@ impl Endpoints {
         let method = if method == Method::HEAD { &Method::GET } else { method };
         match (method, path) {
             (&Method::GET, "/livez") => {
-                if health.live(self.config.watchdog_period, self.config.stall_threshold) {
+                let config = &self.shared.config;
+                if health.live(config.watchdog_period, config.stall_threshold) {
                     (StatusCode::OK, TEXT, "live\n".to_owned())
                 } else {
                     let since = health.last_tick.elapsed();
@@ -110,15 +110,8 @@ impl Endpoints {
                 (true, false) => (StatusCode::OK, TEXT, "ready\n".to_owned()),
             },
             (&Method::GET, "/metrics") => {
-                let scrape = Scrape {
-                    metrics: Arc::clone(&self.metrics),
-                    stats: Arc::clone(&self.stats),
-                    health,
-                    jobs_queued: self.jobs.queued(),
-                    topics: self.topics.count(),
-                    relay: self.topics.relay_stats(),
-                    runtime: self.runtime.clone(),
-                };
+                let scrape =
+                    Scrape { shared: Arc::clone(&self.shared), health, runtime: self.runtime.clone() };
                 let format = Format::negotiate(accept);
                 (StatusCode::OK, format.content_type(), scrape.render(&self.prefix, format))
             }
@@ -258,7 +251,7 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::App;
+    use crate::{App, Config};
 
     #[tokio::test(flavor = "current_thread")]
     async fn readyz_is_503_until_listening_and_from_the_start_of_shutdown() {

@@ -62,10 +62,10 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo as _, ProtocolVersion, Pus
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::Origin;
+use super::Topics;
+use super::budget::Origin;
 use crate::commands::arguments;
 use crate::protocol::ErrorCode;
-use crate::topics::Topics;
 
 /// PUBLISH requests waiting for the broker, at most; past it, `ERR busy`.
 const QUEUE: usize = 1024;
