@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
-use crate::client::load::LoadPlan;
+use crate::client::{self, load::LoadPlan};
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::telemetry::LogFormat;
@@ -70,7 +70,7 @@ pub struct CallArgs {
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// The request: a command and its argument, joined by spaces (`call PUBLISH news hello world`).
-    #[arg(required = true, num_args = 1.., value_parser = without_line_break)]
+    #[arg(required = true, num_args = 1.., value_parser = client::request_word)]
     pub request: Vec<String>,
     /// TLS, if the server speaks it.
     #[command(flatten)]
@@ -122,15 +122,6 @@ impl Exit {
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> Self {
         Self::from(exit as u8)
-    }
-}
-
-/// A request word holds no line break: it would reach the server as two requests.
-pub(crate) fn without_line_break(word: &str) -> Result<String, &'static str> {
-    if word.contains(['\n', '\r']) {
-        Err("a request cannot contain a line break")
-    } else {
-        Ok(word.to_owned())
     }
 }
 

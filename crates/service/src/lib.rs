@@ -48,6 +48,7 @@
 
 mod admin;
 mod app;
+mod backoff;
 pub mod cli;
 mod client;
 pub mod commands;
@@ -70,7 +71,6 @@ pub mod tls;
 pub use admin::health::Health;
 pub use app::{App, StartError};
 pub use client::{Client, ClientError, load};
-pub use config::{Config, ConfigError};
-pub use fanout::relay::FanoutUrl;
+pub use config::{Config, ConfigError, FanoutUrl};
 pub use server::Server;
 pub use stats::{GaugeGuard, HandshakeFailure, JobOutcome, Stats};

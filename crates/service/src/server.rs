@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::app::{App, StartError};
+use crate::backoff::Backoff;
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::log_throttle::LogThrottle;
@@ -173,7 +174,7 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 
 async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>) {
     let stop = &app.shutdown().drain;
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(MIN_ACCEPT_BACKOFF, MAX_ACCEPT_BACKOFF);
     let mut refusals = LogThrottle::every(REFUSALS_LOG_PERIOD);
     loop {
         let accepted = tokio::select! {
@@ -207,7 +208,7 @@ async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>) {
             }
             Err(error) => error,
         };
-        let Some(pause) = backoff.failed(&error) else {
+        let Some(pause) = backoff.accept_failed(&error) else {
             tracing::debug!(%error, "accept: connection gone before it was accepted");
             continue;
         };
@@ -219,36 +220,6 @@ async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>) {
     }
     if let Some(refused) = refusals.take_pending() {
         tracing::info!(refused, "connection limit reached; refusing with ERR busy");
-    }
-}
-
-/// How long to pause after an accept error: not at all for errors about one connection, which
-/// say nothing about the listener; otherwise 10 ms, doubling up to 1 s while errors continue, and
-/// back to the start after a success.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: MIN_ACCEPT_BACKOFF }
-    }
-}
-
-impl Backoff {
-    fn succeeded(&mut self) {
-        self.next = MIN_ACCEPT_BACKOFF;
-    }
-
-    /// The pause before the next accept, or `None` to go on at once.
-    fn failed(&mut self, error: &io::Error) -> Option<Duration> {
-        if is_about_one_connection(error) {
-            return None;
-        }
-        let pause = self.next;
-        self.next = (self.next * 2).min(MAX_ACCEPT_BACKOFF);
-        Some(pause)
     }
 }
 
@@ -274,32 +245,5 @@ fn refuse(stream: &TcpStream, peer: SocketAddr, stats: &Stats) {
     stats.count_rejected();
     if let Err(error) = stream.try_write(BUSY) {
         tracing::debug!(%peer, %error, "could not tell the refused peer");
-    }
-}
-
-/// Errors that concern only the connection being accepted, not the listener.
-fn is_about_one_connection(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_errors_back_off_and_per_connection_errors_do_not() {
-        let mut backoff = Backoff::default();
-        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
-        // EMFILE: the process is out of file descriptors; retrying at once would spin.
-        let emfile = io::Error::from_raw_os_error(24);
-        assert_eq!(backoff.failed(&reset), None);
-        let pauses: Vec<_> = (0..9).map(|_| backoff.failed(&emfile).unwrap().as_millis()).collect();
-        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-        assert_eq!(backoff.failed(&reset), None, "a per-connection error does not pause either way");
-        backoff.succeeded();
-        assert_eq!(backoff.failed(&emfile), Some(MIN_ACCEPT_BACKOFF));
     }
 }

@@ -54,6 +54,7 @@ use tokio_util::task::TaskTracker;
 
 use self::health::Health;
 use self::scrape::{Format, Scrape};
+use crate::backoff::Backoff;
 use crate::shared::Shared;
 
 pub(crate) mod health;
@@ -68,6 +69,10 @@ const MAX_TASKS: usize = 2 * MAX_CONNECTIONS;
 const HEAD_TIMEOUT: Duration = Duration::from_millis(500);
 /// The bound on one admin connection, from accept to the end of its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The first pause after an accept error; it doubles up to [`LAST_ACCEPT_PAUSE`].
+const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+/// The longest pause between accept retries.
+const LAST_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -132,6 +137,7 @@ pub(crate) async fn serve(
 ) {
     let admission = Arc::new(Admission::default());
     let tasks = Arc::new(Semaphore::new(MAX_TASKS));
+    let mut backoff = Backoff::new(FIRST_ACCEPT_PAUSE, LAST_ACCEPT_PAUSE);
     loop {
         // At the bound on tasks, wait for one to end (evicted ones end at their next poll)
         // rather than refuse: the next connection may be a probe.
@@ -144,13 +150,19 @@ pub(crate) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Per-connection errors and fd exhaustion alike: pause, so as not to spin.
-                    tracing::debug!(%error, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors, say: pause, so as not to spin.
+                    if let Some(pause) = backoff.accept_failed(&error) {
+                        tracing::debug!(%error, retry_in = ?pause, "admin accept failed");
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
                     continue;
                 }
             },
         };
+        backoff.succeeded();
         // With no slot to take, the connection is simply closed: a probe retries.
         let Some(ticket) = Admission::admit(&admission) else { continue };
         let endpoints = endpoints.clone();

@@ -83,7 +83,7 @@ pub struct LoadPlan {
     #[arg(skip)]
     pub tls: Option<ClientTls>,
     /// The request lines, sent in turn (quote each: `load "PING" "STATS"`).
-    #[arg(default_value = "PING", value_parser = crate::cli::without_line_break)]
+    #[arg(default_value = "PING", value_parser = super::request_word)]
     pub requests: Vec<String>,
 }
 

@@ -27,7 +27,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder, Framed, LinesCodec, LinesCodecError};
 
-use crate::protocol::is_push;
+use crate::protocol::{has_line_break, is_push};
 use crate::tls::ClientTls;
 
 pub mod load;
@@ -37,6 +37,12 @@ pub mod load;
 pub(crate) const MAX_RESPONSE: usize = 1 << 20;
 /// Pushed lines kept while answers are awaited; past it, the oldest are dropped.
 const MAX_KEPT_PUSHES: usize = 1024;
+
+/// A request word as `call` and `load` take it (their parser): one with a line break is
+/// refused, for the reason [`ClientError::LineBreak`] gives.
+pub(crate) fn request_word(word: &str) -> Result<String, String> {
+    if has_line_break(word) { Err(ClientError::LineBreak.to_string()) } else { Ok(word.to_owned()) }
+}
 
 /// Why a call failed. Each is one line when displayed.
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         requests: impl IntoIterator<Item = &'a str>,
     ) -> Result<Vec<String>, ClientError> {
         let requests: Vec<&str> = requests.into_iter().collect();
-        if requests.iter().any(|request| request.contains(['\n', '\r'])) {
+        if requests.iter().any(|request| has_line_break(request)) {
             return Err(ClientError::LineBreak);
         }
         let timeout = self.request_timeout;

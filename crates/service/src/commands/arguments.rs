@@ -4,7 +4,7 @@
 //! Numbers are plain ASCII digits: no sign, no spaces, no `_`, no exponent. Leading zeros are
 //! accepted (`00010` is 10), since they cannot be misread.
 
-use crate::protocol::{ErrorCode, Response};
+use crate::protocol::{self, ErrorCode, MAX_TOPIC, Response};
 
 /// Refuses any argument: the command is its name alone.
 pub fn none(command: &'static str, argument: Option<&str>) -> Result<(), Response> {
@@ -25,14 +25,9 @@ pub fn number(command: &'static str, argument: Option<&str>, max: u64) -> Result
         })
 }
 
-/// The longest topic name, in bytes.
-pub const MAX_TOPIC: usize = 64;
-
-/// A topic name: 1 to 64 printable ASCII characters (`!` to `~`; a space ends it, as it ends
-/// any word). Topic names reach other peers' screens in `MSG` lines, so nothing in them can
-/// move a cursor, reorder text (bidi overrides) or hide (zero-width characters).
+/// A topic name, as [`protocol::is_topic`] says.
 pub fn topic<'a>(command: &'static str, word: &'a str) -> Result<&'a str, Response> {
-    if word.is_empty() || word.len() > MAX_TOPIC || !word.bytes().all(|b| b.is_ascii_graphic()) {
+    if !protocol::is_topic(word) {
         return Err(Response::err_with(
             ErrorCode::BadArgument,
             format!("{command}: a topic is 1 to {MAX_TOPIC} printable ASCII characters"),

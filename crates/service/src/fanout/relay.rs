@@ -51,8 +51,6 @@
 
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::fmt;
-use std::hash::{BuildHasher as _, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -64,8 +62,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Topics;
 use super::budget::Origin;
-use crate::commands::arguments;
-use crate::protocol::ErrorCode;
+use crate::backoff::Backoff;
+use crate::config::FanoutUrl;
+use crate::protocol::{self, ErrorCode};
 
 /// PUBLISH requests waiting for the broker, at most; past it, `ERR busy`.
 const QUEUE: usize = 1024;
@@ -87,52 +86,13 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest pause before reconnecting: delivery resumes within it of the broker being back.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// The broker's address, as `--fanout-url` takes it: `redis://[user:password@]host:port[/db]`,
-/// or `rediss://` for TLS. Shown (in logs, errors and `Debug`) without its password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct FanoutUrl {
-    url: String,
-    shown: String,
-    db: i64,
-}
-
+/// What the relay does with the broker's address.
 impl FanoutUrl {
-    /// Parses a `redis://` or `rediss://` URL (what `--fanout-url` accepts), or says why not in
-    /// one line that never holds the password. redis-rs's `#insecure` (no certificate check) is
-    /// refused: a private CA is what `--fanout-ca` is for.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let shown = without_password(text);
-        if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
-            return Err(format!(
-                "{shown} is not a redis:// or rediss:// URL, such as redis://127.0.0.1:6379"
-            ));
-        }
-        if text.contains('#') {
-            return Err(format!("{shown}: no #fragment (#insecure): give --fanout-ca for a private CA"));
-        }
-        // redis-rs's errors are fixed words, never the URL.
-        let info =
-            text.into_connection_info().map_err(|error| format!("{shown} is not a Redis URL: {error}"))?;
-        Ok(Self { url: text.to_owned(), shown, db: info.redis_settings().db() })
-    }
-
-    /// Whether it speaks TLS (`rediss://`).
-    pub fn tls(&self) -> bool {
-        self.url.starts_with("rediss://")
-    }
-
-    /// The channel prefix for this broker unless `--fanout-prefix` says otherwise: the program's
-    /// name and the database, so deployments on other databases of one Redis stay apart (Redis
-    /// pub/sub ignores the database).
-    pub fn default_prefix(&self) -> String {
-        format!("{}:{}:", env!("CARGO_PKG_NAME"), self.db)
-    }
-
     /// A client for it, speaking RESP3 (pushed messages share the connection with answers),
     /// without `CLIENT SETINFO`, which the ACL of `deploy/README.md` does not allow. Over TLS,
     /// the broker's certificate must chain to `ca` (PEM), or without it to the system's roots.
     fn client(&self, ca: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
-        let info = self.url.as_str().into_connection_info()?;
+        let info = self.with_password().into_connection_info()?;
         let resp3 =
             info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3).set_skip_set_lib_name();
         let info = info.set_redis_settings(resp3);
@@ -155,74 +115,6 @@ impl FanoutUrl {
             client.get_multiplexed_async_connection_with_config(&config()).await.map_err(unusable)?;
         redis::cmd("PING").query_async::<()>(&mut connection).await.map_err(unusable)
     }
-}
-
-/// `text` with the password of its `user:password@` (everything before the last `@` of the
-/// authority) as `***`, whether or not the rest parses.
-fn without_password(text: &str) -> String {
-    let (scheme, rest) = text.split_once("://").unwrap_or(("", text));
-    let authority = rest.split('/').next().unwrap_or_default();
-    match authority.rsplit_once('@') {
-        Some((userinfo, _)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
-            format!("{scheme}{user}:***@{}", &rest[userinfo.len() + 1..])
-        }
-        _ => text.to_owned(),
-    }
-}
-
-/// `--fanout-url`'s parser. Not a plain function: clap would print the value it refuses, and
-/// with it the password; this error names the flag and shows the URL without it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FanoutUrlParser;
-
-impl clap::builder::TypedValueParser for FanoutUrlParser {
-    type Value = FanoutUrl;
-
-    fn parse_ref(
-        &self,
-        _command: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<FanoutUrl, clap::Error> {
-        let flag = arg.and_then(clap::Arg::get_long).unwrap_or("fanout-url");
-        let refused = |why: String| {
-            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("--{flag}: {why}\n"))
-        };
-        let text = value.to_str().ok_or_else(|| refused("not UTF-8".to_owned()))?;
-        FanoutUrl::parse(text).map_err(refused)
-    }
-}
-
-/// Checks a channel prefix (`--fanout-prefix`): 1 to 64 of `A-Z a-z 0-9 : . _ / -`, so it is
-/// one word, and no glob character of a Redis ACL pattern (`&PREFIX*`) or of PSUBSCRIBE.
-pub(crate) fn prefix(text: &str) -> Result<String, String> {
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || b":._/-".contains(&b);
-    if text.is_empty() || text.len() > 64 || !text.bytes().all(allowed) {
-        return Err("1 to 64 of A-Z a-z 0-9 : . _ / -".to_owned());
-    }
-    Ok(text.to_owned())
-}
-
-impl fmt::Display for FanoutUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.shown)
-    }
-}
-
-impl fmt::Debug for FanoutUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FanoutUrl({})", self.shown)
-    }
-}
-
-/// A random number, different in every process: `RandomState` is seeded at random per
-/// process, and hashing a counter with it draws numbers, which is all jitter and replica
-/// numbers need.
-pub(crate) fn random() -> u64 {
-    static DRAWS: AtomicU64 = AtomicU64::new(0);
-    RandomState::new().hash_one(DRAWS.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A message as it goes through the broker: `ORIGIN TEXT`, the origin `REPLICA.CONNECTION` in
@@ -503,7 +395,7 @@ impl Relay {
     /// Relays until `drain`: connects, serves, and reconnects after each loss (see the module
     /// docs); at drain, sends what is queued and ends.
     pub(crate) async fn run(mut self, topics: Arc<Topics>, drain: CancellationToken) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::jittered(MIN_BACKOFF, MAX_BACKOFF);
         // Whether a connection was ever lost (the next one is a reconnection), and whether the
         // relay has been disconnected since it last served (subscribers may have missed messages:
         // the next connection tells them so).
@@ -698,7 +590,7 @@ fn receive(topics: &Topics, prefix: &str, channel: &[u8], message: &[u8]) -> Res
     let topic = channel
         .strip_prefix(prefix.as_bytes())
         .and_then(|topic| std::str::from_utf8(topic).ok())
-        .and_then(|topic| arguments::topic("MSG", topic).ok())
+        .filter(|topic| protocol::is_topic(topic))
         .ok_or(Refused::Foreign)?;
     let (origin, text) = Envelope::decode(message).unzip();
     topics.deliver_relayed(topic, origin, text.unwrap_or_default(), tokio::time::Instant::now())
@@ -716,63 +608,9 @@ fn changes(
     (new, gone)
 }
 
-/// The pause before each reconnection: drawn at random below a bound that doubles from
-/// [`MIN_BACKOFF`] to [`MAX_BACKOFF`] while attempts fail ("full jitter"), and starts again
-/// after a success.
-#[derive(Debug)]
-struct Backoff {
-    bound: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { bound: MIN_BACKOFF }
-    }
-}
-
-impl Backoff {
-    fn succeeded(&mut self) {
-        self.bound = MIN_BACKOFF;
-    }
-
-    fn next_pause(&mut self) -> Duration {
-        // [`random`] differs between replicas, which is all jitter needs.
-        let fraction = (random() >> 11) as f64 / (1u64 << 53) as f64;
-        let pause = self.bound.mul_f64(fraction);
-        self.bound = (self.bound * 2).min(MAX_BACKOFF);
-        pause
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_url_is_a_redis_url_and_is_shown_without_its_password() {
-        let url = FanoutUrl::parse("redis://app:s3cret@redis.internal:6380/2").unwrap();
-        assert_eq!(url.to_string(), "redis://app:***@redis.internal:6380/2");
-        assert!(!format!("{url:?}").contains("s3cret"));
-        assert_eq!(url.default_prefix(), format!("{}:2:", env!("CARGO_PKG_NAME")));
-        assert_eq!(FanoutUrl::parse("redis://127.0.0.1:6379").unwrap().to_string(), "redis://127.0.0.1:6379");
-        assert!(FanoutUrl::parse("rediss://managed.example:6380").unwrap().tls());
-        for bad in ["127.0.0.1:6379", "http://x", "redis://host:notaport", "rediss://host:1/#insecure"] {
-            assert!(FanoutUrl::parse(bad).is_err(), "{bad} was accepted");
-        }
-        // Refused, and still shown without the password.
-        for bad in ["redis://u:s3cret@host:notaport", "redis://u:s3cret@host:1/notadb", "http://u:s3cret@x"] {
-            let refused = FanoutUrl::parse(bad).unwrap_err();
-            assert!(refused.contains("u:***@") && !refused.contains("s3cret"), "{refused}");
-        }
-    }
-
-    #[test]
-    fn a_prefix_is_one_word_without_glob_characters() {
-        assert_eq!(prefix("payments-api:0:"), Ok("payments-api:0:".to_owned()));
-        for bad in ["", "a b", "a*", "a?", "[a]", "a\\b", &"x".repeat(65)] {
-            assert!(prefix(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn an_envelope_carries_its_origin_and_refuses_what_has_none() {
@@ -797,22 +635,6 @@ mod tests {
         assert_eq!((new, gone), (vec!["p:c".to_owned(), "p:d".to_owned()], vec!["p:a".to_owned()]));
         let (new, gone) = changes(&set(&["a"]), &set(&["a"]), "p:");
         assert!(new.is_empty() && gone.is_empty(), "nothing to send when nothing changed");
-    }
-
-    #[test]
-    fn reconnect_pauses_stay_below_a_bound_that_doubles_to_its_maximum() {
-        let mut backoff = Backoff::default();
-        let mut bound = MIN_BACKOFF;
-        let mut pauses = Vec::new();
-        for _ in 0..12 {
-            let pause = backoff.next_pause();
-            assert!(pause < bound, "{pause:?} under {bound:?}");
-            pauses.push(pause);
-            bound = (bound * 2).min(MAX_BACKOFF);
-        }
-        assert!(pauses.windows(2).any(|pair| pair[0] != pair[1]), "jittered: {pauses:?}");
-        backoff.succeeded();
-        assert!(backoff.next_pause() < MIN_BACKOFF, "back to the start after a success");
     }
 
     const ORIGIN: Origin = Origin { replica: 1, connection: 1 };

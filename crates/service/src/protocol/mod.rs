@@ -118,6 +118,23 @@ pub fn escaped(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether `text` holds a line break (`\n` or `\r`, which the codec also takes as one): sent as
+/// one request, it would reach the server as several. The CLI and the client refuse it.
+pub(crate) fn has_line_break(text: &str) -> bool {
+    text.contains(['\n', '\r'])
+}
+
+/// The longest topic name, in bytes.
+pub const MAX_TOPIC: usize = 64;
+
+/// Whether `word` is a topic name: 1 to [`MAX_TOPIC`] printable ASCII characters (`!` to `~`; a
+/// space ends it, as it ends any word). Topic names reach other peers' screens in `MSG` lines,
+/// so nothing in them can move a cursor, reorder text (bidi overrides) or hide (zero-width
+/// characters). What a subscriber gives and what the broker relays are checked by it alike.
+pub fn is_topic(word: &str) -> bool {
+    !word.is_empty() && word.len() <= MAX_TOPIC && word.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Whether an answer is `OK`: exactly `OK`, or `OK` and a space (`OKAY` is not).
 pub fn is_ok(answer: &str) -> bool {
     answer == "OK" || answer.starts_with("OK ")

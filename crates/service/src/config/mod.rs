@@ -21,7 +21,10 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 
-use crate::fanout::relay::{self, FanoutUrl, FanoutUrlParser};
+pub use self::fanout_url::FanoutUrl;
+use self::fanout_url::FanoutUrlParser;
+
+mod fanout_url;
 
 /// Everything `serve` can be told. Each field is a bound or a timeout; none is infinite.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -159,7 +162,7 @@ pub struct Config {
     /// What every Redis channel starts with: deployments that share a Redis (whatever the
     /// database) hear each other only with the same prefix. Default: the program's name and
     /// the --fanout-url database (`NAME:DB:`).
-    #[arg(long, value_name = "PREFIX", value_parser = relay::prefix)]
+    #[arg(long, value_name = "PREFIX", value_parser = fanout_url::prefix)]
     pub fanout_prefix: Option<String>,
 
     /// Longest PUBLISH text, in bytes. With `--max-topics` and `--topic-capacity` it bounds what
