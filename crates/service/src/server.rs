@@ -23,7 +23,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -37,6 +37,7 @@ use crate::backoff::Backoff;
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::log_throttle::LogThrottle;
+use crate::protocol::{ErrorCode, Response};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
@@ -47,8 +48,8 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// The admin listener's backlog. Probes and scrapers connect a few at a time, but a flood of
 /// connects must not fill it: a probe whose SYN is dropped waits a second for the retry.
 const ADMIN_BACKLOG: u32 = 1024;
-/// The whole answer to a connection over the limit.
-const BUSY: &[u8] = b"ERR busy\n";
+/// The whole answer to a connection over the limit: `ERR busy` and a newline, made once.
+static BUSY: LazyLock<String> = LazyLock::new(|| format!("{}\n", Response::err(ErrorCode::Busy)));
 /// The pause between keepalive probes, at most.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Unanswered keepalive probes before the kernel gives up on a peer.
@@ -243,7 +244,7 @@ fn set_keepalive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
 /// is new, so its send buffer is empty and a non-blocking write of 9 bytes goes through whole.
 fn refuse(stream: &TcpStream, peer: SocketAddr, stats: &Stats) {
     stats.count_rejected();
-    if let Err(error) = stream.try_write(BUSY) {
+    if let Err(error) = stream.try_write(BUSY.as_bytes()) {
         tracing::debug!(%peer, %error, "could not tell the refused peer");
     }
 }

@@ -10,10 +10,10 @@
 //! * A line that is not UTF-8 is a line all the same, not an error: [`Line::text`] says so, and
 //!   the connection answers `ERR bad-request` and goes on with the next line.
 //!
-//! Answers and pushed lines (their form is [`crate::protocol`]'s) are encoded straight into the
-//! write buffer with a trailing `\n`.
+//! Answers and pushed lines are encoded straight into the write buffer, from the words that
+//! [`Response::words`] and [`Push::words`] give (their form is written there once), with a
+//! trailing `\n`.
 
-use std::fmt::Write as _;
 use std::io;
 
 use tokio_util::bytes::{Bytes, BytesMut};
@@ -118,13 +118,7 @@ impl Encoder<Response> for RequestCodec {
     type Error = io::Error;
 
     fn encode(&mut self, response: Response, dst: &mut BytesMut) -> Result<(), io::Error> {
-        match &response {
-            Response::Ok(text) if text.is_empty() => dst.extend_from_slice(b"OK"),
-            Response::Ok(text) => words(dst, &["OK", text]),
-            Response::Err(code, None) => words(dst, &["ERR", code.as_str()]),
-            Response::Err(code, Some(detail)) => words(dst, &["ERR", code.as_str(), detail]),
-        }
-        dst.extend_from_slice(b"\n");
+        response.words(|words| line(dst, words));
         Ok(())
     }
 }
@@ -133,19 +127,13 @@ impl Encoder<Push> for RequestCodec {
     type Error = io::Error;
 
     fn encode(&mut self, push: Push, dst: &mut BytesMut) -> Result<(), io::Error> {
-        match &push {
-            Push::Message(topic, text) => words(dst, &["MSG", topic, text]),
-            // Rare (a subscriber fell behind): the number goes through `fmt`.
-            Push::Lagged(..) => write!(dst, "{push}").map_err(io::Error::other)?,
-            Push::Gap(topic) => words(dst, &["GAP", topic]),
-        }
-        dst.extend_from_slice(b"\n");
+        push.words(|words| line(dst, words));
         Ok(())
     }
 }
 
-/// Appends `words` to `dst`, a space between each two.
-fn words(dst: &mut BytesMut, words: &[&str]) {
+/// Appends the line of `words` to `dst`: a space between each two, and a newline.
+fn line(dst: &mut BytesMut, words: &[&str]) {
     dst.reserve(words.iter().map(|word| word.len() + 1).sum());
     for (index, word) in words.iter().enumerate() {
         if index > 0 {
@@ -153,6 +141,7 @@ fn words(dst: &mut BytesMut, words: &[&str]) {
         }
         dst.extend_from_slice(word.as_bytes());
     }
+    dst.extend_from_slice(b"\n");
 }
 
 #[cfg(test)]

@@ -96,6 +96,17 @@ impl Response {
         };
         Self::Err(code, Some(detail))
     }
+
+    /// Calls `line` with the answer's words: the line is them with one space between each two.
+    /// The one place an answer's form is written, for `Display` and the codec alike.
+    pub(crate) fn words<R>(&self, line: impl FnOnce(&[&str]) -> R) -> R {
+        match self {
+            Self::Ok(text) if text.is_empty() => line(&[OK]),
+            Self::Ok(text) => line(&[OK, text]),
+            Self::Err(code, None) => line(&[ERR, code.as_str()]),
+            Self::Err(code, Some(detail)) => line(&[ERR, code.as_str(), detail]),
+        }
+    }
 }
 
 /// `text` with every character that could act on a terminal or hide in it written as its Rust
@@ -135,14 +146,36 @@ pub fn is_topic(word: &str) -> bool {
     !word.is_empty() && word.len() <= MAX_TOPIC && word.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// The first word of an answer that succeeded.
+const OK: &str = "OK";
+/// The first word of an answer that did not.
+const ERR: &str = "ERR";
+/// The first words of the pushed lines: a message, a count of missed ones, a gap.
+const PUSHES: [&str; 3] = [MSG, LAG, GAP];
+const MSG: &str = "MSG";
+const LAG: &str = "LAG";
+const GAP: &str = "GAP";
+
 /// Whether an answer is `OK`: exactly `OK`, or `OK` and a space (`OKAY` is not).
 pub fn is_ok(answer: &str) -> bool {
-    answer == "OK" || answer.starts_with("OK ")
+    answer.strip_prefix(OK).is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
 }
 
-/// Whether a line is pushed by the server (a subscription's message), not an answer.
+/// Whether a line is pushed by the server (a subscription's message), not an answer: every
+/// pushed line has a word after its first.
 pub fn is_push(line: &str) -> bool {
-    line.starts_with("MSG ") || line.starts_with("LAG ") || line.starts_with("GAP ")
+    PUSHES.iter().any(|word| line.strip_prefix(word).is_some_and(|rest| rest.starts_with(' ')))
+}
+
+/// Writes `words` to `f` with one space between each two.
+fn write_words(f: &mut fmt::Formatter<'_>, words: &[&str]) -> fmt::Result {
+    for (index, word) in words.iter().enumerate() {
+        if index > 0 {
+            f.write_str(" ")?;
+        }
+        f.write_str(word)?;
+    }
+    Ok(())
 }
 
 /// A line pushed to a subscribed connection, between its answers.
@@ -157,24 +190,27 @@ pub(crate) enum Push {
     Gap(Arc<str>),
 }
 
+impl Push {
+    /// Calls `line` with the pushed line's words, as [`Response::words`] does.
+    pub(crate) fn words<R>(&self, line: impl FnOnce(&[&str]) -> R) -> R {
+        match self {
+            Self::Message(topic, text) => line(&[MSG, topic, text]),
+            // Rare (a subscriber fell behind): the number's text is allocated.
+            Self::Lagged(topic, missed) => line(&[LAG, topic, &missed.to_string()]),
+            Self::Gap(topic) => line(&[GAP, topic]),
+        }
+    }
+}
+
 impl fmt::Display for Push {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Message(topic, text) => write!(f, "MSG {topic} {text}"),
-            Self::Lagged(topic, missed) => write!(f, "LAG {topic} {missed}"),
-            Self::Gap(topic) => write!(f, "GAP {topic}"),
-        }
+        self.words(|words| write_words(f, words))
     }
 }
 
 impl fmt::Display for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Ok(text) if text.is_empty() => f.write_str("OK"),
-            Self::Ok(text) => write!(f, "OK {text}"),
-            Self::Err(code, None) => write!(f, "ERR {}", code.as_str()),
-            Self::Err(code, Some(detail)) => write!(f, "ERR {} {detail}", code.as_str()),
-        }
+        self.words(|words| write_words(f, words))
     }
 }
 
