@@ -161,9 +161,13 @@ impl Stats {
     }
 
     /// Messages published, delivered and missed so far.
-    pub fn messages(&self) -> (u64, u64, u64) {
+    pub fn messages(&self) -> Messages {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        (load(&self.messages_published), load(&self.messages_delivered), load(&self.messages_missed))
+        Messages {
+            published: load(&self.messages_published),
+            delivered: load(&self.messages_delivered),
+            missed: load(&self.messages_missed),
+        }
     }
 
     /// Keeps the worst runtime lag seen.
@@ -216,7 +220,7 @@ impl Stats {
             // Writing to a String cannot fail.
             let _ = write!(text, " jobs_{}={}", outcome.name(), self.jobs_ended(outcome));
         }
-        let (published, delivered, missed) = self.messages();
+        let Messages { published, delivered, missed } = self.messages();
         let _ = write!(
             text,
             " topics={topics} messages_published={published} messages_delivered={delivered} \
@@ -225,6 +229,17 @@ impl Stats {
         );
         text
     }
+}
+
+/// The fan-out's message counters at one moment ([`Stats::messages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Messages {
+    /// Messages published here ([`Stats::count_published`]).
+    pub published: u64,
+    /// `MSG` lines written to subscribers here.
+    pub delivered: u64,
+    /// Messages subscribers here missed: the sum of their `LAG` lines' figures.
+    pub missed: u64,
 }
 
 #[cfg(test)]

@@ -89,12 +89,7 @@ pub(crate) struct Endpoints {
 impl Endpoints {
     /// The answer to `method path` (`accept`: the request's `Accept` header): a status, a
     /// content type and a body. `HEAD` is answered as `GET`; hyper leaves the body out.
-    pub(crate) fn answer(
-        &self,
-        method: &Method,
-        path: &str,
-        accept: Option<&str>,
-    ) -> (StatusCode, &'static str, String) {
+    pub(crate) fn answer(&self, method: &Method, path: &str, accept: Option<&str>) -> Answer {
         const TEXT: &str = "text/plain; charset=utf-8";
         let health = *self.health.borrow();
         let method = if method == Method::HEAD { &Method::GET } else { method };
@@ -102,29 +97,47 @@ impl Endpoints {
             (&Method::GET, "/livez") => {
                 let config = &self.shared.config;
                 if health.live(config.watchdog_period, config.stall_threshold) {
-                    (StatusCode::OK, TEXT, "live\n".to_owned())
+                    Answer::new(StatusCode::OK, TEXT, "live\n".to_owned())
                 } else {
                     let since = health.last_tick.elapsed();
                     let why = format!("stalled: last tick {since:?} ago, {:?} late\n", health.last_lag);
-                    (StatusCode::SERVICE_UNAVAILABLE, TEXT, why)
+                    Answer::new(StatusCode::SERVICE_UNAVAILABLE, TEXT, why)
                 }
             }
             (&Method::GET, "/readyz") => match (health.listening, health.shutting_down) {
-                (_, true) => (StatusCode::SERVICE_UNAVAILABLE, TEXT, "shutting down\n".to_owned()),
-                (false, false) => (StatusCode::SERVICE_UNAVAILABLE, TEXT, "starting\n".to_owned()),
-                (true, false) => (StatusCode::OK, TEXT, "ready\n".to_owned()),
+                (_, true) => Answer::new(StatusCode::SERVICE_UNAVAILABLE, TEXT, "shutting down\n".to_owned()),
+                (false, false) => Answer::new(StatusCode::SERVICE_UNAVAILABLE, TEXT, "starting\n".to_owned()),
+                (true, false) => Answer::new(StatusCode::OK, TEXT, "ready\n".to_owned()),
             },
             (&Method::GET, "/metrics") => {
                 let scrape =
                     Scrape { shared: Arc::clone(&self.shared), health, runtime: self.runtime.clone() };
                 let format = Format::negotiate(accept);
-                (StatusCode::OK, format.content_type(), scrape.render(&self.prefix, format))
+                Answer::new(StatusCode::OK, format.content_type(), scrape.render(&self.prefix, format))
             }
             (_, "/livez" | "/readyz" | "/metrics") => {
-                (StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET and HEAD\n".to_owned())
+                Answer::new(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET and HEAD\n".to_owned())
             }
-            _ => (StatusCode::NOT_FOUND, TEXT, "not found: try /livez, /readyz or /metrics\n".to_owned()),
+            _ => Answer::new(
+                StatusCode::NOT_FOUND,
+                TEXT,
+                "not found: try /livez, /readyz or /metrics\n".to_owned(),
+            ),
         }
+    }
+}
+
+/// An endpoint's answer: a status, a content type and a body.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: String,
+}
+
+impl Answer {
+    fn new(status: StatusCode, content_type: &'static str, body: String) -> Self {
+        Self { status, content_type, body }
     }
 }
 
@@ -174,7 +187,7 @@ pub(crate) async fn serve(
                 // The head is in: from now on this connection keeps its slot.
                 ticket.head_received();
                 let accept = request.headers().get(ACCEPT).and_then(|value| value.to_str().ok());
-                let (status, content_type, body) =
+                let Answer { status, content_type, body } =
                     endpoints.answer(request.method(), request.uri().path(), accept);
                 let mut response = Response::new(Full::new(Bytes::from(body)));
                 *response.status_mut() = status;
@@ -270,7 +283,7 @@ mod tests {
         let app = App::start(&Config { cpu_threads: 1, ..Config::default() }).unwrap();
         let endpoints = app.endpoints();
         let answer = |method: Method, path: &str| {
-            let (status, _, body) = endpoints.answer(&method, path, None);
+            let Answer { status, body, .. } = endpoints.answer(&method, path, None);
             (status.as_u16(), body)
         };
         assert_eq!(answer(Method::GET, "/readyz"), (503, "starting\n".to_owned()));

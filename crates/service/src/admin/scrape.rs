@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use super::health::Health;
 use crate::fanout::relay::{self, Refused};
 use crate::shared::Shared;
-use crate::stats::{HandshakeFailure, JobOutcome};
+use crate::stats::{HandshakeFailure, JobOutcome, Messages};
 
 /// Everything a scrape reads.
 pub(crate) struct Scrape {
@@ -180,7 +180,7 @@ impl Scrape {
 
     /// Topics and messages, and with a relay the broker's figures.
     fn encode_fanout(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let (published, delivered, missed) = self.shared.stats.messages();
+        let Messages { published, delivered, missed } = self.shared.stats.messages();
         gauge(encoder, "topics", "Topics with subscribers now", self.shared.topics.count() as f64)?;
         counter(encoder, "messages_published", "PUBLISH requests", published)?;
         counter(encoder, "messages_delivered", "Messages written to subscribers", delivered)?;

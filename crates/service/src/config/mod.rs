@@ -242,9 +242,16 @@ pub enum ConfigError {
     CaWithoutTls,
     /// Fewer than `CONNECTIONS_TO_FILL_TOPICS` (64) connections could take every topic.
     #[error(
-        "--max-subscriptions {0} lets fewer than {CONNECTIONS_TO_FILL_TOPICS} connections take all of --max-topics {1}: at most {2}"
+        "--max-subscriptions {asked} lets fewer than {CONNECTIONS_TO_FILL_TOPICS} connections take all of --max-topics {topics}: at most {allowed}"
     )]
-    Subscriptions(usize, usize, usize),
+    Subscriptions {
+        /// `--max-subscriptions`.
+        asked: usize,
+        /// `--max-topics`.
+        topics: usize,
+        /// The most `--max-subscriptions` may be with these `--max-topics`.
+        allowed: usize,
+    },
 }
 
 impl Config {
@@ -276,11 +283,8 @@ impl Config {
         }
         let allowed = self.subscriptions_allowed();
         if self.max_subscriptions.get() > allowed {
-            return Err(ConfigError::Subscriptions(
-                self.max_subscriptions.get(),
-                self.max_topics.get(),
-                allowed,
-            ));
+            let (asked, topics) = (self.max_subscriptions.get(), self.max_topics.get());
+            return Err(ConfigError::Subscriptions { asked, topics, allowed });
         }
         Ok(())
     }
@@ -399,7 +403,7 @@ mod tests {
     fn no_fewer_than_64_connections_can_take_every_topic() {
         assert_eq!(Config::default().max_topics.get() / Config::default().max_subscriptions.get(), 64);
         let few = parse(&["--max-subscriptions", "17"]).unwrap();
-        assert_eq!(few.check(), Err(ConfigError::Subscriptions(17, 1024, 16)));
+        assert_eq!(few.check(), Err(ConfigError::Subscriptions { asked: 17, topics: 1024, allowed: 16 }));
         let small = parse(&["--max-topics", "10", "--max-subscriptions", "1"]).unwrap();
         assert_eq!(small.check(), Ok(()), "below 64 topics, one each is allowed");
     }
