@@ -280,8 +280,19 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 /// `GET path` from an admin listener over loopback: the status code and the body. One request
 /// per connection (the admin listener does not keep connections alive); every wait bounded.
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let (status, _, body) = admin_request(addr, "GET", path, &[]).await;
+    let HttpResponse { status, body, .. } = admin_request(addr, "GET", path, &[]).await;
     (status, body)
+}
+
+/// An admin listener's answer, as [`admin_request`] reads it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The status line and the headers.
+    pub head: String,
+    /// The body.
+    pub body: String,
 }
 
 /// `METHOD path` with extra `headers` from an admin listener over loopback: the status code, the
@@ -291,7 +302,7 @@ pub async fn admin_request(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> (u16, String, String) {
+) -> HttpResponse {
     use tokio::io::AsyncReadExt as _;
     const MAX_RESPONSE: usize = 1 << 20;
     let exchange = async {
@@ -309,7 +320,7 @@ pub async fn admin_request(
     let response = String::from_utf8(response).expect("a UTF-8 response");
     let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
     let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
-    (status, head.to_owned(), body.to_owned())
+    HttpResponse { status, head: head.to_owned(), body: body.to_owned() }
 }
 
 /// Parses the text of `/metrics` (OpenMetrics or the classic format) into its samples

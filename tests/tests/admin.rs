@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use service::Config;
-use testkit::{TEST_TIMEOUT, TestServer, admin_get, admin_request, eventually, parse_metrics, test_config};
+use testkit::{
+    HttpResponse, TEST_TIMEOUT, TestServer, admin_get, admin_request, eventually, parse_metrics, test_config,
+};
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -23,7 +25,7 @@ async fn metrics_parse_and_count_what_was_served() {
     let mut client = server.client().await;
     assert_eq!(client.request("PING").await.unwrap(), "OK PONG");
     assert_eq!(client.request("SPIN 1").await.unwrap(), "OK 1");
-    let (status, head, text) =
+    let HttpResponse { status, head, body: text } =
         admin_request(server.admin_addr, "GET", "/metrics", &[("Accept", "application/openmetrics-text")])
             .await;
     assert_eq!(status, 200);
@@ -90,7 +92,7 @@ async fn every_histogram_ends_at_inf_and_adds_up_in_both_formats() {
         ("text/plain; version=0.0.4", "text/plain; version=0.0.4"),
     ];
     for (accept, content_type) in formats {
-        let (status, head, text) =
+        let HttpResponse { status, head, body: text } =
             admin_request(server.admin_addr, "GET", "/metrics", &[("Accept", accept)]).await;
         assert_eq!(status, 200);
         assert!(head.contains(content_type), "{head}");
@@ -125,7 +127,7 @@ async fn every_histogram_ends_at_inf_and_adds_up_in_both_formats() {
         );
     }
     for path in ["/livez", "/metrics"] {
-        let (status, head, body) = admin_request(server.admin_addr, "HEAD", path, &[]).await;
+        let HttpResponse { status, head, body } = admin_request(server.admin_addr, "HEAD", path, &[]).await;
         assert_eq!((status, body.as_str()), (200, ""), "HEAD {path}: {head}");
     }
     server.stop().await;

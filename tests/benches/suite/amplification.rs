@@ -18,7 +18,7 @@ const LOAD: Duration = Duration::from_secs(3);
 
 pub(crate) async fn figure(binary: &Path) -> Figure {
     let server = peers::service(binary, &[SERVICE_FLAGS, &["--max-line", "2048"]].concat()).await;
-    let (alone, loaded, rate) = bystander_p99(server.addr).await;
+    let Bystander { alone, loaded, rate } = bystander_p99(server.addr).await;
     server.stop().await;
     println!("one publisher to {SUBSCRIBERS} subscribers, default budget: {rate:.0} deliveries/s");
     Figure::beside(
@@ -31,9 +31,19 @@ pub(crate) async fn figure(binary: &Path) -> Figure {
     )
 }
 
+/// What the bystander saw.
+struct Bystander {
+    /// Its PING p99 with nobody publishing.
+    alone: Duration,
+    /// Its PING p99 while the publisher runs.
+    loaded: Duration,
+    /// Messages delivered per second meanwhile.
+    rate: f64,
+}
+
 /// The bystander's PING p99 alone, then while the publisher runs; and the messages delivered
 /// per second meanwhile.
-async fn bystander_p99(addr: SocketAddr) -> (Duration, Duration, f64) {
+async fn bystander_p99(addr: SocketAddr) -> Bystander {
     let stop = tokio_util::sync::CancellationToken::new();
     let (subscribers, delivered) =
         testkit::reading_subscribers(&addr.to_string(), SUBSCRIBERS, "amp", &stop).await;
@@ -47,7 +57,7 @@ async fn bystander_p99(addr: SocketAddr) -> (Duration, Duration, f64) {
     let rate = (delivered.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
     stop.cancel();
     subscribers.join_all().await;
-    (alone, bystander.quantile(0.99), rate)
+    Bystander { alone, loaded: bystander.quantile(0.99), rate }
 }
 
 /// Runs `plan` on a `current_thread` runtime on a thread of its own.

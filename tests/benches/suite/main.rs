@@ -6,6 +6,10 @@
 //! service's release binary, the bare tokio line server and redis-server. This process is the
 //! load client.
 //!
+//! Every answer is checked: a load that gets an `ERR` stops the run, and a figure whose command
+//! the service no longer has (an example removed, as the README shows) is skipped with one line
+//! saying so; `-- --probe` says which, measuring nothing.
+//!
 //! It prints a table and writes `target/bench-report.json` (its form: `testkit::bench_report`).
 //! Then `cargo bench -p NAME-tests -- --record` keeps that report in `tests/benches/report.json`
 //! and writes the README's table from it. It asserts nothing: a timing goal is a figure to
@@ -19,12 +23,14 @@ mod fanout;
 mod peers;
 mod tls;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use service::load::{LoadPlan, LoadReport, run};
+use service::protocol::{ErrorCode, is_ok};
 use testkit::TEST_TIMEOUT;
 use testkit::bench_report::{self, bound, shown};
 
@@ -44,6 +50,12 @@ const SERVICE_FLAGS: &[&str] = &["--max-connections", "2048"];
 const PING_RATE: u64 = 20_000;
 /// CPU work for the isolation figure: a sieve of about 15 ms on two threads, on the CPU pool.
 const SIEVE: &str = "PRIMES 30000000";
+/// What tells whether the service still has the example commands the isolation figures
+/// ([`SIEVE`]) and the timer figure (`SLEEP 10`) send.
+const PRIMES_PROBE: &str = "PRIMES 10";
+const SLEEP_PROBE: &str = "SLEEP 0";
+/// The argument of [`probe`].
+const PROBE: &str = "--probe";
 
 /// What a figure's number (its ratio, or else its value) should be.
 #[derive(Clone, Copy)]
@@ -79,12 +91,11 @@ impl Figure {
         Self { name, row, value, unit, baseline: Some(baseline), ratio: Some(value / baseline), goal }
     }
 
-    /// A figure from paired rounds: `(value, baseline, ratio)` as [`paired`] gives them, the
-    /// ratio being the median of the rounds' ratios, not the ratio of the medians.
+    /// A figure from paired rounds, as [`paired`] gives them.
     fn rounds(
         name: &'static str,
         row: &'static str,
-        (value, baseline, ratio): (f64, f64, f64),
+        Paired { value, baseline, ratio }: Paired,
         unit: &'static str,
         goal: Goal,
     ) -> Self {
@@ -117,7 +128,7 @@ impl Figure {
     }
 }
 
-fn plan(addr: std::net::SocketAddr, connections: usize, depth: usize, requests: &[&str]) -> LoadPlan {
+fn plan(addr: SocketAddr, connections: usize, depth: usize, requests: &[&str]) -> LoadPlan {
     LoadPlan {
         addr: addr.to_string(),
         connections,
@@ -131,18 +142,52 @@ fn plan(addr: std::net::SocketAddr, connections: usize, depth: usize, requests: 
     }
 }
 
+/// Runs `plan`, and checks that every answer was `OK` and answered a request: a figure made of
+/// refusals (`ERR busy`, or `ERR unknown-command` for a command removed) would measure nothing.
 async fn load(plan: &LoadPlan) -> LoadReport {
+    let report = load_unchecked(plan).await;
+    let LoadReport { answers, errors, unexpected, .. } = report;
+    assert!(
+        errors == 0 && unexpected == 0,
+        "{:?} to {}: {errors} of {answers} answers were ERR and {unexpected} lines answered nothing",
+        plan.requests,
+        plan.addr,
+    );
+    report
+}
+
+/// Runs `plan` on a server whose answers are not the protocol's: redis-server answers `PING`
+/// with `+PONG`, which the load client counts (as not `OK`) but cannot check.
+async fn load_unchecked(plan: &LoadPlan) -> LoadReport {
     run(plan, Arc::new(AtomicU64::new(0))).await.expect("the load runs")
+}
+
+/// Whether the service at `addr` has the command `request` starts with: the example commands
+/// (`SLEEP`, `PRIMES`) go when a user replaces the example domain, and the figures that send
+/// them are then skipped, each with one line saying why.
+async fn has_command(addr: SocketAddr, request: &str) -> bool {
+    let mut client = service::Client::connect(addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect");
+    let answer = client.request(request).await.expect("an answer");
+    let name = request.split(' ').next().unwrap_or_default();
+    if answer.starts_with(&format!("ERR {}", ErrorCode::UnknownCommand.as_str())) {
+        println!("skipped the figures that send {name}: the service has no {name} command");
+        return false;
+    }
+    assert!(is_ok(&answer), "{request}: {answer}");
+    true
 }
 
 /// PING throughput (answers/s) of each of `servers` at `depth`: [`ROUNDS`] rounds, each loading
 /// every server in turn. Returns each round's figures, in the order of `servers`.
-async fn rounds(servers: &[std::net::SocketAddr], depth: usize) -> Vec<Vec<f64>> {
+/// redis-server, if among them, is last.
+async fn rounds(servers: &[SocketAddr], redis: Option<SocketAddr>, depth: usize) -> Vec<Vec<f64>> {
     let mut rounds = Vec::new();
     for _ in 0..ROUNDS {
         let mut round = Vec::new();
-        for &server in servers {
-            round.push(load(&plan(server, CONNECTIONS, depth, &["PING"])).await.throughput());
+        for &server in servers.iter().chain(&redis) {
+            let plan = plan(server, CONNECTIONS, depth, &["PING"]);
+            let report = if Some(server) == redis { load_unchecked(&plan).await } else { load(&plan).await };
+            round.push(report.throughput());
         }
         rounds.push(round);
     }
@@ -158,15 +203,27 @@ fn median_of(mut samples: Vec<f64>) -> f64 {
 /// The median of column 0 in `rounds` (the side measured), the median of column `other`, and the
 /// median of their ratios, round by round: a VM core that changes speed between rounds moves
 /// one ratio, not the figure.
-fn paired(rounds: &[Vec<f64>], other: usize) -> (f64, f64, f64) {
-    let service = median_of(rounds.iter().map(|round| round[0]).collect());
-    let baseline = median_of(rounds.iter().map(|round| round[other]).collect());
-    let ratio = median_of(rounds.iter().map(|round| round[0] / round[other]).collect());
-    (service, baseline, ratio)
+fn paired(rounds: &[Vec<f64>], other: usize) -> Paired {
+    Paired {
+        value: median_of(rounds.iter().map(|round| round[0]).collect()),
+        baseline: median_of(rounds.iter().map(|round| round[other]).collect()),
+        ratio: median_of(rounds.iter().map(|round| round[0] / round[other]).collect()),
+    }
+}
+
+/// A side-by-side figure from rounds ([`paired`]).
+#[derive(Clone, Copy)]
+struct Paired {
+    /// The median of the side measured.
+    value: f64,
+    /// The median of the baseline.
+    baseline: f64,
+    /// The median of the rounds' ratios (not the ratio of the medians).
+    ratio: f64,
 }
 
 /// PING p99 (open loop) alone, then while a closed loop of `cpu_work` keeps the CPU busy.
-async fn ping_p99_idle_and_loaded(addr: std::net::SocketAddr, cpu_work: &str) -> (Duration, Duration) {
+async fn ping_p99_idle_and_loaded(addr: SocketAddr, cpu_work: &str) -> (Duration, Duration) {
     let ping =
         LoadPlan { rate: Some(2000), duration: Duration::from_secs(2), ..plan(addr, 10, 4, &["PING"]) };
     let idle = load(&ping).await.quantile(0.99);
@@ -185,7 +242,7 @@ async fn ping_p99_idle_and_loaded(addr: std::net::SocketAddr, cpu_work: &str) ->
 /// and the kernel's time slices between this process and the server's would be the figure.
 /// tokio's timers tick in whole milliseconds and round a deadline up, so even the bare server
 /// is a millisecond or two late: the figure that counts is the ratio.
-async fn timer_lateness(addr: std::net::SocketAddr) -> Duration {
+async fn timer_lateness(addr: SocketAddr) -> Duration {
     let sleeps = LoadPlan { duration: Duration::from_secs(2), ..plan(addr, 20, 1, &["SLEEP 10"]) };
     let pings =
         LoadPlan { rate: Some(PING_RATE), duration: Duration::from_secs(2), ..plan(addr, 10, 4, &["PING"]) };
@@ -206,17 +263,35 @@ fn one_millisecond_of_work() -> u64 {
 /// The figures of the servers in their own processes: throughput beside the bare server and
 /// redis-server, isolation, timer lateness, memory, fan-out and TLS.
 async fn server_figures(binary: &Path) -> Vec<Figure> {
-    let mut figures = Vec::new();
     let service = peers::service(binary, SERVICE_FLAGS).await;
+    let mut figures = throughput(service.addr).await;
+    if has_command(service.addr, PRIMES_PROBE).await {
+        figures.extend(isolation(service.addr).await);
+    }
+    if has_command(service.addr, SLEEP_PROBE).await {
+        figures.push(timer_overshoot(service.addr).await);
+    }
+    figures.push(memory_per_connection(&service).await);
+    service.stop().await;
+    // Fan-out, in one process and on two replicas through Redis; TLS beside plain TCP; what one
+    // publisher costs a bystander.
+    figures.extend(fanout::figures(binary).await);
+    figures.extend(tls::figures(binary).await);
+    figures.push(amplification::figure(binary).await);
+    figures
+}
+
+/// PING throughput beside the bare server and redis-server, one at a time and pipelined, and
+/// the service's gain from pipelining.
+async fn throughput(service: SocketAddr) -> Vec<Figure> {
+    let mut figures = Vec::new();
     let bare = peers::bare(false).await;
     // A server people know: redis-server (persistence off) answers the inline `PING` with
     // `+PONG`, so the same client drives it (skipped without redis-server).
     let redis = peers::redis().await;
-    let mut servers = vec![service.addr, bare.addr];
-    servers.extend(redis.as_ref().map(|redis| redis.addr));
-
-    // 1, 2. Throughput beside the bare server and redis-server, one at a time and pipelined.
-    let (depth1, depth16) = (rounds(&servers, 1).await, rounds(&servers, 16).await);
+    let servers = [service, bare.addr];
+    let redis_addr = redis.as_ref().map(|redis| redis.addr);
+    let (depth1, depth16) = (rounds(&servers, redis_addr, 1).await, rounds(&servers, redis_addr, 16).await);
     let bare_row = "PING / bare tokio, depth 1, 16";
     let (at_1, at_16) = (paired(&depth1, 1), paired(&depth16, 1));
     for (name, figure) in [("throughput_vs_bare_depth1", at_1), ("throughput_vs_bare_depth16", at_16)] {
@@ -234,8 +309,7 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
         }
         None => println!("skipped throughput_vs_redis: redis-server is not installed"),
     }
-    let (service_1, service_16) = (at_1.0, at_16.0);
-    let gain = service_16 / service_1;
+    let gain = at_16.value / at_1.value;
     figures.push(Figure {
         ratio: Some(gain),
         ..Figure::beside(
@@ -243,7 +317,7 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
             "pipelining gain, depth 16 / 1",
             gain,
             "x",
-            service_1,
+            at_1.value,
             Goal::AtLeast(8.0),
         )
     });
@@ -251,48 +325,58 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
     if let Some(redis) = redis {
         redis.stop().await;
     }
+    figures
+}
 
-    // 3. Isolation: PING latency while the CPU pool is saturated, and the negative control.
-    let (idle, loaded) = ping_p99_idle_and_loaded(service.addr, SIEVE).await;
-    figures.push(Figure::beside(
-        "isolation_p99",
-        "PING p99, CPU pool busy / idle",
-        loaded.as_secs_f64() * 1e3,
-        "ms",
-        idle.as_secs_f64() * 1e3,
-        Goal::AtMost(3.0),
-    ));
+/// Isolation: PING latency while the CPU pool is saturated ([`SIEVE`]), and the negative
+/// control (the bare server spinning the same work inline).
+async fn isolation(service: SocketAddr) -> [Figure; 2] {
+    let (idle, loaded) = ping_p99_idle_and_loaded(service, SIEVE).await;
     let inline = peers::bare(true).await;
     let (_, inline_loaded) = ping_p99_idle_and_loaded(inline.addr, "SPIN 20").await;
     inline.stop().await;
-    figures.push(Figure::beside(
-        "inline_blocking_p99",
-        "the same, CPU work inline (control)",
-        inline_loaded.as_secs_f64() * 1e3,
-        "ms",
-        loaded.as_secs_f64() * 1e3,
-        Goal::AtLeast(10.0),
-    ));
+    [
+        Figure::beside(
+            "isolation_p99",
+            "PING p99, CPU pool busy / idle",
+            loaded.as_secs_f64() * 1e3,
+            "ms",
+            idle.as_secs_f64() * 1e3,
+            Goal::AtMost(3.0),
+        ),
+        Figure::beside(
+            "inline_blocking_p99",
+            "the same, CPU work inline (control)",
+            inline_loaded.as_secs_f64() * 1e3,
+            "ms",
+            loaded.as_secs_f64() * 1e3,
+            Goal::AtLeast(10.0),
+        ),
+    ]
+}
 
-    // 4. Timer lateness under mixed load, beside the bare server's tokio timer.
-    // Rounds alternate, and the figure is the median of their ratios, as for throughput.
+/// Timer lateness under mixed load, beside the bare server's tokio timer. Rounds alternate, and
+/// the figure is the median of their ratios, as for throughput.
+async fn timer_overshoot(service: SocketAddr) -> Figure {
     let bare = peers::bare(false).await;
     let mut lateness = Vec::new();
     for _ in 0..ROUNDS {
-        let late = timer_lateness(service.addr).await.as_secs_f64() * 1e3;
+        let late = timer_lateness(service).await.as_secs_f64() * 1e3;
         lateness.push(vec![late, timer_lateness(bare.addr).await.as_secs_f64() * 1e3]);
     }
     bare.stop().await;
-    figures.push(Figure::rounds(
+    Figure::rounds(
         "timer_overshoot_p99_ms",
         "`SLEEP 10` p99 lateness / bare tokio",
         paired(&lateness, 1),
         "ms",
         Goal::AtMost(1.5),
-    ));
+    )
+}
 
-    // 5. Memory per idle connection: the service's resident memory, before and after 1,000
-    // connections that each answered one PING.
+/// Memory per idle connection: the service's resident memory, before and after 1,000
+/// connections that each answered one PING.
+async fn memory_per_connection(service: &peers::Process) -> Figure {
     let before = service.resident_bytes().await;
     let mut idle = Vec::new();
     for _ in 0..1000 {
@@ -303,22 +387,13 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let per_connection = service.resident_bytes().await.saturating_sub(before) as f64 / 1000.0;
-    figures.push(Figure::alone(
+    Figure::alone(
         "bytes_per_idle_connection",
         "memory per idle connection",
         per_connection,
         "bytes",
         Goal::AtMost(16384.0),
-    ));
-    drop(idle);
-    service.stop().await;
-
-    // 6, 7, 8. Fan-out, in one process and on two replicas through Redis; TLS beside plain TCP;
-    // what one publisher costs a bystander.
-    figures.extend(fanout::figures(binary).await);
-    figures.extend(tls::figures(binary).await);
-    figures.push(amplification::figure(binary).await);
-    figures
+    )
 }
 
 /// The figures of the CPU crate's bridges, in this process: no server is involved.
@@ -421,6 +496,9 @@ fn main() {
     if std::env::args().any(|arg| arg == "--record") {
         return record();
     }
+    if std::env::args().any(|arg| arg == PROBE) {
+        return probe();
+    }
     let binary = peers::build_service();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
     let mut figures = runtime.block_on(server_figures(&binary));
@@ -448,6 +526,23 @@ fn main() {
         "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(),
     });
     write(&workspace().join(REPORT), &format!("{report:#}\n"));
+}
+
+/// `-- --probe`: starts the service and says which figures a run would skip because the
+/// service lacks their command, measuring nothing. `.ci/check-seam` runs it after removing the
+/// example commands.
+fn probe() {
+    let binary = peers::build_service();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let service = peers::service(&binary, SERVICE_FLAGS).await;
+        for request in [PRIMES_PROBE, SLEEP_PROBE] {
+            if has_command(service.addr, request).await {
+                println!("measured: the figures that send {}", request.split(' ').next().unwrap_or_default());
+            }
+        }
+        service.stop().await;
+    });
 }
 
 /// `-- --record`: keeps the last report ([`REPORT`]) as the recorded one and writes the README's

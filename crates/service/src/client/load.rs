@@ -246,106 +246,149 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     interval: Option<Duration>,
     progress: &AtomicU64,
 ) -> Result<Tally, ClientError> {
-    // One stream, no split: writing and reading take turns here. Writes go to the stream under
-    // the reader (`get_mut`), which leaves the reader's buffer alone.
-    let mut answers = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_RESPONSE));
-    let mut latency = latency_histogram();
-    // When each request in flight was due (open loop) or sent (closed loop), oldest first.
-    let mut in_flight: VecDeque<(Instant, Instant)> = VecDeque::with_capacity(plan.depth);
-    let mut next_due = first;
-    let mut next_request = 0;
-    let (mut count, mut errors, mut unexpected) = (0, 0, 0);
-    let mut buffer = Vec::new();
+    let mut run = Run {
+        // One stream, no split: writing and reading take turns here. Writes go to the stream
+        // under the reader (`get_mut`), which leaves the reader's buffer alone.
+        answers: FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_RESPONSE)),
+        plan,
+        interval,
+        progress,
+        in_flight: VecDeque::with_capacity(plan.depth),
+        next_due: first,
+        next_request: 0,
+        buffer: Vec::new(),
+        tally: Tally { answers: 0, errors: 0, unexpected: 0, latency: latency_histogram() },
+    };
     loop {
         let now = Instant::now();
-        while now < end && in_flight.len() < plan.depth && next_due <= now {
-            buffer.extend_from_slice(plan.requests[next_request % plan.requests.len()].as_bytes());
-            buffer.push(b'\n');
-            next_request += 1;
-            // Open loop: the schedule, however late we are. Closed loop: now.
-            let due = if interval.is_some() { next_due } else { now };
-            in_flight.push_back((due, now));
-            next_due = match interval {
-                Some(every) => next_due + every,
-                None => now,
-            };
-        }
-        if !buffer.is_empty() {
-            // Flushed too: TLS may keep encrypted bytes back when the socket is full.
-            let stream = answers.get_mut();
-            let written = async {
-                stream.write_all(&buffer).await?;
-                stream.flush().await
-            };
-            match time::timeout(plan.timeout, written).await {
-                Ok(written) => written.map_err(ClientError::Io)?,
-                Err(_elapsed) => return Err(ClientError::Timeout(plan.timeout)),
-            }
-            buffer.clear();
-        }
-        let Some(&(_, sent)) = in_flight.front() else {
-            if now >= end || next_due >= end {
+        run.queue_due(now, end);
+        run.send().await?;
+        let Some(&(_, sent)) = run.in_flight.front() else {
+            if now >= end || run.next_due >= end {
                 break;
             }
-            time::sleep_until(next_due).await;
+            time::sleep_until(run.next_due).await;
             continue;
         };
-        let may_send = interval.is_some() && in_flight.len() < plan.depth && next_due < end;
+        let may_send = interval.is_some() && run.in_flight.len() < plan.depth && run.next_due < end;
         tokio::select! {
-            line = time::timeout_at(sent + plan.timeout, answers.next()) => {
-                let mut line = match line {
-                    Ok(Some(Ok(line))) => line,
-                    Ok(Some(Err(error))) => return Err(error.into()),
+            line = time::timeout_at(sent + plan.timeout, run.answers.next()) => {
+                let line = match line {
+                    Ok(Some(line)) => line?,
                     Ok(None) => return Err(ClientError::Closed),
                     Err(_elapsed) => return Err(ClientError::Timeout(plan.timeout)),
                 };
-                if is_push(&line) {
-                    continue;
-                }
-                // Take every answer already read, then refill the freed slots with one write:
-                // the client batches as the server does, so it is not the bottleneck.
-                loop {
-                    let (due, _) = in_flight.pop_front().expect("an answer answers a request in flight");
-                    let micros = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
-                    latency.saturating_record(micros);
-                    count += 1;
-                    errors += u64::from(!is_ok(&line));
-                    progress.fetch_add(1, Ordering::Relaxed);
-                    let next = loop {
-                        match answers.next().now_or_never() {
-                            Some(Some(Ok(next))) if is_push(&next) => {}
-                            next => break next,
-                        }
-                    };
-                    match next {
-                        Some(Some(Ok(next))) if !in_flight.is_empty() => line = next,
-                        // A line with nothing in flight: it answers no request.
-                        Some(Some(Ok(_))) => {
-                            unexpected += 1;
-                            break;
-                        }
-                        Some(Some(Err(error))) => return Err(error.into()),
-                        _ => break,
-                    }
+                if !is_push(&line) {
+                    run.take_answers(line)?;
                 }
             }
-            () = time::sleep_until(next_due), if may_send => {}
+            () = time::sleep_until(run.next_due), if may_send => {}
         }
     }
-    // Every request has its answer. Half-close, and count what still comes until the server
-    // closes: lines that answer nothing.
-    let drained = async {
-        answers.get_mut().shutdown().await?;
-        while let Some(line) = answers.next().await {
-            if !is_push(&line?) {
-                unexpected += 1;
+    run.finish().await
+}
+
+/// One connection's state while it runs; see [`connection`].
+struct Run<'a, S> {
+    answers: FramedRead<S, LinesCodec>,
+    plan: &'a LoadPlan,
+    /// Open loop: the time between two requests. Closed loop: `None`.
+    interval: Option<Duration>,
+    progress: &'a AtomicU64,
+    /// When each request in flight was due (open loop) or sent (closed loop), and when it was
+    /// sent, oldest first.
+    in_flight: VecDeque<(Instant, Instant)>,
+    next_due: Instant,
+    /// The next of `plan.requests` to send, counted from the start.
+    next_request: usize,
+    /// Requests due, not written yet.
+    buffer: Vec<u8>,
+    tally: Tally,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Run<'_, S> {
+    /// Queues every request due by `now` (and before `end`) that `depth` has room for.
+    fn queue_due(&mut self, now: Instant, end: Instant) {
+        let requests = &self.plan.requests;
+        while now < end && self.in_flight.len() < self.plan.depth && self.next_due <= now {
+            self.buffer.extend_from_slice(requests[self.next_request % requests.len()].as_bytes());
+            self.buffer.push(b'\n');
+            self.next_request += 1;
+            // Open loop: the schedule, however late we are. Closed loop: now.
+            let due = if self.interval.is_some() { self.next_due } else { now };
+            self.in_flight.push_back((due, now));
+            self.next_due = match self.interval {
+                Some(every) => self.next_due + every,
+                None => now,
+            };
+        }
+    }
+
+    /// Writes what is queued, in one write, bounded by the request timeout.
+    async fn send(&mut self) -> Result<(), ClientError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        // Flushed too: TLS may keep encrypted bytes back when the socket is full.
+        let stream = self.answers.get_mut();
+        let written = async {
+            stream.write_all(&self.buffer).await?;
+            stream.flush().await
+        };
+        match time::timeout(self.plan.timeout, written).await {
+            Ok(written) => written.map_err(ClientError::Io)?,
+            Err(_elapsed) => return Err(ClientError::Timeout(self.plan.timeout)),
+        }
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Records `line`, the answer to the oldest request in flight, and every answer already
+    /// read after it, so the freed slots are refilled with one write: the client batches as
+    /// the server does, so it is not the bottleneck.
+    fn take_answers(&mut self, mut line: String) -> Result<(), ClientError> {
+        loop {
+            let (due, _) = self.in_flight.pop_front().expect("an answer answers a request in flight");
+            let micros = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+            self.tally.latency.saturating_record(micros);
+            self.tally.answers += 1;
+            self.tally.errors += u64::from(!is_ok(&line));
+            self.progress.fetch_add(1, Ordering::Relaxed);
+            let next = loop {
+                match self.answers.next().now_or_never() {
+                    Some(Some(Ok(next))) if is_push(&next) => {}
+                    next => break next,
+                }
+            };
+            match next {
+                Some(Some(Ok(next))) if !self.in_flight.is_empty() => line = next,
+                // A line with nothing in flight: it answers no request.
+                Some(Some(Ok(_))) => {
+                    self.tally.unexpected += 1;
+                    return Ok(());
+                }
+                Some(Some(Err(error))) => return Err(error.into()),
+                _ => return Ok(()),
             }
         }
-        Ok::<_, ClientError>(())
-    };
-    // A server that keeps the connection open after our half-close is not an error.
-    if let Ok(result) = time::timeout(DRAIN_WAIT, drained).await {
-        result?;
     }
-    Ok(Tally { answers: count, errors, unexpected, latency })
+
+    /// Every request has its answer: half-closes, and counts what still comes until the server
+    /// closes (lines that answer nothing).
+    async fn finish(mut self) -> Result<Tally, ClientError> {
+        let drained = async {
+            self.answers.get_mut().shutdown().await?;
+            while let Some(line) = self.answers.next().await {
+                if !is_push(&line?) {
+                    self.tally.unexpected += 1;
+                }
+            }
+            Ok::<_, ClientError>(())
+        };
+        // A server that keeps the connection open after our half-close is not an error.
+        if let Ok(result) = time::timeout(DRAIN_WAIT, drained).await {
+            result?;
+        }
+        Ok(self.tally)
+    }
 }
