@@ -2,8 +2,7 @@
 //! certificates (a good one, one from another CA, an expired one), made in memory by rcgen and
 //! written as PEM files to a directory of their own, removed on drop. Nothing is fetched.
 //!
-//! This file is also compiled into the service crate's process tests (`#[path]`), which cannot
-//! depend on this crate; so it uses nothing but rcgen, std and the service library.
+//! The service crate's own integration tests use it too (this crate is their dev-dependency).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -18,20 +18,11 @@ use std::time::{Duration, Instant};
 
 use service::Client;
 
-mod common;
-#[path = "../../../tests/src/pki.rs"]
-#[allow(
-    dead_code,
-    unreachable_pub,
-    reason = "the tests crate's public module, compiled here too; the broker tests use its CA and server"
-)]
-mod pki;
+use crate::common::{BINARY, PATIENCE};
 
-use common::{BINARY, PATIENCE};
-
-/// `redis-server`, if installed (see [`common::required_program`]).
+/// `redis-server`, if installed (see [`crate::common::required_program`]).
 fn redis_server() -> Option<PathBuf> {
-    common::required_program("redis-server", "redis-server", "fan-out broker tests")
+    crate::common::required_program("redis-server", "redis-server", "fan-out broker tests")
 }
 
 /// A free loopback port (bound, then released for the child to take).
@@ -147,7 +138,7 @@ impl Redis {
 
     /// Stops (SIGSTOP) or resumes (SIGCONT) it: a broker that hangs, not one that is gone.
     fn signal(&self, name: &str) {
-        common::signal(&self.child, name);
+        crate::common::signal(&self.child, name);
     }
 
     /// Kills it outright (SIGKILL: no goodbye to its clients but the kernel's).
@@ -620,7 +611,7 @@ fn a_hung_broker_costs_a_publish_no_more_than_its_answer_timeout() {
 #[test]
 fn a_broker_over_tls_with_a_private_ca_carries_fan_out() {
     let Some(binary) = redis_server() else { return };
-    let pki = pki::Pki::new();
+    let pki = testkit::pki::Pki::new();
     let file = |path: &std::path::Path| path.to_str().expect("a UTF-8 temp path").to_owned();
     let (cert, key, ca) = (file(&pki.server.cert), file(&pki.server.key), file(&pki.ca_cert));
     let redis = Redis::with_settings(binary, None, |port| {

@@ -16,9 +16,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::{BINARY, PATIENCE, listening_addr, signal, wait};
+use crate::common::{BINARY, PATIENCE, listening_addr, signal, wait};
 
 fn serve(args: &[&str]) -> Command {
     let mut command = Command::new(BINARY);

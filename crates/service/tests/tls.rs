@@ -7,21 +7,17 @@
     reason = "tests that start and wait on child processes, with a runtime of their own for the clients"
 )]
 
-mod common;
-#[path = "../../../tests/src/pki.rs"]
-#[allow(unreachable_pub, reason = "the tests crate's public module, compiled here too")]
-mod pki;
-
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-use common::{BINARY, PATIENCE, listening_addr, signal, wait};
-use pki::{Identity, Pki};
 use service::Client;
 use service::tls::ClientTls;
+use testkit::pki::{Identity, Pki};
+
+use crate::common::{BINARY, PATIENCE, listening_addr, signal, wait};
 
 /// `serve` on loopback with `args`, its stderr piped.
 fn serve(args: &[&str]) -> Command {
@@ -180,7 +176,7 @@ fn a_reload_of_a_file_that_would_never_be_read_is_refused_and_delays_nothing() {
 /// and gets no answer without one, or with one the server must refuse.
 #[test]
 fn openssl_s_client_talks_to_the_service_and_needs_a_certificate_under_mutual_tls() {
-    let Some(openssl) = common::required_program("openssl", "openssl", "openssl s_client test") else {
+    let Some(openssl) = crate::common::required_program("openssl", "openssl", "openssl s_client test") else {
         return;
     };
     let pki = Pki::new();

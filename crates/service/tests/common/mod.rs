@@ -1,8 +1,10 @@
 //! Helpers shared by the tests that run the real binary: finding a program the tests need,
 //! signalling and waiting for the child, and reading where it listens from its log.
-//!
-//! Each test file compiles its own copy and uses part of it, hence the `dead_code` allowance.
-#![allow(dead_code, reason = "each test file uses a part of these helpers")]
+
+#![expect(
+    clippy::disallowed_methods,
+    reason = "sync helpers that signal and wait on child processes, never on a runtime"
+)]
 
 use std::io::Write as _;
 use std::net::SocketAddr;

@@ -1,0 +1,11 @@
+//! The service crate's integration tests: the real binary (`CARGO_BIN_EXE_<name>`, which only
+//! this package's tests are given), as an operator runs it. One test binary, a module per area,
+//! as ripgrep's `tests/tests.rs` does: a binary per file would link the crate once each.
+//!
+//! The tests that drive the service in-process (paused time, `tokio::io::duplex`) live in the
+//! tests crate; these need a child process.
+
+mod broker;
+mod common;
+mod process;
+mod tls;
