@@ -49,7 +49,7 @@ use crate::stats::{JobOutcome, Stats};
 
 /// Why a job produced no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum QueueError {
+pub(crate) enum QueueError {
     /// The queue was full: the job was refused without waiting.
     #[error("the job queue is full")]
     Busy,

@@ -73,4 +73,4 @@ pub use app::{App, StartError};
 pub use client::{Client, ClientError, load};
 pub use config::{Config, ConfigError, FanoutUrl};
 pub use server::Server;
-pub use stats::{GaugeGuard, HandshakeFailure, JobOutcome, Messages, Stats};
+pub use stats::{HandshakeFailure, JobOutcome, Messages, Stats};

@@ -94,7 +94,7 @@ impl HandshakeFailure {
 
 /// A gauge held up while this guard lives.
 #[must_use = "the gauge goes down again when the guard is dropped"]
-pub struct GaugeGuard<'a>(&'a AtomicU64);
+pub(crate) struct GaugeGuard<'a>(&'a AtomicU64);
 
 impl Drop for GaugeGuard<'_> {
     fn drop(&mut self) {
@@ -104,24 +104,24 @@ impl Drop for GaugeGuard<'_> {
 
 impl Stats {
     /// Counts an open connection until the guard drops.
-    pub fn open_connection(&self) -> GaugeGuard<'_> {
+    pub(crate) fn open_connection(&self) -> GaugeGuard<'_> {
         self.connections.fetch_add(1, Ordering::Relaxed);
         GaugeGuard(&self.connections)
     }
 
     /// Counts a running job until the guard drops.
-    pub fn start_job(&self) -> GaugeGuard<'_> {
+    pub(crate) fn start_job(&self) -> GaugeGuard<'_> {
         self.jobs_running.fetch_add(1, Ordering::Relaxed);
         GaugeGuard(&self.jobs_running)
     }
 
     /// Counts a connection refused at the connection limit.
-    pub fn count_rejected(&self) {
+    pub(crate) fn count_rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a failed TLS handshake.
-    pub fn count_handshake_failure(&self, reason: HandshakeFailure) {
+    pub(crate) fn count_handshake_failure(&self, reason: HandshakeFailure) {
         self.handshakes_failed[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -131,27 +131,27 @@ impl Stats {
     }
 
     /// Counts a job that is over.
-    pub fn count_job(&self, outcome: JobOutcome) {
+    pub(crate) fn count_job(&self, outcome: JobOutcome) {
         self.outcome(outcome).fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a `PUBLISH`.
-    pub fn count_published(&self) {
+    pub(crate) fn count_published(&self) {
         self.messages_published.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a message written to a subscriber.
-    pub fn count_delivered(&self) {
+    pub(crate) fn count_delivered(&self) {
         self.messages_delivered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts messages a lagging subscriber missed (each `LAG` line's figure).
-    pub fn count_missed(&self, missed: u64) {
+    pub(crate) fn count_missed(&self, missed: u64) {
         self.messages_missed.fetch_add(missed, Ordering::Relaxed);
     }
 
     /// Counts a `GAP` line written to a subscriber.
-    pub fn count_gap(&self) {
+    pub(crate) fn count_gap(&self) {
         self.gaps.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -171,7 +171,7 @@ impl Stats {
     }
 
     /// Keeps the worst runtime lag seen.
-    pub fn record_lag(&self, lag: Duration) {
+    pub(crate) fn record_lag(&self, lag: Duration) {
         let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
         self.worst_lag_us.fetch_max(micros, Ordering::Relaxed);
     }
