@@ -2,32 +2,43 @@
 //! rayon pool behind a bounded queue, fan-out on broadcast channels, health and metrics over
 //! HTTP, and a graceful shutdown.
 //!
-//! The modules, from the wire inwards:
+//! The modules, from the wire inwards; the request path is at the top, a concern with several
+//! files is a folder:
 //!
 //! * `server`: accept loop, connection limit, listen backlog, keepalive;
-//! * `admin`, `health`, `metrics`: `/livez`, `/readyz` and `/metrics` over HTTP;
 //! * `connection`: one connection's pipelining, timeouts and ordering;
-//! * `codec` and [`protocol`]: framing, and the wire format (answers, pushes, error codes);
-//! * [`commands`]: one file per command, the registry, and the command API (the seam where
-//!   **the example domain is replaced**);
+//! * [`protocol`] (and its `codec`): the wire format (answers, pushes, error codes, the topic and
+//!   line-break rules), and the framing;
+//! * [`commands`]: one file per command, the registry, and the command API (`context.rs`): the
+//!   seam where **the example domain is replaced**;
 //! * `job_queue`: the bounded queue of CPU jobs and its workers;
-//! * `topics`: fan-out, a broadcast channel per topic and each connection's subscriptions;
-//! * `relay`: with `--fanout-url`, the topics span every replica through Redis pub/sub;
-//! * `app`: the service's shared state and tasks;
+//! * `fanout`: topics (a broadcast channel each) and each connection's subscriptions; its
+//!   `budget` (what a publisher may send) and its `relay` (with `--fanout-url`, the topics span
+//!   every replica through Redis pub/sub);
+//! * `shared`: the shared core every part reads; `app`: the service's tasks, which make it;
+//! * `admin`: `/livez`, `/readyz` and `/metrics` over HTTP (`health`, `scrape`, and the
+//!   `watchdog` that detects stalls);
 //! * [`shutdown`]: the shutdown protocol's three steps and the signals;
-//! * `watchdog`, `stats`, `log_throttle`: stall detection, counters, rate-limited logging;
+//! * `stats`, `metrics`, `log_throttle`, `backoff`: counters, latency histograms, rate-limited
+//!   logging, the pauses of every retry loop;
 //! * [`tls`]: TLS on the service port (with certificate reload) and for the clients;
-//! * `client`: the client, for `call`, tests and benchmarks;
-//! * [`load`]: the load generator, for `load` and the benchmarks;
+//! * `client`: the client, for `call`, tests and benchmarks, and [`load`], the load generator;
 //! * [`cli`], `config`, [`telemetry`]: the command line, settings and logging.
+//!
+//! Imports between these modules point one way, from the wire inwards: `stats`, `metrics`,
+//! `protocol`, `backoff` and `config` import none of the others; `tls`, `shutdown`, `job_queue`
+//! and `fanout` only those; `shared` gathers them; `commands` reads `shared`; `connection` and
+//! `admin` read `commands` and `shared`; `app` and `server` put it all together; `client` and
+//! `cli` stand beside, on `protocol`, `config` and `tls`. No module imports one that imports it.
+//! Within a folder, a file reaches its siblings through `super::`, and everything else through
+//! `crate::`.
 //!
 //! # What is public, and why
 //!
 //! Items are `pub(crate)` unless something outside the crate needs them (the workspace's
-//! `unreachable_pub` lint holds that), and each public type
-//! has one path: a module is public when it is a namespace its users name ([`cli`],
-//! [`commands`], [`load`], [`protocol`], [`shutdown`], [`telemetry`], [`tls`]), otherwise
-//! private with its types re-exported here.
+//! `unreachable_pub` lint holds that), and each public type has one path: a module is public
+//! when it is a namespace its users name ([`cli`], [`commands`], [`load`], [`protocol`],
+//! [`shutdown`], [`telemetry`], [`tls`]), otherwise private with its types re-exported here.
 //!
 //! * the binary (`main.rs`, a crate of its own) needs [`cli`], [`telemetry`], [`shutdown`],
 //!   [`load`], [`tls`], [`Server`] and [`Client`];
@@ -37,12 +48,8 @@
 //! * the tests crate drives the service without a socket through [`App`], adds its own
 //!   commands, reads [`Stats`] and [`Health`], checks answers against [`protocol::ErrorCode`],
 //!   checks the README against [`cli::command`], and measures with [`load`];
-//! * a program embedding the server needs [`Config`], [`Server`] and [`shutdown::Shutdown`].
-//!
-//! Lower modules (stats, protocol, codec, job queue) import nothing from higher ones
-//! (connection, server, cli). Not yet one way: `config` takes the broker URL's parser and the
-//! channel prefix's check from `relay`, which reaches `topics` (and `commands::arguments` for the
-//! topic rule), which reads `config`.
+//! * a program embedding the server needs [`Config`] (and [`FanoutUrl`], a field's type),
+//!   [`Server`] and [`shutdown::Shutdown`].
 
 #![forbid(unsafe_code)]
 

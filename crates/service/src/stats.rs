@@ -234,7 +234,7 @@ impl Stats {
 /// The fan-out's message counters at one moment ([`Stats::messages`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Messages {
-    /// Messages published here ([`Stats::count_published`]).
+    /// `PUBLISH` requests taken here: delivered to subscribers here, or handed to the broker.
     pub published: u64,
     /// `MSG` lines written to subscribers here.
     pub delivered: u64,
