@@ -2,6 +2,10 @@
 //! topics (and their relay, with `--fanout-url`), the counters and metrics, the health state,
 //! the shutdown tokens and the trackers that every task is spawned on.
 //!
+//! [`App::start_with`] makes them once: what every part reads goes into one shared core
+//! (`crate::shared::Shared`, an `Arc`), which the connection handler, each connection's command
+//! context and the admin endpoints hold.
+//!
 //! [`crate::Server`] feeds it TCP connections and serves its admin endpoints; the paused-time
 //! tests feed it `tokio::io::duplex` streams through [`App::spawn_connection`], and drive the
 //! very same shutdown.

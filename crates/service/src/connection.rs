@@ -260,7 +260,7 @@ impl State {
     }
 
     /// Starts every complete request already read, up to `max_in_flight` in flight, unless the
-    /// connection's PUBLISHes have spent their budget (see `budget.rs`). `now` is
+    /// connection's PUBLISHes have spent their budget (see `fanout/budget.rs`). `now` is
     /// when they count as read.
     ///
     /// An answer that is ready at once, with nothing in flight before it, goes straight into the

@@ -30,10 +30,10 @@ use tokio::time::Instant;
 
 use crate::protocol::{ErrorCode, Response};
 
+mod context;
 pub use self::context::{Context, Reply};
 
 pub mod arguments;
-mod context;
 mod echo;
 mod ping;
 mod primes;

@@ -1,12 +1,12 @@
 //! `PUBLISH <topic> <text>`: sends the text to every subscriber of the topic and answers
 //! `OK <subscribers reached>`; with `--fanout-url`, to every replica's subscribers through the
-//! broker, answering `OK <replicas reached>` (see `relay.rs`). Kept machinery, like SUBSCRIBE
+//! broker, answering `OK <replicas reached>` (see `fanout/relay.rs`). Kept machinery, like SUBSCRIBE
 //! and UNSUBSCRIBE: the README's removal recipe keeps them.
 //!
 //! It stands for fan-out, the fourth kind of work a service does (after answering, waiting and
 //! computing): one event pushed to many clients. It never waits for a subscriber: each
 //! subscriber's connection reads from a bounded `broadcast` channel, and one that falls behind is
-//! told what it missed (see `topics.rs`); its own connection waits only for its publish budget.
+//! told what it missed (see `fanout/mod.rs`); its own connection waits only for its publish budget.
 //! The text is everything after the topic's space, byte for byte: at most `--max-message` bytes,
 //! and no control character but tab. Through the broker, the answer waits at most
 //! `relay::ANSWER_TIMEOUT` (250 ms), then is `ERR unavailable`.

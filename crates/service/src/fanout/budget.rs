@@ -16,7 +16,7 @@
 //!   connection, at `--publish-budget` for the subscribers it reaches here. A publisher on
 //!   replica A therefore costs replica B no more than it could cost if it were on B. A relayed
 //!   message cannot wait (the broker does not), so one over budget is not delivered: its
-//!   subscribers are told `LAG` (see `topics.rs`).
+//!   subscribers are told `LAG` (see `fanout/mod.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -145,7 +145,7 @@ impl PublishBudget {
 }
 
 /// Who published a relayed message: a replica (a random number drawn at its start) and a
-/// connection of it. Carried with the message through the broker (see `relay.rs`).
+/// connection of it. Carried with the message through the broker (see `fanout/relay.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Origin {
     pub(crate) replica: u64,

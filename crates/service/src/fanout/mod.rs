@@ -1,6 +1,6 @@
 //! Fan-out: a `tokio::sync::broadcast` channel per topic, and each connection's subscriptions.
 //! With `--fanout-url`, PUBLISH goes to the broker instead, and the relay feeds these same
-//! channels with what the broker sends (see `relay.rs`): everything below holds either way.
+//! channels with what the broker sends (see `fanout/relay.rs`): everything below holds either way.
 //!
 //! The rules a fan-out must keep, and how:
 //!
@@ -23,7 +23,7 @@
 //! * **One publisher cannot crowd out the others.** A PUBLISH costs a write on every
 //!   subscriber's connection, so it is charged to budgets of deliveries a second: its
 //!   connection's, the process's, and with a relay the publisher's on every replica its message
-//!   reaches (see `budget.rs`). Past them a local publisher's next request waits (the message
+//!   reaches (see `fanout/budget.rs`). Past them a local publisher's next request waits (the message
 //!   already sent stays sent, and order is kept); a relayed message past them is not delivered,
 //!   and its subscribers are told how many they missed (`LAG`) before the next one.
 //! * **The broker is input, not a trusted peer.** A message from it becomes at most one `MSG`
@@ -217,7 +217,7 @@ impl Topics {
         }
     }
 
-    /// Publishes `text` on `topic` for `publisher`, charging its budget (see `budget.rs`).
+    /// Publishes `text` on `topic` for `publisher`, charging its budget (see `fanout/budget.rs`).
     /// Without a relay, it is sent to every subscriber here, and the answer is how many it
     /// reached (0 if nobody subscribes: the message goes nowhere, and no topic is created). With
     /// one, it goes to the broker, which sends it to every replica with subscribers (this one

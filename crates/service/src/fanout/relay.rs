@@ -22,7 +22,7 @@
 //! and the URL's database: `service:0:`), which keeps deployments on one Redis apart and lets a
 //! Redis ACL confine the service's user to its own channels (`deploy/README.md`). A message is
 //! `ORIGIN TEXT` ([`Envelope`]): the publishing replica and connection, so that every replica
-//! charges it to its publisher's budget (see `budget.rs`). What the broker sends is checked as a
+//! charges it to its publisher's budget (see `fanout/budget.rs`). What the broker sends is checked as a
 //! client's line would be: a channel outside the prefix, a message without an origin, a text a
 //! local PUBLISH could not have sent (a line break, a control character, not UTF-8, longer than
 //! `--max-message`) or past its publisher's budget is not delivered; its subscribers are told
