@@ -248,3 +248,18 @@ fn refuse(stream: &TcpStream, peer: SocketAddr, stats: &Stats) {
         tracing::debug!(%peer, %error, "could not tell the refused peer");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keepalive_s_help_says_its_probes() {
+        let help = crate::config::help("keepalive");
+        let said = format!(
+            "every {} s, or this if shorter; {KEEPALIVE_PROBES} probes",
+            KEEPALIVE_INTERVAL.as_secs()
+        );
+        assert!(help.contains(&said), "{help}");
+    }
+}

@@ -3,7 +3,9 @@
 //! Every setting is one field of [`Config`]. Its doc comment is its help text, and its `#[arg]`
 //! attribute holds its flag, its default and its bounds. The same definition gives
 //! `Config::default()` and the `serve` command line (where [`crate::cli`] adds an environment
-//! variable to each flag). Nothing else repeats a name, a default or a bound.
+//! variable to each flag). Nothing else repeats a setting's name, default or bound. A few help
+//! texts name a constant of the code they describe (the keepalive's probes, a publisher's burst,
+//! the topics' ceiling): a test beside each constant checks that its help still says it.
 //!
 //! Every bound is finite. A value outside its bounds is refused with a one-line error before
 //! anything starts. The upper bounds also keep the service clear of panics inside tokio: a
@@ -315,11 +317,31 @@ pub(crate) fn duration(
     }
 }
 
+/// `--flag`'s help text, for the tests that hold it to the constants it names.
+#[cfg(test)]
+pub(crate) fn help(flag: &str) -> String {
+    let command = <Config as clap::Args>::augment_args(clap::Command::new("serve"));
+    let arg = command.get_arguments().find(|arg| arg.get_long() == Some(flag));
+    arg.and_then(clap::Arg::get_help).map(ToString::to_string).unwrap_or_else(|| panic!("no --{flag}"))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
 
     use super::*;
+
+    #[test]
+    fn help_texts_say_the_constants_they_name() {
+        let memory = Config::default().fanout_memory() as f64 / f64::from(1 << 20);
+        let max_message = help("max-message");
+        assert!(max_message.contains(&format!("{memory:.0} MiB at the defaults")), "{max_message}");
+        assert!(MAX_FANOUT_MEMORY == 1 << 30 && max_message.contains("at most 1 GiB"), "{max_message}");
+        let subscriptions = help("max-subscriptions");
+        assert!(subscriptions.contains(&format!("/ {CONNECTIONS_TO_FILL_TOPICS}, so")), "{subscriptions}");
+        let watch = help("tls-cert");
+        assert!(Config::default().tls_watch_period == MINUTE && watch.contains("every minute"), "{watch}");
+    }
 
     #[derive(Debug, clap::Parser)]
     struct Flags {

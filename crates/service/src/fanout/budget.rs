@@ -193,6 +193,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_budget_s_help_says_its_burst() {
+        let help = crate::config::help("publish-budget");
+        assert!(BURST == Duration::from_secs(1) / 10 && help.contains("bursts of a tenth of it"), "{help}");
+    }
+
+    #[test]
     fn a_publisher_past_its_budget_waits_until_it_is_back_within_its_burst() {
         // 1,000 deliveries a second: one costs 1 ms, and the burst is 100 ms (100 deliveries).
         let mut budget = PublishBudget::new(1000, Arc::new(ProcessBudget::new(1_000_000_000)));
