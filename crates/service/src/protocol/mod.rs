@@ -1,5 +1,8 @@
 //! Protocol v1's wire format: the `OK`/`ERR` answer line and its error codes, the `MSG`, `LAG`
-//! and `GAP` lines pushed to subscribers, and how a client tells them apart.
+//! and `GAP` lines pushed to subscribers, how a client tells them apart, and the rules for what
+//! goes into a line (a topic's name; no line break in a request), which the commands, the
+//! relay, the CLI and the client share. Each line's words are written once, here
+//! (`Response::words`), for `Display` and for the codec (`codec.rs`), which frames the lines.
 //!
 //! One request per line, one answer line per request, in request order; pushed lines go between
 //! the answers, and start with a word no answer starts with. What each request means lives in
