@@ -529,7 +529,7 @@ fn main() {
 }
 
 /// `-- --probe`: starts the service and says which figures a run would skip because the
-/// service lacks their command, measuring nothing. `.ci/check-seam` runs it after removing the
+/// service lacks their command, measuring nothing. The template's CI runs it after removing the
 /// example commands.
 fn probe() {
     let binary = peers::build_service();
