@@ -37,12 +37,44 @@ pub enum LogFormat {
 /// The filter of `RUST_LOG`: `target=level` directives and a bare level for the rest
 /// (`info,service=debug`), `info` when unset or empty. `Targets`, not `EnvFilter`: span and field
 /// filters are all `EnvFilter` adds, and its `env-filter` feature brings `regex-automata` and
-/// `regex-syntax` into the build (the first alone took 14 s of a cold build here).
+/// `regex-syntax` into the build (the first alone took 14 s of a cold build here). So a span or
+/// field filter (`[conn]=debug`) is refused, not read as a target no event has (which would
+/// silence every line).
+///
+/// Targets are module paths. The binary's are its own name's (`NAME`, `-` as `_`); the
+/// libraries keep the names `service` and `cpu` whatever the project is called (Rust sources
+/// never change on generation), so the project's names select them too: `NAME` (or `NAME::x`)
+/// also means `service` (`service::x`), and `NAME_cpu` means `cpu`.
 fn filter(rust_log: Option<&str>) -> anyhow::Result<Targets> {
-    match rust_log.map(str::trim).filter(|directives| !directives.is_empty()) {
-        None => Ok(Targets::new().with_default(LevelFilter::INFO)),
-        Some(directives) => directives.parse().map_err(|error| anyhow::anyhow!("invalid RUST_LOG: {error}")),
+    let Some(directives) = rust_log.map(str::trim).filter(|directives| !directives.is_empty()) else {
+        return Ok(Targets::new().with_default(LevelFilter::INFO));
+    };
+    let invalid = |why: &dyn std::fmt::Display| anyhow::anyhow!("invalid RUST_LOG {directives:?}: {why}");
+    let mut read = Vec::new();
+    for directive in directives.split(',').map(str::trim) {
+        let target = directive.split_once('=').map_or(directive, |(target, _)| target);
+        if target.contains(['[', ']', '{', '}', '"']) {
+            return Err(invalid(
+                &"span and field filters ([span], {field}) are not supported: use target=level",
+            ));
+        }
+        read.push(directive.to_owned());
+        read.extend(library_directive(directive));
     }
+    read.join(",").parse().map_err(|error| invalid(&error))
+}
+
+/// `directive` for the library its target names by the project's name, if it names one:
+/// `NAME_cpu...` is `cpu...`, `NAME...` is `service...` (see [`filter`]).
+fn library_directive(directive: &str) -> Option<String> {
+    let project = env!("CARGO_PKG_NAME").replace('-', "_");
+    [(format!("{project}_cpu"), "cpu"), (project.clone(), "service")].into_iter().find_map(
+        |(name, library)| {
+            let rest = directive.strip_prefix(name.as_str())?;
+            let whole = rest.is_empty() || rest.starts_with("::") || rest.starts_with('=');
+            (whole && name != library).then(|| format!("{library}{rest}"))
+        },
+    )
 }
 
 /// The running log writer. Keep it until the program ends: dropping it flushes what is queued
@@ -104,6 +136,29 @@ mod tests {
     #[test]
     fn a_bad_rust_log_is_refused_with_its_reason() {
         let error = filter(Some("service=loud")).unwrap_err().to_string();
-        assert!(error.starts_with("invalid RUST_LOG: "), "{error}");
+        assert!(error.starts_with("invalid RUST_LOG \"service=loud\": "), "{error}");
+        for spans in ["[conn]=debug", "info,service[conn]=debug", "[{peer=1}]", "service{x}=trace"] {
+            let error = filter(Some(spans)).unwrap_err().to_string();
+            assert!(error.contains("span and field filters") && !error.contains('\n'), "{spans}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_project_s_names_select_its_libraries() {
+        // In the raw template the project is `service`, so only `_cpu` maps; a generated project
+        // `payments-ledger` maps `payments_ledger` to `service` as well (its own test run says).
+        let project = env!("CARGO_PKG_NAME").replace('-', "_");
+        let debug = filter(Some(&format!("warn,{project}=debug"))).unwrap();
+        for target in [project.as_str(), "service::server", "service::fanout::relay"] {
+            assert!(debug.would_enable(target, &tracing::Level::DEBUG), "{target}");
+        }
+        assert!(!debug.would_enable("cpu::primes", &tracing::Level::INFO), "cpu is not service");
+        let cpu = filter(Some(&format!("{project}_cpu=trace"))).unwrap();
+        assert!(cpu.would_enable("cpu::rayon_bridge", &tracing::Level::TRACE));
+        let module = filter(Some(&format!("{project}::server=debug"))).unwrap();
+        assert!(module.would_enable("service::server", &tracing::Level::DEBUG));
+        assert!(!module.would_enable("service::app", &tracing::Level::DEBUG));
+        let other = filter(Some(&format!("{project}x=debug"))).unwrap();
+        assert!(!other.would_enable("service", &tracing::Level::DEBUG), "a longer name is another target");
     }
 }
