@@ -63,9 +63,29 @@ pub static REGISTRY: &[&Spec] = &[
     &primes::PRIMES,
 ];
 
+/// The longest command name, in characters.
+const MAX_NAME: usize = 32;
+
+/// Checks a command's name against the rule of [`Spec::name`], saying it if broken: one word
+/// that cannot be mistaken for another in any case, and fits a metric's label as it is.
+fn name_rule(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    let first_is_letter = bytes.next().is_some_and(|b| b.is_ascii_uppercase());
+    if first_is_letter
+        && name.len() <= MAX_NAME
+        && bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "command name {name:?}: a name is 1 to {MAX_NAME} of A-Z, 0-9 and _, a letter first (upper case: requests match it in any case)"
+    ))
+}
+
 /// One command: what the registry knows of it.
 pub struct Spec {
-    /// The name, in upper case; requests match it in any case.
+    /// The name: 1 to 32 of `A-Z`, `0-9` and `_`, a letter first (`PING`, `B64`, `GET_KEY`);
+    /// requests match it in any case. [`Commands::with`] and the registry's test refuse others.
     pub name: &'static str,
     /// The argument as help shows it (`<ms>`), or `""` when it takes none.
     pub usage: &'static str,
@@ -102,6 +122,9 @@ impl Commands {
     pub fn with(extra: &[&'static Spec]) -> Self {
         let all: Arc<[&'static Spec]> = REGISTRY.iter().chain(extra).copied().collect();
         for (index, spec) in all.iter().enumerate() {
+            if let Err(why) = name_rule(spec.name) {
+                panic!("{why}");
+            }
             let twice = all[..index].iter().any(|earlier| earlier.name.eq_ignore_ascii_case(spec.name));
             assert!(!twice, "two commands are named {}", spec.name);
         }
@@ -248,17 +271,26 @@ pub(crate) mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "two commands are named ping")]
+    #[should_panic(expected = "two commands are named PING")]
     fn a_program_cannot_add_a_command_under_a_name_taken() {
-        static AGAIN: Spec = Spec { name: "ping", ..ping::PING };
+        static AGAIN: Spec = Spec { name: "PING", ..ping::PING };
         let _ = Commands::with(&[&AGAIN]);
+    }
+
+    #[test]
+    #[should_panic(expected = "command name \"b64\": a name is 1 to 32 of A-Z, 0-9 and _")]
+    fn a_program_cannot_add_a_command_whose_name_breaks_the_rule() {
+        static LOWER: Spec = Spec { name: "b64", ..ping::PING };
+        let _ = Commands::with(&[&LOWER]);
     }
 
     #[test]
     fn names_are_upper_case_and_unique_and_examples_use_their_command() {
         let mut names: Vec<_> = REGISTRY.iter().map(|spec| spec.name).collect();
         for name in &names {
-            assert!(!name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase()), "{name}");
+            if let Err(why) = name_rule(name) {
+                panic!("{why}");
+            }
         }
         names.sort_unstable();
         names.dedup();
@@ -268,6 +300,17 @@ pub(crate) mod tests {
                 let name = request.split(' ').next().unwrap_or_default();
                 assert!(name.eq_ignore_ascii_case(spec.name), "{request:?} is not a {} request", spec.name);
             }
+        }
+    }
+
+    #[test]
+    fn the_name_rule_takes_digits_and_says_itself() {
+        for good in ["PING", "B64", "GET_KEY", "X"] {
+            assert_eq!(name_rule(good), Ok(()), "{good}");
+        }
+        for bad in ["", "ping", "64B", "_X", "GET-KEY", "GET KEY", "\u{c9}CHO", &"X".repeat(MAX_NAME + 1)] {
+            let why = name_rule(bad).unwrap_err();
+            assert!(why.contains("a name is 1 to 32 of A-Z, 0-9 and _"), "{bad:?}: {why}");
         }
     }
 
