@@ -52,14 +52,15 @@ stop_all() {
 }
 
 # start_server BIN NAME: starts `BIN serve` on a free loopback port, set through the program's
-# own environment variable (NAME_LISTEN, in upper case with `-` as `_`), logging JSON to a
+# own environment variable (NAME_LISTEN, in upper case with `-` as `_`), logging JSON at info
+# (whatever the project's default level: the address is read from the `listening` line) to a
 # temporary file. Sets SERVER_PID, SERVER_ADDR, SERVER_ADMIN_ADDR and SERVER_LOG.
 start_server() {
     local bin=$1 name=$2 prefix
     prefix=$(printf '%s' "$name" | tr 'a-z-' 'A-Z_')
     SERVER_LOG=$(mktemp)
     SERVER_ADDR=""
-    env "${prefix}_LISTEN=127.0.0.1:0" "${prefix}_ADMIN_LISTEN=127.0.0.1:0" "$bin" serve --log-format json 2>"$SERVER_LOG" &
+    env RUST_LOG=info "${prefix}_LISTEN=127.0.0.1:0" "${prefix}_ADMIN_LISTEN=127.0.0.1:0" "$bin" serve --log-format json 2>"$SERVER_LOG" &
     SERVER_PID=$!
     STARTED_PIDS+=("$SERVER_PID")
     for _ in $(seq 100); do

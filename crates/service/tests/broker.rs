@@ -11,23 +11,18 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use service::Client;
 
-use crate::common::{BINARY, PATIENCE};
+use crate::common::{BINARY, PATIENCE, free_port};
 
 /// `redis-server`, if installed (see [`crate::common::required_program`]).
 fn redis_server() -> Option<PathBuf> {
     crate::common::required_program("redis-server", "redis-server", "fan-out broker tests")
-}
-
-/// A free loopback port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
 }
 
 /// A `redis-server` of the test's own: loopback, no persistence, its own directory.
@@ -174,33 +169,8 @@ impl Replica {
     }
 
     fn with_flags(fanout_url: &str, flags: &[&str]) -> Self {
-        let mut child = Command::new(BINARY)
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cpu-threads", "1"])
-            .args(["--fanout-url", fanout_url, "--max-connections", "256"])
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the binary");
-        let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
-        let mut line = String::new();
-        let deadline = Instant::now() + PATIENCE;
-        while !line.contains("listening") {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).expect("read stderr") > 0 && Instant::now() < deadline,
-                "no listening line"
-            );
-        }
-        let field = |name: &str| -> SocketAddr {
-            let value =
-                line.split(&format!("{name}=")).nth(1).and_then(|rest| rest.split_whitespace().next());
-            value.and_then(|addr| addr.parse().ok()).unwrap_or_else(|| panic!("no {name} in {line}"))
-        };
-        let (addr, admin) = (field("local_addr"), field("admin_addr"));
-        // Keep reading stderr, so that a full pipe never holds the service up.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let fanout = ["--fanout-url", fanout_url, "--max-connections", "256"];
+        let (child, addr, admin) = crate::common::start(&[&fanout[..], flags].concat());
         Self { child, addr, admin }
     }
 

@@ -16,17 +16,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{BINARY, PATIENCE, listening_addr, signal, wait};
-
-fn serve(args: &[&str]) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cpu-threads", "1"])
-        .args(args);
-    command.stdin(Stdio::null()).stdout(Stdio::null());
-    command
-}
+use crate::common::{BINARY, Log, PATIENCE, serve, signal, start, wait};
 
 fn terminate(child: &Child) {
     signal(child, "TERM");
@@ -62,7 +52,7 @@ fn every_serve_flag_refuses_its_extreme_value_with_one_line_and_status_2() {
             Some("ADDR") => "999.0.0.1:1",
             _ => "not-a-value",
         };
-        let output = serve(&[&format!("--{long}"), extreme]).output().expect("run the binary");
+        let output = serve(&[&format!("--{long}"), extreme]).0.output().expect("run the binary");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "--{long} {extreme}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "--{long} {extreme}: one line, not:\n{stderr}");
@@ -82,7 +72,7 @@ fn two_hundred_rapid_start_then_sigterm_cycles_all_end() {
         for thread in 0..4 {
             scope.spawn(move || {
                 for cycle in 0..cycles_per_thread {
-                    let mut child = serve(&[]).stderr(Stdio::piped()).spawn().expect("start the binary");
+                    let mut child = serve(&[]).0.spawn().expect("start the binary");
                     std::thread::sleep(Duration::from_millis((thread * 7 + cycle * 3) % 40));
                     terminate(&child);
                     let status = wait(&mut child);
@@ -106,11 +96,10 @@ fn two_hundred_rapid_start_then_sigterm_cycles_all_end() {
 /// answers: a full pipe drops log lines instead of blocking the runtime.
 #[test]
 fn a_server_whose_stderr_nobody_reads_still_accepts_and_answers() {
-    let mut child =
-        serve(&[]).env("RUST_LOG", "debug").stderr(Stdio::piped()).spawn().expect("start the binary");
-    // The address is in the first log lines; read until it shows, then never read again.
-    let mut stderr = child.stderr.take().expect("piped");
-    let addr = listening_addr(&mut stderr);
+    let (mut command, addr, admin) = serve(&[]);
+    let mut child = command.env("RUST_LOG", "debug").spawn().expect("start the binary");
+    // Its stderr is never read.
+    crate::common::wait_until_ready(&mut child, admin);
     // Each connection logs two debug lines: 20,000 lines, about 2 MB, are far more than a pipe
     // holds (64 KiB on Linux) and than the log queue keeps (16,384 lines), so lines are dropped.
     for _ in 0..10_000 {
@@ -129,7 +118,6 @@ fn a_server_whose_stderr_nobody_reads_still_accepts_and_answers() {
     assert_eq!(answer, "OK PONG\n");
     terminate(&child);
     assert_eq!(wait(&mut child).code(), Some(0));
-    drop(stderr);
 }
 
 /// SIGHUP (a closed terminal, a supervisor's "reload"), SIGUSR1, SIGUSR2 and SIGALRM end a
@@ -137,17 +125,15 @@ fn a_server_whose_stderr_nobody_reads_still_accepts_and_answers() {
 /// goes on serving; SIGTERM still stops it gracefully.
 #[test]
 fn stray_signals_are_logged_and_the_service_goes_on() {
-    let mut child = serve(&[]).stderr(Stdio::piped()).spawn().expect("start the binary");
-    let mut stderr = child.stderr.take().expect("piped");
-    let addr = listening_addr(&mut stderr);
+    let (mut child, addr, _) = start(&[]);
+    let log = Log::of(&mut child);
     for name in ["HUP", "USR1", "USR2", "ALRM"] {
         signal(&child, name);
         assert_eq!(request(addr, "PING"), "OK PONG\n", "serving after SIG{name}");
     }
     terminate(&child);
     assert_eq!(wait(&mut child).code(), Some(0));
-    let mut log = String::new();
-    stderr.read_to_string(&mut log).expect("read stderr");
+    let log = log.rest();
     for (name, said) in [
         ("SIGHUP", "nothing to reload"),
         ("SIGUSR1", "ignored"),
@@ -166,9 +152,7 @@ fn stray_signals_are_logged_and_the_service_goes_on() {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_listen_backlog_is_the_one_asked_for() {
-    let mut child = serve(&["--backlog", "77"]).stderr(Stdio::piped()).spawn().expect("start the binary");
-    let mut stderr = child.stderr.take().expect("piped");
-    let addr = listening_addr(&mut stderr);
+    let (mut child, addr, _) = start(&["--backlog", "77"]);
     let ss = Command::new("ss")
         .args(["-ltnH", &format!("sport = :{}", addr.port())])
         .output()
@@ -185,9 +169,7 @@ fn the_listen_backlog_is_the_one_asked_for() {
 #[cfg(target_os = "linux")]
 #[test]
 fn call_escapes_what_could_act_on_a_terminal_and_pipes_bytes_as_they_are() {
-    let mut child = serve(&[]).stderr(Stdio::piped()).spawn().expect("start the binary");
-    let mut stderr = child.stderr.take().expect("piped");
-    let addr = listening_addr(&mut stderr);
+    let (mut child, addr, _) = start(&[]);
     // PUBLISH refuses control characters; bidi overrides and zero-width characters are text,
     // and can still reorder or hide what a terminal shows.
     let hostile = "\u{202e}gpj.exe\u{200b}";
@@ -232,9 +214,7 @@ fn call_escapes_what_could_act_on_a_terminal_and_pipes_bytes_as_they_are() {
 #[cfg(target_os = "linux")]
 #[test]
 fn every_connection_has_the_keepalive_asked_for() {
-    let mut child = serve(&["--keepalive", "42s"]).stderr(Stdio::piped()).spawn().expect("start the binary");
-    let mut stderr = child.stderr.take().expect("piped");
-    let addr = listening_addr(&mut stderr);
+    let (mut child, addr, _) = start(&["--keepalive", "42s"]);
     let client = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
     assert_eq!(request(addr, "PING"), "OK PONG\n", "the server has accepted");
     let ss = Command::new("ss")

@@ -17,54 +17,21 @@ use service::Client;
 use service::tls::ClientTls;
 use testkit::pki::{Identity, Pki};
 
-use crate::common::{BINARY, PATIENCE, listening_addr, signal, wait};
-
-/// `serve` on loopback with `args`, its stderr piped.
-fn serve(args: &[&str]) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cpu-threads", "1"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
-}
+use crate::common::{BINARY, Log, PATIENCE, serve, signal, start, wait};
 
 fn path(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temp path")
 }
 
-/// A TLS server of `pki`'s certificate (mutual TLS with `mutual`), its address, and its log
-/// lines as they come.
-fn start(pki: &Pki, mutual: bool) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+/// A TLS server of `pki`'s certificate (mutual TLS with `mutual`), its address, and its log.
+fn start_tls(pki: &Pki, mutual: bool) -> (Child, SocketAddr, Log) {
     let mut args = vec!["--tls-cert", path(&pki.server.cert), "--tls-key", path(&pki.server.key)];
     if mutual {
         args.extend(["--tls-client-ca", path(&pki.ca_cert)]);
     }
-    let mut child = serve(&args).spawn().expect("start the binary");
-    let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
-    let addr = listening_addr(&mut stderr);
-    let (lines, log) = mpsc::channel();
-    // Keep reading stderr, so that a full pipe never holds the service up.
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (mut child, addr, _) = start(&args);
+    let log = Log::of(&mut child);
     (child, addr, log)
-}
-
-/// Waits (bounded) for a log line that holds `text`.
-fn logged(log: &mpsc::Receiver<String>, text: &str) -> String {
-    loop {
-        let line = log.recv_timeout(PATIENCE).unwrap_or_else(|_| panic!("no log line with {text:?}"));
-        if line.contains(text) {
-            return line;
-        }
-    }
 }
 
 type TlsClient = Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
@@ -98,7 +65,7 @@ fn every_tls_flag_refuses_a_file_it_cannot_use_with_one_line_and_status_2() {
     cases.push(("--tls-key", vec!["--tls-cert", cert, "--tls-key", path(&pki.client.key)]));
     cases.push(("--tls-key", vec!["--tls-cert", cert]));
     for (flag, args) in cases {
-        let output = serve(&args).output().expect("run the binary");
+        let output = serve(&args).0.output().expect("run the binary");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: one line, got {stderr}");
@@ -112,7 +79,7 @@ fn every_tls_flag_refuses_a_file_it_cannot_use_with_one_line_and_status_2() {
 #[test]
 fn sighup_reloads_the_certificate_and_keeps_the_old_one_when_the_new_is_broken() {
     let pki = Pki::new();
-    let (mut child, addr, log) = start(&pki, false);
+    let (mut child, addr, log) = start_tls(&pki, false);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     let tls = pki.client_tls(None);
     let (mut old, shown) = runtime.block_on(connect(addr, &tls));
@@ -120,14 +87,14 @@ fn sighup_reloads_the_certificate_and_keeps_the_old_one_when_the_new_is_broken()
 
     let renewed = pki.renew_server();
     signal(&child, "HUP");
-    logged(&log, "TLS certificate reloaded");
+    log.wait_for("TLS certificate reloaded");
     let (_, shown) = runtime.block_on(connect(addr, &tls));
     assert_eq!(shown, renewed, "a new connection sees the renewed certificate");
     assert_eq!(runtime.block_on(old.request("PING")).expect("the old connection works"), "OK PONG");
 
     std::fs::write(&pki.server.cert, "-----BEGIN CERTIFICATE-----\nbroken\n").expect("write");
     signal(&child, "HUP");
-    let refused = logged(&log, "TLS reload refused");
+    let refused = log.wait_for("TLS reload refused");
     assert!(refused.contains("--tls-cert"), "the line names the flag: {refused}");
     let (mut new, shown) = runtime.block_on(connect(addr, &tls));
     assert_eq!(shown, renewed, "the certificate in use stays");
@@ -143,7 +110,7 @@ fn sighup_reloads_the_certificate_and_keeps_the_old_one_when_the_new_is_broken()
 #[test]
 fn a_reload_of_a_file_that_would_never_be_read_is_refused_and_delays_nothing() {
     let pki = Pki::new();
-    let (mut child, addr, log) = start(&pki, false);
+    let (mut child, addr, log) = start_tls(&pki, false);
     let fifo = pki.path("fifo.pem");
     let made = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo (coreutils)");
     assert!(made.success(), "mkfifo");
@@ -151,14 +118,14 @@ fn a_reload_of_a_file_that_would_never_be_read_is_refused_and_delays_nothing() {
     std::fs::rename(&pki.server.cert, &good).expect("move the certificate aside");
     std::fs::rename(&fifo, &pki.server.cert).expect("a FIFO in its place");
     signal(&child, "HUP");
-    let refused = logged(&log, "TLS reload refused");
+    let refused = log.wait_for("TLS reload refused");
     assert!(refused.contains("--tls-cert") && refused.contains("not a regular file"), "{refused}");
     // The FIFO goes; the renewed pair is taken on the next SIGHUP.
     std::fs::remove_file(&pki.server.cert).expect("remove the FIFO");
     std::fs::rename(&good, &pki.server.cert).expect("the certificate back");
     let renewed = pki.renew_server();
     signal(&child, "HUP");
-    logged(&log, "TLS certificate reloaded");
+    log.wait_for("TLS certificate reloaded");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     let (_, shown) = runtime.block_on(connect(addr, &pki.client_tls(None)));
     assert_eq!(shown, renewed, "a later reload was not blocked");
@@ -180,7 +147,7 @@ fn openssl_s_client_talks_to_the_service_and_needs_a_certificate_under_mutual_tl
         return;
     };
     let pki = Pki::new();
-    let (mut child, addr, _log) = start(&pki, true);
+    let (mut child, addr, _log) = start_tls(&pki, true);
     let s_client = |identity: Option<&Identity>| {
         let mut command = Command::new(&openssl);
         command
@@ -225,7 +192,7 @@ fn openssl_s_client_talks_to_the_service_and_needs_a_certificate_under_mutual_tl
 #[test]
 fn call_and_load_speak_tls_and_present_a_client_certificate() {
     let pki = Pki::new();
-    let (mut child, addr, _log) = start(&pki, true);
+    let (mut child, addr, _log) = start_tls(&pki, true);
     let addr = addr.to_string();
     let client = |command: &str, identity: Option<&Identity>, rest: &[&str]| {
         let mut line = Command::new(BINARY);

@@ -91,6 +91,8 @@ pub(crate) async fn service(binary: &Path, flags: &[&str]) -> Process {
     let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(flags)
+        // At info whatever the project's default level: the address is read from the log.
+        .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -1,16 +1,18 @@
 //! Helpers shared by the tests that run the real binary: finding a program the tests need,
-//! signalling and waiting for the child, and reading where it listens from its log.
+//! starting the service on ports picked here and waiting until it is ready, signalling and
+//! waiting for the child, and reading its log. Every wait has a deadline ([`PATIENCE`]) and
+//! fails saying what it waited for.
 
 #![expect(
     clippy::disallowed_methods,
     reason = "sync helpers that signal and wait on child processes, never on a runtime"
 )]
 
-use std::io::Write as _;
-use std::net::SocketAddr;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
-use std::sync::Mutex;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// The binary that cargo built for this package (the name follows a generated project's).
@@ -70,18 +72,123 @@ pub(crate) fn wait(child: &mut Child) -> ExitStatus {
     }
 }
 
-/// Reads the text log until the "listening" line, and returns its address.
-pub(crate) fn listening_addr(stderr: &mut impl std::io::Read) -> SocketAddr {
-    let mut log = Vec::new();
-    let mut byte = [0; 1];
+/// A free loopback port (bound, then released for the child to take). Another process could
+/// take it in between: then the child fails to bind and the test fails saying so, never hangs.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
+}
+
+/// `serve` on two loopback ports picked here (its protocol and admin addresses, returned), with
+/// `--cpu-threads 1` and then `args`; stdin and stdout closed, stderr piped. The test knows the
+/// addresses without reading the log, and `RUST_LOG=info` (which a test may override) fixes
+/// what the log says whatever default level a project sets: what a test waits for does not
+/// depend on it.
+pub(crate) fn serve(args: &[&str]) -> (Command, SocketAddr, SocketAddr) {
+    let [addr, admin] = [free_port(), free_port()].map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--listen", &addr.to_string(), "--admin-listen", &admin.to_string()])
+        .args(["--cpu-threads", "1"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    (command, addr, admin)
+}
+
+/// Starts [`serve`] with `args` and waits until it is ready ([`wait_until_ready`]): the child,
+/// its protocol address and its admin address.
+pub(crate) fn start(args: &[&str]) -> (Child, SocketAddr, SocketAddr) {
+    let (mut command, addr, admin) = serve(args);
+    let mut child = command.spawn().expect("start the binary");
+    wait_until_ready(&mut child, admin);
+    (child, addr, admin)
+}
+
+/// Waits until the child's `/readyz` on `admin` answers 200, which it does once the service
+/// listens; at most [`PATIENCE`]. Fails, saying which, if the child ends first or time runs out.
+/// (The admin port, not the service's: a probe connection there would count as a client, and
+/// with TLS as a failed handshake.)
+pub(crate) fn wait_until_ready(child: &mut Child, admin: SocketAddr) {
     let deadline = Instant::now() + PATIENCE;
-    while Instant::now() < deadline && stderr.read(&mut byte).expect("read stderr") == 1 {
-        log.push(byte[0]);
-        let text = String::from_utf8_lossy(&log);
-        if let Some(line) = text.lines().find(|line| line.contains("listening") && text.ends_with('\n')) {
-            let addr = line.split("local_addr=").nth(1).and_then(|rest| rest.split_whitespace().next());
-            return addr.and_then(|addr| addr.parse().ok()).unwrap_or_else(|| panic!("no address in {line}"));
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the child") {
+            panic!("the server ended ({status}) before /readyz on {admin} answered 200");
+        }
+        if readyz(admin).is_some_and(|status_line| status_line.starts_with("HTTP/1.1 200")) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("waited {PATIENCE:?} for /readyz on {admin} to answer 200");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The status line of `GET /readyz` on `admin`, if it answers within a short timeout.
+fn readyz(admin: SocketAddr) -> Option<String> {
+    let short = Duration::from_millis(200);
+    let mut stream = TcpStream::connect_timeout(&admin, short).ok()?;
+    stream.set_read_timeout(Some(short)).ok()?;
+    stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: test\r\n\r\n").ok()?;
+    let mut status_line = String::new();
+    BufReader::new(stream).read_line(&mut status_line).ok()?;
+    Some(status_line)
+}
+
+/// A child's stderr, read line by line on a thread of its own, so that a full pipe never holds
+/// the child up and every wait for a line has a deadline (a blocking read has none).
+pub(crate) struct Log(mpsc::Receiver<String>);
+
+impl Log {
+    /// Takes `child`'s piped stderr.
+    pub(crate) fn of(child: &mut Child) -> Self {
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (lines, log) = mpsc::channel();
+        // Ends when the child closes stderr, or when this `Log` is dropped.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self(log)
+    }
+
+    /// The next line that holds `text`, within [`PATIENCE`]; fails naming it otherwise.
+    pub(crate) fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("waited {PATIENCE:?} for a log line with {text:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the log ended without a line with {text:?}")
+                }
+            }
         }
     }
-    panic!("the server did not say where it listens:\n{}", String::from_utf8_lossy(&log));
+
+    /// Every line from now until the child closes stderr (it has ended), within [`PATIENCE`].
+    pub(crate) fn rest(&self) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut rest = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) => rest.extend([line.as_str(), "\n"]),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return rest,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("waited {PATIENCE:?} for the log to end:\n{rest}")
+                }
+            }
+        }
+    }
 }
