@@ -100,8 +100,12 @@ register() {
 import re, sys
 path, module, spec = sys.argv[1:]
 lines = open(path).read().split("\n")
-modules = [i for i, line in enumerate(lines) if re.fullmatch(r"mod \w+;", line)]
-lines[modules[0]:modules[-1] + 1] = sorted(lines[modules[0]:modules[-1] + 1] + [f"mod {module};"])
+# The run of `mod NAME;` lines that ends with the last one: the commands' (not `mod context;`).
+last = max(i for i, line in enumerate(lines) if re.fullmatch(r"mod \w+;", line))
+first = last
+while re.fullmatch(r"mod \w+;", lines[first - 1]):
+    first -= 1
+lines[first:last + 1] = sorted(lines[first:last + 1] + [f"mod {module};"])
 end = lines.index("];", lines.index("pub static REGISTRY: &[&Spec] = &["))
 lines.insert(end, f"    &{module}::{spec},")
 open(path, "w").write("\n".join(lines))
