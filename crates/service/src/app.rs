@@ -25,10 +25,7 @@ use crate::admin::watchdog;
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::connection::Handler;
-use crate::fanout::Topics;
 use crate::fanout::relay;
-use crate::job_queue::JobQueue;
-use crate::metrics::Metrics;
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -89,22 +86,28 @@ impl App {
         let config = Arc::new(config.clone());
         let pool = cpu::CpuPool::new(config.cpu_threads)?;
         let stats = Arc::new(Stats::default());
-        let metrics = Arc::new(Metrics::new(commands.iter().map(|spec| spec.name)));
         let (health, _) = watch::channel(Health::starting());
-        let shutdown = Shutdown::default();
         let (tracker, background, background_stop) =
             (TaskTracker::new(), TaskTracker::new(), CancellationToken::new());
         let tls = tls::start(&config, Arc::clone(&stats))?;
+        // With a broker, the relay: its handle goes to the topics, its task is started below.
+        let relay = match &config.fanout_url {
+            None => None,
+            Some(url) => {
+                let ca =
+                    config.fanout_ca.as_deref().map(|path| tls::read_ca("--fanout-ca", path)).transpose()?;
+                let prefix = config.fanout_prefix.clone().unwrap_or_else(|| url.default_prefix());
+                Some(relay::relay(url, ca.map(Arc::from), &prefix))
+            }
+        };
+        // Nothing below fails: tasks start only once every file has been read.
+        let (handle, relay) = relay.unzip();
+        let names = commands.iter().map(|spec| spec.name);
+        let shared =
+            Arc::new(Shared::new(Arc::clone(&config), Arc::clone(&stats), names, pool, handle, &tracker));
         if let Some((_, reloader)) = &tls {
             background.spawn(reloader.clone().watch(config.tls_watch_period, background_stop.clone()));
         }
-        let jobs = JobQueue::start(
-            Arc::clone(&config),
-            Arc::clone(&stats),
-            Arc::clone(&metrics),
-            &shutdown,
-            &tracker,
-        );
         background.spawn(watchdog::run(
             config.watchdog_period,
             config.stall_threshold,
@@ -112,20 +115,10 @@ impl App {
             health.clone(),
             background_stop.clone(),
         ));
-        // With a broker, the relay is a tracked task that ends at drain, like the subscriptions.
-        let topics = match &config.fanout_url {
-            None => Arc::new(Topics::new(&config, Arc::clone(&stats), None)),
-            Some(url) => {
-                let ca =
-                    config.fanout_ca.as_deref().map(|path| tls::read_ca("--fanout-ca", path)).transpose()?;
-                let prefix = config.fanout_prefix.clone().unwrap_or_else(|| url.default_prefix());
-                let (handle, relay) = relay::relay(url, ca.map(Arc::from), &prefix);
-                let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), Some(handle)));
-                tracker.spawn(relay.run(Arc::clone(&topics), shutdown.drain.clone()));
-                topics
-            }
-        };
-        let shared = Arc::new(Shared { config, stats, metrics, jobs, topics, pool, shutdown });
+        // The relay is a tracked task that ends at drain, like the subscriptions.
+        if let Some(relay) = relay {
+            tracker.spawn(relay.run(Arc::clone(&shared.topics), shared.shutdown.drain.clone()));
+        }
         let handler = Handler::new(Arc::clone(&shared), commands);
         Ok(Self { shared, handler, tls, health, tracker, background, background_stop })
     }

@@ -7,8 +7,10 @@
 
 use std::sync::Arc;
 
+use tokio_util::task::TaskTracker;
+
 use crate::config::Config;
-use crate::fanout::Topics;
+use crate::fanout::{Topics, relay};
 use crate::job_queue::JobQueue;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -31,4 +33,30 @@ pub(crate) struct Shared {
     pub(crate) pool: cpu::CpuPool,
     /// The shutdown's tokens.
     pub(crate) shutdown: Shutdown,
+}
+
+impl Shared {
+    /// The core for `config` (checked) and `stats`: histograms for the commands `names`, the job
+    /// queue (its workers on `tracker`), the topics (through `relay`'s handle, with a broker) and
+    /// `pool`. Must be called inside a tokio runtime.
+    pub(crate) fn new(
+        config: Arc<Config>,
+        stats: Arc<Stats>,
+        names: impl IntoIterator<Item = &'static str>,
+        pool: cpu::CpuPool,
+        relay: Option<relay::Handle>,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::new(names));
+        let shutdown = Shutdown::default();
+        let jobs = JobQueue::start(
+            Arc::clone(&config),
+            Arc::clone(&stats),
+            Arc::clone(&metrics),
+            &shutdown,
+            tracker,
+        );
+        let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), relay));
+        Self { config, stats, metrics, jobs, topics, pool, shutdown }
+    }
 }

@@ -190,9 +190,6 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::fanout::Topics;
-    use crate::job_queue::JobQueue;
-    use crate::metrics::Metrics;
     use crate::shared::Shared;
     use crate::stats::Stats;
 
@@ -218,20 +215,11 @@ pub(crate) mod tests {
             max_subscriptions: count(6),
             ..crate::Config::default()
         });
-        let stats = Arc::new(Stats::default());
-        let shutdown = crate::shutdown::Shutdown::default();
-        let tracker = tokio_util::task::TaskTracker::new();
-        let metrics = Arc::new(Metrics::new(REGISTRY.iter().map(|spec| spec.name)));
-        let jobs = JobQueue::start(
-            Arc::clone(&config),
-            Arc::clone(&stats),
-            Arc::clone(&metrics),
-            &shutdown,
-            &tracker,
-        );
-        let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), None));
         let pool = cpu::CpuPool::new(1).expect("a pool");
-        Arc::new(Shared { config, stats, metrics, jobs, topics, pool, shutdown })
+        let names = REGISTRY.iter().map(|spec| spec.name);
+        // The job queue's workers end at shutdown, which these tests never start.
+        let tracker = tokio_util::task::TaskTracker::new();
+        Arc::new(Shared::new(config, Arc::new(Stats::default()), names, pool, None, &tracker))
     }
 
     /// The answer to one request line.
