@@ -25,6 +25,10 @@ use tracing_subscriber::{Layer as _, fmt};
 /// hundred bytes a line, a few MiB at most.
 const BUFFERED_LINES: usize = 16_384;
 
+/// The level when `RUST_LOG` is unset or empty. The tests read no log line to find a server,
+/// so a project may raise it (the template's CI runs the suite at WARN).
+const DEFAULT_LEVEL: LevelFilter = LevelFilter::INFO;
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -47,7 +51,7 @@ pub enum LogFormat {
 /// also means `service` (`service::x`), and `NAME_cpu` means `cpu`.
 fn filter(rust_log: Option<&str>) -> anyhow::Result<Targets> {
     let Some(directives) = rust_log.map(str::trim).filter(|directives| !directives.is_empty()) else {
-        return Ok(Targets::new().with_default(LevelFilter::INFO));
+        return Ok(Targets::new().with_default(DEFAULT_LEVEL));
     };
     let invalid = |why: &dyn std::fmt::Display| anyhow::anyhow!("invalid RUST_LOG {directives:?}: {why}");
     let mut read = Vec::new();
@@ -119,13 +123,12 @@ pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
 mod tests {
     use tracing_subscriber::filter::LevelFilter;
 
-    use super::filter;
+    use super::{DEFAULT_LEVEL, filter};
 
     #[test]
     fn rust_log_takes_a_default_level_and_targets() {
         let unset = filter(None).unwrap();
-        assert!(unset.would_enable("service::server", &tracing::Level::INFO));
-        assert!(!unset.would_enable("service::server", &tracing::Level::DEBUG));
+        assert_eq!(unset.default_level(), Some(DEFAULT_LEVEL));
         assert_eq!(filter(Some(" ")).unwrap(), unset);
         let mixed = filter(Some("warn,service::server=debug")).unwrap();
         assert!(mixed.would_enable("service::server", &tracing::Level::DEBUG));
