@@ -16,7 +16,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{BINARY, Log, PATIENCE, serve, signal, start, wait};
+use crate::common::{BINARY, Log, PATIENCE, serve, serve_at, signal, start, wait};
 
 fn terminate(child: &Child) {
     signal(child, "TERM");
@@ -72,7 +72,9 @@ fn two_hundred_rapid_start_then_sigterm_cycles_all_end() {
         for thread in 0..4 {
             scope.spawn(move || {
                 for cycle in 0..cycles_per_thread {
-                    let mut child = serve(&[]).0.spawn().expect("start the binary");
+                    // Ports of the kernel's choosing: 200 processes would race for picked ones.
+                    let anywhere = SocketAddr::from(([127, 0, 0, 1], 0));
+                    let mut child = serve_at(anywhere, anywhere, &[]).spawn().expect("start the binary");
                     std::thread::sleep(Duration::from_millis((thread * 7 + cycle * 3) % 40));
                     terminate(&child);
                     let status = wait(&mut child);
@@ -99,7 +101,7 @@ fn a_server_whose_stderr_nobody_reads_still_accepts_and_answers() {
     let (mut command, addr, admin) = serve(&[]);
     let mut child = command.env("RUST_LOG", "debug").spawn().expect("start the binary");
     // Its stderr is never read.
-    crate::common::wait_until_ready(&mut child, admin);
+    crate::common::wait_until_ready(&mut child, admin).expect("the server starts");
     // Each connection logs two debug lines: 20,000 lines, about 2 MB, are far more than a pipe
     // holds (64 KiB on Linux) and than the log queue keeps (16,384 lines), so lines are dropped.
     for _ in 0..10_000 {

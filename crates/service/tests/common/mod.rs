@@ -78,13 +78,10 @@ pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
 }
 
-/// `serve` on two loopback ports picked here (its protocol and admin addresses, returned), with
-/// `--cpu-threads 1` and then `args`; stdin and stdout closed, stderr piped. The test knows the
-/// addresses without reading the log, and `RUST_LOG=info` (which a test may override) fixes
-/// what the log says whatever default level a project sets: what a test waits for does not
-/// depend on it.
-pub(crate) fn serve(args: &[&str]) -> (Command, SocketAddr, SocketAddr) {
-    let [addr, admin] = [free_port(), free_port()].map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
+/// `serve` on loopback at `addr` and `admin`, with `--cpu-threads 1` and then `args`; stdin and
+/// stdout closed, stderr piped. `RUST_LOG=info` (which a test may override) fixes what the log
+/// says whatever default level a project sets.
+pub(crate) fn serve_at(addr: SocketAddr, admin: SocketAddr, args: &[&str]) -> Command {
     let mut command = Command::new(BINARY);
     command
         .args(["serve", "--listen", &addr.to_string(), "--admin-listen", &admin.to_string()])
@@ -94,30 +91,49 @@ pub(crate) fn serve(args: &[&str]) -> (Command, SocketAddr, SocketAddr) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    (command, addr, admin)
+    command
+}
+
+/// [`serve_at`] two loopback ports picked here ([`free_port`]), which it returns: the test knows
+/// the addresses without reading the log.
+pub(crate) fn serve(args: &[&str]) -> (Command, SocketAddr, SocketAddr) {
+    let [addr, admin] = [free_port(), free_port()].map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
+    (serve_at(addr, admin, args), addr, admin)
 }
 
 /// Starts [`serve`] with `args` and waits until it is ready ([`wait_until_ready`]): the child,
-/// its protocol address and its admin address.
+/// its protocol address and its admin address. Should another process take a picked port
+/// between its pick and the child's bind, the child exits saying so, and this starts it again on
+/// other ports (three tries).
 pub(crate) fn start(args: &[&str]) -> (Child, SocketAddr, SocketAddr) {
-    let (mut command, addr, admin) = serve(args);
-    let mut child = command.spawn().expect("start the binary");
-    wait_until_ready(&mut child, admin);
-    (child, addr, admin)
+    for _ in 0..3 {
+        let (mut command, addr, admin) = serve(args);
+        let mut child = command.spawn().expect("start the binary");
+        match wait_until_ready(&mut child, admin) {
+            Ok(()) => return (child, addr, admin),
+            Err(log) if log.contains("Address already in use") => continue,
+            Err(log) => panic!("the server ended before /readyz on {admin} answered 200:\n{log}"),
+        }
+    }
+    panic!("three tries at free ports found each taken before the server bound it");
 }
 
 /// Waits until the child's `/readyz` on `admin` answers 200, which it does once the service
-/// listens; at most [`PATIENCE`]. Fails, saying which, if the child ends first or time runs out.
+/// listens; at most [`PATIENCE`], then fails saying so. If the child ends first, its stderr.
 /// (The admin port, not the service's: a probe connection there would count as a client, and
 /// with TLS as a failed handshake.)
-pub(crate) fn wait_until_ready(child: &mut Child, admin: SocketAddr) {
+pub(crate) fn wait_until_ready(child: &mut Child, admin: SocketAddr) -> Result<(), String> {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        if let Some(status) = child.try_wait().expect("poll the child") {
-            panic!("the server ended ({status}) before /readyz on {admin} answered 200");
+        if child.try_wait().expect("poll the child").is_some() {
+            let mut log = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+            }
+            return Err(log);
         }
         if readyz(admin).is_some_and(|status_line| status_line.starts_with("HTTP/1.1 200")) {
-            return;
+            return Ok(());
         }
         if Instant::now() > deadline {
             let _ = child.kill();
