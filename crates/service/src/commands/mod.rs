@@ -167,7 +167,7 @@ impl Commands {
 pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, bool) {
     // A byte search, not `split_once(' ')`: the space is ASCII, so any index it is found at is a
     // char boundary, and the char pattern's searcher (not always inlined) cost a PING about 45
-    // instructions more under callgrind (`.ci/count-instructions`).
+    // instructions more under callgrind (the template's instruction count).
     let (name, argument) = match line.bytes().position(|byte| byte == b' ') {
         Some(space) => (&line[..space], Some(&line[space + 1..])),
         None => (line, None),
