@@ -29,6 +29,7 @@ use crate::fanout::relay;
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+use crate::telemetry::spans::Peer;
 use crate::tls::{self, Acceptor, Handshake, Reloader};
 
 /// Why the service could not start.
@@ -97,7 +98,7 @@ impl App {
                 let ca =
                     config.fanout_ca.as_deref().map(|path| tls::read_ca("--fanout-ca", path)).transpose()?;
                 let prefix = config.fanout_prefix.clone().unwrap_or_else(|| url.default_prefix());
-                Some(relay::relay(url, ca.map(Arc::from), &prefix))
+                Some(relay::relay(url, ca.map(Arc::from), &prefix, config.trace_requests))
             }
         };
         // Nothing below fails: tasks start only once every file has been read.
@@ -207,6 +208,8 @@ impl App {
         let handler = self.handler.clone();
         let acceptor = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
         let (stats, drain) = (Arc::clone(&self.shared.stats), self.shared.shutdown.drain.clone());
+        // Traced, its handshake and requests are spans naming the peer.
+        let traced = self.shared.config.trace_requests.then(|| Peer::new(&peer));
         let span = tracing::info_span!("connection", %peer);
         self.tracker.spawn(
             async move {
@@ -214,13 +217,13 @@ impl App {
                 let _open = stats.open_connection();
                 tracing::debug!("open");
                 let served = match acceptor {
-                    None => handler.run(stream).await,
+                    None => handler.run(stream, traced).await,
                     // Boxed: the handshake's state and a TLS connection's are larger, and a
                     // plain connection's task should not carry room for them.
                     Some(acceptor) => {
                         let served = Box::pin(async move {
-                            match acceptor.accept(stream, &drain).await {
-                                Handshake::Done(stream) => Some(handler.run(stream).await),
+                            match acceptor.accept(stream, &drain, traced.as_ref()).await {
+                                Handshake::Done(stream) => Some(handler.run(stream, traced).await),
                                 Handshake::Closed => None,
                             }
                         });

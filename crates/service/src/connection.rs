@@ -54,6 +54,7 @@ use crate::commands::{self, Commands, Context, Reply};
 use crate::protocol::codec::{FrameError, RequestCodec};
 use crate::protocol::{ErrorCode, Push, Response};
 use crate::shared::Shared;
+use crate::telemetry::spans::Peer;
 
 /// Bytes a connection may read beyond one line while it waits at the in-flight bound.
 const READ_AHEAD: usize = 4096;
@@ -96,7 +97,8 @@ impl Handler {
 
     /// Serves one connection until the peer leaves, it sends `QUIT` or a line over the limit, a
     /// timeout fires, or shutdown drains it. Every answer due is written before a clean return.
-    pub(crate) async fn run<S>(&self, mut stream: S) -> Result<(), ConnectionError>
+    /// With `traced`, each request is a span naming that peer (see `telemetry/spans.rs`).
+    pub(crate) async fn run<S>(&self, mut stream: S, traced: Option<Peer>) -> Result<(), ConnectionError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -105,7 +107,7 @@ impl Handler {
         let read_limit = self.shared.config.max_line.get().saturating_add(2 + READ_AHEAD);
         let mut state = State::new(
             RequestCodec::new(self.shared.config.max_line.get()),
-            Context::new(&self.shared, &self.commands),
+            Context::new(&self.shared, &self.commands, traced),
         );
         let idle = time::sleep(self.shared.config.idle_timeout);
         // One waiter on the drain token for the whole connection: a fresh `cancelled()` each

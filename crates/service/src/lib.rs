@@ -23,11 +23,12 @@
 //!   logging, the pauses of every retry loop;
 //! * [`tls`]: TLS on the service port (with certificate reload) and for the clients;
 //! * `client`: the client, for `call`, tests and benchmarks, and [`load`], the load generator;
-//! * [`cli`], `config`, [`telemetry`]: the command line, settings and logging.
+//! * [`cli`], `config`, [`telemetry`]: the command line, settings, logging, and the spans a
+//!   trace is made of (exported to an OpenTelemetry collector with the `otel` feature).
 //!
 //! Imports between these modules point one way, from the wire inwards: `stats`, `metrics`,
-//! `protocol`, `backoff` and `config` import none of the others; `tls`, `shutdown`, `job_queue`
-//! and `fanout` only those; `shared` gathers them; `commands` reads `shared`; `connection` and
+//! `protocol`, `backoff`, `config`, `log_throttle` and `telemetry` import none of the others
+//! (but `telemetry` its log throttle); `tls`, `shutdown`, `job_queue` and `fanout` only those; `shared` gathers them; `commands` reads `shared`; `connection` and
 //! `admin` read `commands` and `shared`; `app` and `server` put it all together; `client` and
 //! `cli` stand beside, on `protocol`, `config` and `tls`. No module imports one that imports it.
 //! Within a folder, a file reaches its siblings through `super::`, and everything else through

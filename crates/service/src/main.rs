@@ -10,12 +10,12 @@
 //! before anything starts.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use service::cli::{CallArgs, Command, Exit, LoadArgs, ServeArgs};
 use service::shutdown::Signals;
-use service::{Client, ClientError, Server, StartError, telemetry};
+use service::{Client, ClientError, Config, Server, StartError, telemetry};
 
 /// At exit, how long the runtime waits for blocking threads still running: only reads of the
 /// TLS files are left by then (one a SIGHUP just started, or one stuck past its deadline).
@@ -37,7 +37,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let logging = telemetry::init(args.log_format)?;
+    // Before the runtime: with traces, the exporter's HTTP client is built now.
+    #[cfg_attr(not(feature = "otel"), expect(unused_mut, reason = "only traces are taken from it"))]
+    let mut logging = telemetry::init(args.log_format)?;
+    let config = Config { trace_requests: logging.traced(), ..args.config.clone() };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     // Signals, sockets and tasks need a runtime's context; nothing runs until `block_on`.
@@ -46,9 +49,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::install().context("cannot listen for shutdown signals")?;
     // A broker that does not answer now is a wrong address or password: refuse to start
     // (each step bounded) rather than serve with fan-out silently broken.
-    if let Some(url) = &args.config.fanout_url {
+    if let Some(url) = &config.fanout_url {
         // Its CA file is a flag's file, refused as the TLS files are: status 2.
-        let ca = args.config.fanout_ca.as_deref().map(|path| service::tls::read_ca("--fanout-ca", path));
+        let ca = config.fanout_ca.as_deref().map(|path| service::tls::read_ca("--fanout-ca", path));
         let ca = match ca.transpose() {
             Ok(ca) => ca,
             Err(error) => {
@@ -62,7 +65,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     // Here, in sync code, because with TLS binding reads the certificate files. A file that
     // cannot be used is a wrong flag: status 2, as for any usage error.
-    let server = match Server::bind(&args.config) {
+    let server = match Server::bind(&config) {
         Err(StartError::Tls(error)) => {
             eprintln!("error: {error}");
             return Ok(Exit::Usage.into());
@@ -70,6 +73,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         bound => bound?,
     };
     let reload = server.tls_reloader().cloned();
+    // When the shutdown must be over: the drain delay and the grace period after the signal.
+    // What is left of it at the end is the time the traces' exporter gets to send its spans.
+    let mut deadline = None;
     runtime.block_on(async {
         let shutdown = server.shutdown().clone();
         let run = server.run();
@@ -78,11 +84,13 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             () = &mut run => return,
             signal = signals.stop(reload.as_ref()) => tracing::info!(signal, "shutting down"),
         }
+        deadline = Some(Instant::now() + config.drain_delay + config.shutdown_grace);
         shutdown.begin.cancel();
         tokio::select! {
             () = &mut run => return,
             signal = signals.stop(reload.as_ref()) => tracing::warn!(signal, "second signal: cutting the grace period short"),
         }
+        deadline = Some(Instant::now());
         shutdown.abort.cancel();
         run.await;
     });
@@ -96,6 +104,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     drop(context);
     runtime.shutdown_timeout(STUCK_THREADS_WAIT);
+    // Off every runtime thread: the exporter's shutdown blocks (see telemetry/otel.rs).
+    #[cfg(feature = "otel")]
+    if let Some(traces) = logging.take_traces() {
+        let left = deadline.map_or(config.shutdown_grace, |at| at.saturating_duration_since(Instant::now()));
+        traces.finish(left);
+    }
     let dropped = logging.dropped_lines();
     if dropped > 0 {
         tracing::warn!(dropped, "log lines were dropped because stderr did not keep up");

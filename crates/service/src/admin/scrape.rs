@@ -142,8 +142,31 @@ impl Collector for Scrape {
         self.encode_connections_and_jobs(&mut encoder)?;
         self.encode_fanout(&mut encoder)?;
         self.encode_latencies(&mut encoder)?;
+        #[cfg(feature = "otel")]
+        encode_traces(&mut encoder)?;
         self.encode_runtime(&mut encoder)
     }
+}
+
+/// With traces exported, what the exporter has done: spans sent, spans dropped at the bound of
+/// its queue, and exports that failed.
+#[cfg(feature = "otel")]
+fn encode_traces(encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+    let Some(figures) = crate::telemetry::figures() else { return Ok(()) };
+    counter(encoder, "trace_spans_exported", "Spans the collector accepted", figures.exported)?;
+    counter(
+        encoder,
+        "trace_spans_dropped",
+        "Spans dropped because the export queue was full",
+        figures.dropped,
+    )?;
+    counter(
+        encoder,
+        "trace_export_failures",
+        "Exports (batches of spans) that failed: the collector was down, slow or refused them",
+        figures.failed_exports,
+    )?;
+    counter(encoder, "trace_spans_failed", "Spans in the exports that failed", figures.failed_spans)
 }
 
 #[expect(

@@ -16,6 +16,7 @@ use crate::job_queue::QueueError;
 use crate::protocol::{ErrorCode, Response};
 use crate::shared::Shared;
 use crate::stats::Stats;
+use crate::telemetry::spans::{JobSpans, Peer, RequestSpan};
 
 /// What a command may use: the service's shared parts, and its own connection's state.
 pub struct Context {
@@ -26,15 +27,17 @@ pub struct Context {
     pub(crate) subscriptions: Subscriptions,
     /// What the connection publishes with; its loop waits while its budget is spent.
     pub(crate) publisher: Publisher,
+    /// With traces on, the peer its requests' spans name; `None` makes no span.
+    pub(super) traced: Option<Peer>,
 }
 
 impl Context {
     /// A new connection's context: the shared core, and subscriptions and a publisher (its
-    /// budget) of its own.
-    pub(crate) fn new(shared: &Arc<Shared>, commands: &Commands) -> Self {
+    /// budget) of its own. With `traced`, each request is a span naming that peer.
+    pub(crate) fn new(shared: &Arc<Shared>, commands: &Commands, traced: Option<Peer>) -> Self {
         let subscriptions = Subscriptions::new(Arc::clone(&shared.topics));
         let publisher = shared.topics.publisher();
-        Self { shared: Arc::clone(shared), commands: commands.clone(), subscriptions, publisher }
+        Self { shared: Arc::clone(shared), commands: commands.clone(), subscriptions, publisher, traced }
     }
 
     /// A reply that waits on tokio (a timer, a socket, a channel) inside the connection's task;
@@ -67,7 +70,10 @@ impl Context {
         A: FnOnce(T) -> Response + Send + 'static,
     {
         let pool = self.shared.pool.clone();
+        // Traced: the wait in the queue and the run on the pool, under the request's span.
+        let spans = self.traced.is_some().then(JobSpans::queued);
         let job = self.shared.jobs.submit(async move {
+            let _running = spans.map(JobSpans::running);
             // Started when a worker takes the job, not before: queued jobs hold no thread.
             match pool.spawn_stoppable(work).await {
                 Ok(Ok(value)) => Ok(value),
@@ -110,22 +116,31 @@ pub struct Reply {
     response: Either<Ready<Response>, BoxFuture<'static, Response>>,
     /// The command's place in the list and when it started, for its latency histogram.
     pub(super) started: Option<(usize, Instant)>,
+    /// With traces on, the request's span: entered while the reply is polled, ended with its
+    /// outcome when the answer is ready.
+    pub(super) span: Option<RequestSpan>,
 }
 
 impl Reply {
     /// An answer that is ready now: no allocation, no task.
     pub fn ready(response: Response) -> Self {
-        Self { response: Either::Left(future::ready(response)), started: None }
+        Self { response: Either::Left(future::ready(response)), started: None, span: None }
     }
 
     pub(super) fn later(response: BoxFuture<'static, Response>) -> Self {
-        Self { response: Either::Right(response), started: None }
+        Self { response: Either::Right(response), started: None, span: None }
     }
 
     /// The answer and its command's start, if it is ready now; else the reply itself.
     pub(crate) fn into_ready(self) -> Result<(Response, Option<(usize, Instant)>), Self> {
         match self.response {
-            Either::Left(ready) => Ok((ready.into_inner(), self.started)),
+            Either::Left(ready) => {
+                let response = ready.into_inner();
+                if let Some(span) = self.span {
+                    span.finish(response.error_code());
+                }
+                Ok((response, self.started))
+            }
             Either::Right(_) => Err(self),
         }
     }
@@ -136,8 +151,16 @@ impl Future for Reply {
     type Output = (Response, Option<(usize, Instant)>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let started = self.started;
-        Pin::new(&mut self.response).poll(cx).map(|response| (response, started))
+        let this = &mut *self;
+        let Some(span) = &this.span else {
+            return Pin::new(&mut this.response).poll(cx).map(|response| (response, this.started));
+        };
+        let polled = span.span().in_scope(|| Pin::new(&mut this.response).poll(cx));
+        let Poll::Ready(response) = polled else { return Poll::Pending };
+        if let Some(span) = this.span.take() {
+            span.finish(response.error_code());
+        }
+        Poll::Ready((response, this.started))
     }
 }
 

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::protocol::{ErrorCode, Response};
+use crate::telemetry::spans::RequestSpan;
 
 mod context;
 pub use self::context::{Context, Reply};
@@ -181,12 +182,20 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
         let unknown = Response::err_with(ErrorCode::UnknownCommand, detail);
         return (Reply::ready(unknown), true);
     };
-    let (mut reply, keep_reading) = match (spec.start)(argument, context) {
+    // Traced: the request's span, entered while the command starts its work (so that the spans
+    // the work opens, a CPU job's or a relayed PUBLISH's, go under it).
+    let span = context.traced.as_ref().map(|peer| RequestSpan::new(spec.name, peer));
+    let started = match &span {
+        None => (spec.start)(argument, context),
+        Some(span) => span.span().in_scope(|| (spec.start)(argument, context)),
+    };
+    let (mut reply, keep_reading) = match started {
         Ok(reply) => (reply, !spec.ends_connection),
         // A refused request does not end the connection, whatever the command.
         Err(refused) => (Reply::ready(refused), true),
     };
     reply.started = Some((index, now));
+    reply.span = span;
     (reply, keep_reading)
 }
 
@@ -198,13 +207,13 @@ pub(crate) mod tests {
 
     /// A connection's context for unit tests of commands. Call it inside a runtime.
     pub(crate) fn context() -> Context {
-        Context::new(&shared(), &Commands::registry())
+        Context::new(&shared(), &Commands::registry(), None)
     }
 
     /// `N` connections' contexts on one shared core, for commands that reach each other.
     pub(crate) fn contexts<const N: usize>() -> [Context; N] {
         let (shared, commands) = (shared(), Commands::registry());
-        std::array::from_fn(|_| Context::new(&shared, &commands))
+        std::array::from_fn(|_| Context::new(&shared, &commands, None))
     }
 
     /// The shared core for unit tests: a small pool and queue, at most 8 topics of 4 messages
@@ -255,7 +264,7 @@ pub(crate) mod tests {
         for spec in REGISTRY {
             for (request, expected) in spec.examples {
                 // Each on a fresh connection, as the end-to-end test sends them.
-                let context = &mut Context::new(&shared, &commands);
+                let context = &mut Context::new(&shared, &commands, None);
                 assert_eq!(answer(request, context).await, *expected, "{request:?}");
             }
         }

@@ -29,6 +29,9 @@ pub(super) const PRIMES: Spec = Spec {
 
 fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Response> {
     let n = arguments::number(PRIMES.name, argument, MAX_N)?;
+    // A command's log lines are written inside its request's span: with traces on, a JSON line
+    // carries the request's trace id (`RUST_LOG=service::commands=debug` shows this one).
+    tracing::debug!(n, "counting the primes below n on the CPU pool");
     Ok(context
         .compute(move |stop| cpu::primes::try_count_below(n, stop), |count| Response::ok(count.to_string())))
 }

@@ -192,6 +192,12 @@ pub struct Config {
     /// A watchdog tick later than this is logged as a stall (not a flag).
     #[arg(skip = Duration::from_millis(100))]
     pub stall_threshold: Duration,
+
+    /// Whether the service makes the spans of a trace: one per request, per TLS handshake and
+    /// per PUBLISH relayed to the broker, for an OpenTelemetry layer to export (not a flag:
+    /// `main` sets it when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; see `telemetry/spans.rs`).
+    #[arg(skip)]
+    pub trace_requests: bool,
 }
 
 pub(crate) const MILLISECOND: Duration = Duration::from_millis(1);

@@ -511,7 +511,7 @@ mod tests {
         let count = |n| std::num::NonZeroUsize::new(n).unwrap();
         let config = Config { topic_capacity: count(4), max_topics: count(8), ..Config::default() };
         let (handle, _relay) =
-            crate::fanout::relay::relay(&crate::FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:");
+            crate::fanout::relay::relay(&crate::FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:", false);
         let topics = Arc::new(Topics::new(&config, Arc::new(Stats::default()), Some(handle)));
         let woken =
             || async { tokio::time::timeout(Duration::from_millis(1), topics.changed()).await.is_ok() };

@@ -59,12 +59,14 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, IntoConnectionInfo as _, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
 
 use super::Topics;
 use super::budget::Origin;
 use crate::backoff::Backoff;
 use crate::config::FanoutUrl;
 use crate::protocol::{self, ErrorCode};
+use crate::telemetry::spans;
 
 /// PUBLISH requests waiting for the broker, at most; past it, `ERR busy`.
 const QUEUE: usize = 1024;
@@ -331,6 +333,8 @@ struct Publish {
     message: Vec<u8>,
     reply: oneshot::Sender<Result<u64, RelayError>>,
     _held: Held,
+    /// Traced: its span, open until the broker answers.
+    span: Option<Span>,
 }
 
 /// What PUBLISH uses; clones share the relay.
@@ -339,6 +343,8 @@ pub(crate) struct Handle {
     queue: mpsc::Sender<Publish>,
     stats: Arc<RelayStats>,
     prefix: Arc<str>,
+    /// Whether each PUBLISH is a span (`Config::trace_requests`).
+    traced: bool,
 }
 
 impl Handle {
@@ -358,7 +364,9 @@ impl Handle {
         let held = Held::take(share, &self.stats, text.len()).ok_or(RelayError::Busy)?;
         let (reply, answer) = oneshot::channel();
         let channel = [self.prefix.as_bytes(), topic.as_bytes()].concat();
-        let publish = Publish { channel, message: Envelope::encode(origin, text), reply, _held: held };
+        // Under the request's span, which is entered now.
+        let span = self.traced.then(|| spans::relay_publish(topic));
+        let publish = Publish { channel, message: Envelope::encode(origin, text), reply, _held: held, span };
         match self.queue.try_send(publish) {
             Ok(()) => Ok(answer),
             Err(mpsc::error::TrySendError::Full(_)) => Err(RelayError::Busy),
@@ -383,11 +391,12 @@ pub(crate) struct Relay {
 }
 
 /// A relay for `url` (its certificate chaining to `ca`, over TLS) whose channels are topics
-/// behind `prefix`: the handle PUBLISH uses, and the relay to run.
-pub(crate) fn relay(url: &FanoutUrl, ca: Option<Arc<[u8]>>, prefix: &str) -> (Handle, Relay) {
+/// behind `prefix`: the handle PUBLISH uses, and the relay to run. With `traced`, each PUBLISH
+/// sent to the broker is a span.
+pub(crate) fn relay(url: &FanoutUrl, ca: Option<Arc<[u8]>>, prefix: &str, traced: bool) -> (Handle, Relay) {
     let (sender, queue) = mpsc::channel(QUEUE);
     let (stats, prefix) = (Arc::new(RelayStats::default()), Arc::<str>::from(prefix));
-    let handle = Handle { queue: sender, stats: Arc::clone(&stats), prefix: Arc::clone(&prefix) };
+    let handle = Handle { queue: sender, stats: Arc::clone(&stats), prefix: Arc::clone(&prefix), traced };
     (handle, Relay { url: url.clone(), ca, prefix, queue, stats })
 }
 
@@ -569,12 +578,18 @@ impl Session {
             Ok(counts) => {
                 self.stats.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for (publish, count) in batch.drain(..).zip(counts) {
+                    if let Some(span) = &publish.span {
+                        spans::relay_published(span, None);
+                    }
                     let _ = publish.reply.send(Ok(count));
                 }
                 Ok(())
             }
             Err(error) => {
                 for publish in batch.drain(..) {
+                    if let Some(span) = &publish.span {
+                        spans::relay_published(span, Some(RelayError::Unavailable.code().as_str()));
+                    }
                     let _ = publish.reply.send(Err(RelayError::Unavailable));
                 }
                 Err(error)
@@ -641,7 +656,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn publish_is_refused_at_once_while_the_broker_is_out_of_reach_and_when_the_queue_is_full() {
-        let (handle, mut relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:");
+        let (handle, mut relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:", false);
         let share = Share::default();
         assert!(matches!(handle.publish("t", ORIGIN, "x", &share), Err(RelayError::Unavailable)));
         relay.stats.up.store(true, Ordering::Relaxed);
@@ -660,7 +675,7 @@ mod tests {
     /// newcomer, so a bystander gets in past any number of flooding connections.
     #[tokio::test(flavor = "current_thread")]
     async fn a_connection_holds_only_its_fair_share_of_the_queue() {
-        let (handle, relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:");
+        let (handle, relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:", false);
         relay.stats.up.store(true, Ordering::Relaxed);
         let mut answers = Vec::new();
         let mut fill = |share: &Share| {
@@ -689,7 +704,7 @@ mod tests {
     /// [`QUEUE_BYTES`], and what is answered or dropped gives its room back.
     #[tokio::test(flavor = "current_thread")]
     async fn the_queue_is_bounded_in_bytes_and_gives_room_back() {
-        let (handle, mut relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:");
+        let (handle, mut relay) = relay(&FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:", false);
         relay.stats.up.store(true, Ordering::Relaxed);
         let megabyte = "x".repeat(1 << 20);
         let shares: Vec<Share> = (0..16).map(|_| Share::default()).collect();

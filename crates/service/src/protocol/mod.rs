@@ -100,6 +100,14 @@ impl Response {
         Self::Err(code, Some(detail))
     }
 
+    /// The error code's word of an `ERR` answer (a trace's outcome); `None` for `OK`.
+    pub(crate) fn error_code(&self) -> Option<&'static str> {
+        match self {
+            Self::Ok(_) => None,
+            Self::Err(code, _) => Some(code.as_str()),
+        }
+    }
+
     /// Calls `line` with the answer's words: the line is them with one space between each two.
     /// The one place an answer's form is written, for `Display` and the codec alike.
     pub(crate) fn words<R>(&self, line: impl FnOnce(&[&str]) -> R) -> R {

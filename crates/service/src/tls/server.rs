@@ -31,11 +31,13 @@ use tokio::time;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, Span};
 
 use super::{Problem, TlsError, certificates_in, key_refused, private_key_in, provider, read, roots_in};
 use crate::config::Config;
 use crate::log_throttle::LogThrottle;
 use crate::stats::{HandshakeFailure, Stats};
+use crate::telemetry::spans::{self, Peer};
 
 /// At most one log line per this period about failed handshakes, as for refused connections:
 /// peers can fail handshakes at will.
@@ -210,24 +212,34 @@ pub(crate) struct Acceptor {
 impl Acceptor {
     /// Shakes hands over `stream` with the config current now, within the handshake timeout. A
     /// connection still shaking hands when `drain` is cancelled has nothing in flight, so it is
-    /// closed at once.
-    pub(crate) async fn accept<S>(&self, stream: S, drain: &CancellationToken) -> Handshake<S>
+    /// closed at once. With `traced`, the handshake is a span naming that peer.
+    pub(crate) async fn accept<S>(
+        &self,
+        stream: S,
+        drain: &CancellationToken,
+        traced: Option<&Peer>,
+    ) -> Handshake<S>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let span = traced.map_or_else(Span::none, spans::handshake);
         let acceptor = TlsAcceptor::from(Arc::clone(&self.current.borrow()));
         let outcome = tokio::select! {
             biased;
             () = drain.cancelled() => return Handshake::Closed,
-            outcome = time::timeout(self.timeout, acceptor.accept(stream)) => outcome,
+            outcome = time::timeout(self.timeout, acceptor.accept(stream)).instrument(span.clone()) => outcome,
         };
         let (reason, error) = match outcome {
-            Ok(Ok(stream)) => return Handshake::Done(Box::new(stream)),
+            Ok(Ok(stream)) => {
+                spans::handshake_done(&span, None);
+                return Handshake::Done(Box::new(stream));
+            }
             Ok(Err(error)) => (HandshakeFailure::of(&error), error),
             Err(_elapsed) => (HandshakeFailure::Timeout, std::io::ErrorKind::TimedOut.into()),
         };
+        spans::handshake_done(&span, Some(reason.name()));
         self.stats.count_handshake_failure(reason);
-        tracing::debug!(reason = reason.name(), %error, "TLS handshake failed");
+        span.in_scope(|| tracing::debug!(reason = reason.name(), %error, "TLS handshake failed"));
         // A poisoned lock only means a panic elsewhere mid-count: the count is still usable.
         let report = self.failures.lock().unwrap_or_else(PoisonError::into_inner).record();
         if let Some(failed) = report {

@@ -10,6 +10,10 @@
 //! a connection logs says whose it is. Errors are logged once, where they are handled. Field
 //! values are written by tracing-subscriber, which escapes terminal control sequences in them.
 //!
+//! **Traces** (the `otel` feature, `otel.rs`): with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the spans
+//! of `spans.rs` go to an OpenTelemetry collector through tracing-opentelemetry's layer, beside
+//! the log output, and each JSON log line inside one carries its trace ids (`trace_ids.rs`).
+//!
 //! With the `console` feature (and `RUSTFLAGS="--cfg tokio_unstable"`), a tokio-console layer is
 //! added beside the log output; it sees every task regardless of `RUST_LOG`.
 
@@ -20,6 +24,17 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
+
+#[cfg(feature = "otel")]
+pub use self::otel::{Counters, Exporting, Figures};
+#[cfg(feature = "otel")]
+pub(crate) use self::otel::figures;
+
+#[cfg(feature = "otel")]
+mod otel;
+pub(crate) mod spans;
+#[cfg(feature = "otel")]
+mod trace_ids;
 
 /// Log lines that may wait for stderr; past this, lines are dropped and counted. At a few
 /// hundred bytes a line, a few MiB at most.
@@ -81,12 +96,15 @@ fn library_directive(directive: &str) -> Option<String> {
     )
 }
 
-/// The running log writer. Keep it until the program ends: dropping it flushes what is queued
-/// (waiting at most about a second) and stops the writer thread.
+/// The running log writer (and, with traces, their exporter). Keep it until the program ends:
+/// dropping it flushes what is queued (waiting at most about a second) and stops the writer
+/// thread.
 #[must_use = "dropping it stops the log writer"]
 pub struct Logging {
     _writer: WorkerGuard,
     dropped: ErrorCounter,
+    #[cfg(feature = "otel")]
+    traces: Option<Exporting>,
 }
 
 impl Logging {
@@ -94,29 +112,72 @@ impl Logging {
     pub fn dropped_lines(&self) -> usize {
         self.dropped.dropped_lines()
     }
+
+    /// Whether spans are exported: the service then makes them (`Config::trace_requests`).
+    pub fn traced(&self) -> bool {
+        #[cfg(feature = "otel")]
+        return self.traces.is_some();
+        #[cfg(not(feature = "otel"))]
+        false
+    }
+
+    /// The traces' exporter, to finish at exit ([`Exporting::finish`]).
+    #[cfg(feature = "otel")]
+    pub fn take_traces(&mut self) -> Option<Exporting> {
+        self.traces.take()
+    }
 }
 
-/// Installs the global subscriber. Fails on an invalid `RUST_LOG`, with the reason.
+/// Installs the global subscriber: the log output, and with `OTEL_EXPORTER_OTLP_ENDPOINT` set
+/// (the `otel` feature) the traces' exporter. Fails on an invalid `RUST_LOG` or `OTEL_*`
+/// variable, with the reason. Call it before any runtime starts.
 pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
-    let filter = filter(std::env::var("RUST_LOG").ok().as_deref())?;
+    // The spans of `spans.rs` are for the traces; the log output leaves them out.
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref())?.with_target(spans::TARGET, LevelFilter::OFF);
+    #[cfg(feature = "otel")]
+    let traces = Exporting::from_env()?;
     let (stderr, writer) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(BUFFERED_LINES)
         .thread_name("log-writer")
         .finish(std::io::stderr());
     let dropped = stderr.error_counter();
+    // The subscriber, once built: the JSON format reads trace ids through it.
+    #[cfg(feature = "otel")]
+    let dispatch = std::sync::Arc::new(std::sync::OnceLock::new());
     let output = match format {
         // Colours only for a person at a terminal, not for a log collector reading a pipe.
         LogFormat::Text => {
             fmt::layer().with_writer(stderr).with_ansi(std::io::stderr().is_terminal()).boxed()
         }
+        #[cfg(feature = "otel")]
+        LogFormat::Json => fmt::layer()
+            .json()
+            .event_format(trace_ids::WithTraceIds::new(fmt::format().json(), std::sync::Arc::clone(&dispatch)))
+            .with_writer(stderr)
+            .boxed(),
+        #[cfg(not(feature = "otel"))]
         LogFormat::Json => fmt::layer().json().with_writer(stderr).boxed(),
     };
     let registry = tracing_subscriber::registry().with(output.with_filter(filter));
+    #[cfg(feature = "otel")]
+    let registry = registry.with(traces.as_ref().map(Exporting::layer));
     #[cfg(feature = "console")]
     let registry = registry.with(console_subscriber::spawn());
-    registry.try_init()?;
-    Ok(Logging { _writer: writer, dropped })
+    let subscriber = tracing::Dispatch::new(registry);
+    #[cfg(feature = "otel")]
+    let _ = dispatch.set(subscriber.downgrade());
+    subscriber.try_init()?;
+    #[cfg(feature = "otel")]
+    if let Some(traces) = &traces {
+        traces.publish_counters();
+    }
+    Ok(Logging {
+        _writer: writer,
+        dropped,
+        #[cfg(feature = "otel")]
+        traces,
+    })
 }
 
 #[cfg(test)]

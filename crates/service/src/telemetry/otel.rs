@@ -1,0 +1,350 @@
+//! Traces to an OpenTelemetry collector (the `otel` feature): off until
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, configured by
+//! the standard variables, and sent as OTLP over HTTP/protobuf.
+//!
+//! **Never on the runtime.** A span that ends goes into the SDK's batch processor with a
+//! non-blocking `try_send`; the processor's own thread (`OpenTelemetry.Traces.BatchProcessor`)
+//! batches them and posts each batch with reqwest's *blocking* client, on that thread. (An
+//! async client there would need a runtime the thread does not have, and panics it; every
+//! later span would be lost.)
+//!
+//! **Never unbounded.** Spans ended and not yet exported are at most [`QUEUE`]: past it a span is
+//! dropped and counted ([`Counters`], in `/metrics`). The count is kept here, in front of the
+//! SDK's processor, whose own drop count is private: the SDK's queue is as long as ours, and
+//! ours counts a span until its batch is exported, so the SDK's never fills. A collector that is
+//! down, slow or refusing costs a failed export (counted, and logged at most once a minute) on
+//! that thread, each bounded by `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s by default), and the queue
+//! drops what does not fit: memory stays flat.
+//!
+//! **Never holding shutdown.** The SDK's shutdown blocks until the last batch is sent; `main`
+//! calls [`Exporting::finish`] after the runtime's work has ended, off every runtime thread,
+//! with what is left of the grace period (see `main.rs`).
+
+use std::env;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::resource::{EnvResourceDetector, TelemetryResourceDetector};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
+};
+
+use tracing::Subscriber;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::registry::LookupSpan;
+
+use super::spans;
+use crate::log_throttle::LogThrottle;
+
+/// Spans ended and not yet exported, at most (the SDK's default queue; `OTEL_BSP_MAX_QUEUE_SIZE`
+/// is not read, so the bound is this one). At a few hundred bytes a span, about a MiB.
+const QUEUE: usize = 2048;
+
+/// At most one log line per this period about failed exports: a collector that is down fails
+/// every batch.
+const FAILURE_LOG_PERIOD: Duration = Duration::from_secs(60);
+
+/// The samplers `OTEL_TRACES_SAMPLER` may name (the SDK's; it would read any other as the
+/// default, silently).
+const SAMPLERS: &[&str] = &[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+];
+
+/// The counters of the exporter that `telemetry::init` installed, which `/metrics` shows.
+static PUBLISHED: OnceLock<Arc<Counters>> = OnceLock::new();
+
+/// What the installed exporter has done; `None` when no traces are exported.
+pub(crate) fn figures() -> Option<Figures> {
+    PUBLISHED.get().map(|counters| counters.read())
+}
+
+/// What the exporter has done, for `/metrics`. Shared by the processor (drops, at enqueue) and
+/// the exporter (its outcomes, on the batch thread).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Spans ended and not exported yet (in the SDK's queue, or in a batch being sent).
+    queued: AtomicUsize,
+    exported: AtomicU64,
+    dropped: AtomicU64,
+    failed_exports: AtomicU64,
+    failed_spans: AtomicU64,
+}
+
+/// The figures of [`Counters`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Figures {
+    /// Spans the collector accepted.
+    pub exported: u64,
+    /// Spans dropped because [`QUEUE`] spans were waiting already.
+    pub dropped: u64,
+    /// Exports (batches) that failed: the collector was down, slow or refused them.
+    pub failed_exports: u64,
+    /// Spans in the batches that failed.
+    pub failed_spans: u64,
+}
+
+impl Counters {
+    /// The figures now.
+    pub fn read(&self) -> Figures {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Figures {
+            exported: load(&self.exported),
+            dropped: load(&self.dropped),
+            failed_exports: load(&self.failed_exports),
+            failed_spans: load(&self.failed_spans),
+        }
+    }
+}
+
+/// Traces being exported: the SDK's provider, and its counts. Keep it until the program ends,
+/// then [`Exporting::finish`] it.
+#[derive(Debug)]
+pub struct Exporting {
+    provider: SdkTracerProvider,
+    counters: Arc<Counters>,
+}
+
+impl Exporting {
+    /// The exporter the standard variables describe, or `None` when no endpoint is set (or
+    /// `OTEL_SDK_DISABLED=true`). A variable the SDK would misread or ignore is refused here
+    /// with one line. Call it before any runtime starts (reqwest's blocking client is built now).
+    pub(super) fn from_env() -> anyhow::Result<Option<Self>> {
+        let set = |name: &str| env::var(name).ok().filter(|value| !value.trim().is_empty());
+        let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .map(|value| ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value))
+            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|value| ("OTEL_EXPORTER_OTLP_ENDPOINT", value)));
+        let disabled = set("OTEL_SDK_DISABLED").is_some_and(|value| value.trim().eq_ignore_ascii_case("true"));
+        let Some((variable, endpoint)) = endpoint.filter(|_| !disabled) else {
+            return Ok(None);
+        };
+        check_endpoint(variable, &endpoint)?;
+        for protocol in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+            if let Some(value) = set(protocol).filter(|value| value.trim() != "http/protobuf") {
+                anyhow::bail!("{protocol}={value:?}: this build sends http/protobuf only");
+            }
+        }
+        check_sampler(set("OTEL_TRACES_SAMPLER").as_deref(), set("OTEL_TRACES_SAMPLER_ARG").as_deref())?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .build()
+            .map_err(|error| anyhow::anyhow!("{variable}={endpoint:?}: {error}"))?;
+        Ok(Some(Self::with_exporter(exporter, resource())))
+    }
+
+    /// Exports through `exporter`, counted and bounded (see the module docs).
+    pub(crate) fn with_exporter(exporter: impl SpanExporter + 'static, resource: Resource) -> Self {
+        let counters = Arc::new(Counters::default());
+        let counted = Counted {
+            inner: exporter,
+            counters: Arc::clone(&counters),
+            failures: Mutex::new(LogThrottle::every(FAILURE_LOG_PERIOD)),
+        };
+        let config = BatchConfigBuilder::default().with_max_queue_size(QUEUE).build();
+        let batch = BatchSpanProcessor::new(counted, config);
+        let bounded = Bounded { inner: batch, counters: Arc::clone(&counters) };
+        let provider = SdkTracerProvider::builder().with_span_processor(bounded).with_resource(resource).build();
+        Self { provider, counters }
+    }
+
+    /// The layer that turns the spans of `spans.rs` into OpenTelemetry spans (and nothing
+    /// else: no log event becomes a span event). Without the per-span extras the bridge can
+    /// add (code location, target, thread, busy and idle time, an OpenTelemetry context entered with
+    /// each span): they cost every poll of a traced request, and nothing here reads them.
+    pub(super) fn layer<S>(&self) -> impl Layer<S> + use<S>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        tracing_opentelemetry::layer()
+            .with_tracer(self.provider.tracer(env!("CARGO_PKG_NAME")))
+            .with_location(false)
+            .with_target(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_filter(Targets::new().with_target(spans::TARGET, LevelFilter::TRACE))
+    }
+
+    /// Makes its counters the ones `/metrics` shows (once: there is one global subscriber).
+    pub(super) fn publish_counters(&self) {
+        let _ = PUBLISHED.set(Arc::clone(&self.counters));
+    }
+
+    /// What the exporter has done so far.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Sends the spans still queued, waiting at most `within`, then stops the batch thread. It
+    /// blocks: call it off every runtime thread. With `within` zero, it sends nothing.
+    pub fn finish(self, within: Duration) {
+        let waiting = self.counters.queued.load(Ordering::Relaxed);
+        if within.is_zero() {
+            tracing::info!(waiting, "no time left to send the queued spans; leaving without them");
+            return;
+        }
+        tracing::info!(waiting, ?within, "sending the queued spans");
+        match self.provider.shutdown_with_timeout(within) {
+            Ok(()) => tracing::info!(exported = self.counters.read().exported, "spans sent"),
+            Err(error) => tracing::warn!(%error, "the queued spans could not all be sent in time"),
+        }
+    }
+}
+
+/// Refuses an endpoint this build cannot send to, before anything starts.
+fn check_endpoint(variable: &str, endpoint: &str) -> anyhow::Result<()> {
+    if endpoint.starts_with("http://") {
+        return Ok(());
+    }
+    let why = if endpoint.starts_with("https://") {
+        "this build sends OTLP over plain http (a node-local or sidecar collector), not https"
+    } else {
+        "an endpoint is an http:// URL, such as http://127.0.0.1:4318"
+    };
+    anyhow::bail!("{variable}={endpoint:?}: {why}")
+}
+
+/// Refuses a sampler the SDK would read as its default without a word.
+fn check_sampler(sampler: Option<&str>, argument: Option<&str>) -> anyhow::Result<()> {
+    let Some(sampler) = sampler.map(str::trim) else { return Ok(()) };
+    if !SAMPLERS.contains(&sampler) {
+        anyhow::bail!("OTEL_TRACES_SAMPLER={sampler:?}: one of {}", SAMPLERS.join(", "));
+    }
+    if sampler.ends_with("traceidratio") {
+        let ratio = argument.and_then(|argument| argument.trim().parse::<f64>().ok());
+        if !ratio.is_some_and(|ratio| (0.0..=1.0).contains(&ratio)) {
+            anyhow::bail!(
+                "OTEL_TRACES_SAMPLER_ARG={:?}: {sampler} takes a ratio from 0 to 1",
+                argument.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What the spans say of the service: `service.name` (`OTEL_SERVICE_NAME`, else `service.name`
+/// in `OTEL_RESOURCE_ATTRIBUTES`, else the program's name), `service.version` (the package's),
+/// and the rest of `OTEL_RESOURCE_ATTRIBUTES`.
+fn resource() -> Resource {
+    let mut builder = Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", env!("CARGO_PKG_NAME")),
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        ])
+        .with_detectors(&[Box::new(TelemetryResourceDetector), Box::new(EnvResourceDetector::new())]);
+    if let Some(name) = env::var("OTEL_SERVICE_NAME").ok().filter(|name| !name.trim().is_empty()) {
+        builder = builder.with_service_name(name);
+    }
+    builder.build()
+}
+
+/// The SDK's batch processor behind a bound of our own, which counts what it drops.
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchSpanProcessor,
+    counters: Arc<Counters>,
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.counters.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE {
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP exporter, counting its outcomes; it runs on the batch thread.
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    counters: Arc<Counters>,
+    failures: Mutex<LogThrottle>,
+}
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        let counters = &self.counters;
+        counters.queued.fetch_sub(spans, Ordering::Relaxed);
+        match &result {
+            Ok(()) => {
+                counters.exported.fetch_add(spans as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                counters.failed_exports.fetch_add(1, Ordering::Relaxed);
+                counters.failed_spans.fetch_add(spans as u64, Ordering::Relaxed);
+                let report = self.failures.lock().map(|mut throttle| throttle.record());
+                if let Ok(Some(failed)) = report {
+                    tracing::warn!(failed, spans, %error, "trace export failed; its spans are lost");
+                }
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_or_sampler_the_sdk_would_misread_is_refused_in_one_line() {
+        assert!(check_endpoint("E", "http://127.0.0.1:4318").is_ok());
+        for (endpoint, says) in [("https://collector:4318", "not https"), ("127.0.0.1:4318", "http://")] {
+            let error = check_endpoint("E", endpoint).unwrap_err().to_string();
+            assert!(error.contains(says) && !error.contains('\n'), "{error}");
+        }
+        assert!(check_sampler(None, None).is_ok());
+        assert!(check_sampler(Some("parentbased_traceidratio"), Some("0.25")).is_ok());
+        let unknown = check_sampler(Some("sometimes"), None).unwrap_err().to_string();
+        assert!(unknown.contains("always_on"), "{unknown}");
+        for argument in [None, Some("2"), Some("half")] {
+            let error = check_sampler(Some("traceidratio"), argument).unwrap_err().to_string();
+            assert!(error.contains("a ratio from 0 to 1"), "{error}");
+        }
+    }
+}
