@@ -22,7 +22,11 @@ use crate::common::{BINARY, PATIENCE, free_port};
 
 /// `redis-server`, if installed (see [`crate::common::required_program`]).
 fn redis_server() -> Option<PathBuf> {
-    crate::common::required_program("redis-server", "redis-server", "fan-out broker tests")
+    crate::common::required_program(
+        "redis-server",
+        "Debian: apt-get install redis-server",
+        "fan-out broker tests",
+    )
 }
 
 /// A `redis-server` of the test's own: loopback, no persistence, its own directory.

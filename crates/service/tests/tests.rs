@@ -7,5 +7,6 @@
 
 mod broker;
 mod common;
+mod otel;
 mod process;
 mod tls;

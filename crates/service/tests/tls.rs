@@ -143,7 +143,11 @@ fn a_reload_of_a_file_that_would_never_be_read_is_refused_and_delays_nothing() {
 /// and gets no answer without one, or with one the server must refuse.
 #[test]
 fn openssl_s_client_talks_to_the_service_and_needs_a_certificate_under_mutual_tls() {
-    let Some(openssl) = crate::common::required_program("openssl", "openssl", "openssl s_client test") else {
+    let Some(openssl) = crate::common::required_program(
+        "openssl",
+        "Debian: apt-get install openssl",
+        "openssl s_client test",
+    ) else {
         return;
     };
     let pki = Pki::new();

@@ -510,8 +510,12 @@ mod tests {
     async fn the_relay_hears_of_a_topic_s_first_and_last_local_subscriber_only() {
         let count = |n| std::num::NonZeroUsize::new(n).unwrap();
         let config = Config { topic_capacity: count(4), max_topics: count(8), ..Config::default() };
-        let (handle, _relay) =
-            crate::fanout::relay::relay(&crate::FanoutUrl::parse("redis://127.0.0.1:1").unwrap(), None, "p:", false);
+        let (handle, _relay) = crate::fanout::relay::relay(
+            &crate::FanoutUrl::parse("redis://127.0.0.1:1").unwrap(),
+            None,
+            "p:",
+            false,
+        );
         let topics = Arc::new(Topics::new(&config, Arc::new(Stats::default()), Some(handle)));
         let woken =
             || async { tokio::time::timeout(Duration::from_millis(1), topics.changed()).await.is_ok() };

@@ -26,9 +26,9 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
 
 #[cfg(feature = "otel")]
-pub use self::otel::{Counters, Exporting, Figures};
-#[cfg(feature = "otel")]
 pub(crate) use self::otel::figures;
+#[cfg(feature = "otel")]
+pub use self::otel::{Counters, Exporting, Figures};
 
 #[cfg(feature = "otel")]
 mod otel;
@@ -133,7 +133,8 @@ impl Logging {
 /// variable, with the reason. Call it before any runtime starts.
 pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
     // The spans of `spans.rs` are for the traces; the log output leaves them out.
-    let filter = filter(std::env::var("RUST_LOG").ok().as_deref())?.with_target(spans::TARGET, LevelFilter::OFF);
+    let filter =
+        filter(std::env::var("RUST_LOG").ok().as_deref())?.with_target(spans::TARGET, LevelFilter::OFF);
     #[cfg(feature = "otel")]
     let traces = Exporting::from_env()?;
     let (stderr, writer) = NonBlockingBuilder::default()
@@ -142,31 +143,12 @@ pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
         .thread_name("log-writer")
         .finish(std::io::stderr());
     let dropped = stderr.error_counter();
-    // The subscriber, once built: the JSON format reads trace ids through it.
+    // Colours only for a person at a terminal, not for a log collector reading a pipe.
+    let ansi = std::io::stderr().is_terminal();
     #[cfg(feature = "otel")]
-    let dispatch = std::sync::Arc::new(std::sync::OnceLock::new());
-    let output = match format {
-        // Colours only for a person at a terminal, not for a log collector reading a pipe.
-        LogFormat::Text => {
-            fmt::layer().with_writer(stderr).with_ansi(std::io::stderr().is_terminal()).boxed()
-        }
-        #[cfg(feature = "otel")]
-        LogFormat::Json => fmt::layer()
-            .json()
-            .event_format(trace_ids::WithTraceIds::new(fmt::format().json(), std::sync::Arc::clone(&dispatch)))
-            .with_writer(stderr)
-            .boxed(),
-        #[cfg(not(feature = "otel"))]
-        LogFormat::Json => fmt::layer().json().with_writer(stderr).boxed(),
-    };
-    let registry = tracing_subscriber::registry().with(output.with_filter(filter));
-    #[cfg(feature = "otel")]
-    let registry = registry.with(traces.as_ref().map(Exporting::layer));
-    #[cfg(feature = "console")]
-    let registry = registry.with(console_subscriber::spawn());
-    let subscriber = tracing::Dispatch::new(registry);
-    #[cfg(feature = "otel")]
-    let _ = dispatch.set(subscriber.downgrade());
+    let subscriber = subscriber(format, filter, stderr, ansi, traces.as_ref());
+    #[cfg(not(feature = "otel"))]
+    let subscriber = subscriber(format, filter, stderr, ansi);
     subscriber.try_init()?;
     #[cfg(feature = "otel")]
     if let Some(traces) = &traces {
@@ -178,6 +160,46 @@ pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
         #[cfg(feature = "otel")]
         traces,
     })
+}
+
+/// The subscriber: the log output in `format` through `filter` to `writer`, and with `traces`
+/// the layer that exports the spans.
+fn subscriber<W>(
+    format: LogFormat,
+    filter: Targets,
+    writer: W,
+    ansi: bool,
+    #[cfg(feature = "otel")] traces: Option<&Exporting>,
+) -> tracing::Dispatch
+where
+    W: for<'writer> fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
+    // The subscriber, once built: the JSON format reads trace ids through it.
+    #[cfg(feature = "otel")]
+    let dispatch = std::sync::Arc::new(std::sync::OnceLock::new());
+    let output = match format {
+        LogFormat::Text => fmt::layer().with_writer(writer).with_ansi(ansi).boxed(),
+        #[cfg(feature = "otel")]
+        LogFormat::Json => fmt::layer()
+            .json()
+            .event_format(trace_ids::WithTraceIds::new(
+                fmt::format().json(),
+                std::sync::Arc::clone(&dispatch),
+            ))
+            .with_writer(writer)
+            .boxed(),
+        #[cfg(not(feature = "otel"))]
+        LogFormat::Json => fmt::layer().json().with_writer(writer).boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(output.with_filter(filter));
+    #[cfg(feature = "otel")]
+    let registry = registry.with(traces.map(Exporting::layer));
+    #[cfg(feature = "console")]
+    let registry = registry.with(console_subscriber::spawn());
+    let subscriber = tracing::Dispatch::new(registry);
+    #[cfg(feature = "otel")]
+    let _ = dispatch.set(subscriber.downgrade());
+    subscriber
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@
 //! with what is left of the grace period (see `main.rs`).
 
 use std::env;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -124,8 +124,11 @@ impl Exporting {
         let set = |name: &str| env::var(name).ok().filter(|value| !value.trim().is_empty());
         let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .map(|value| ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value))
-            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|value| ("OTEL_EXPORTER_OTLP_ENDPOINT", value)));
-        let disabled = set("OTEL_SDK_DISABLED").is_some_and(|value| value.trim().eq_ignore_ascii_case("true"));
+            .or_else(|| {
+                set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|value| ("OTEL_EXPORTER_OTLP_ENDPOINT", value))
+            });
+        let disabled =
+            set("OTEL_SDK_DISABLED").is_some_and(|value| value.trim().eq_ignore_ascii_case("true"));
         let Some((variable, endpoint)) = endpoint.filter(|_| !disabled) else {
             return Ok(None);
         };
@@ -155,7 +158,8 @@ impl Exporting {
         let config = BatchConfigBuilder::default().with_max_queue_size(QUEUE).build();
         let batch = BatchSpanProcessor::new(counted, config);
         let bounded = Bounded { inner: batch, counters: Arc::clone(&counters) };
-        let provider = SdkTracerProvider::builder().with_span_processor(bounded).with_resource(resource).build();
+        let provider =
+            SdkTracerProvider::builder().with_span_processor(bounded).with_resource(resource).build();
         Self { provider, counters }
     }
 
@@ -329,7 +333,162 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::mpsc;
+
+    use opentelemetry::Value;
+    use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
+    use opentelemetry_sdk::error::OTelSdkError;
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+
     use super::*;
+    use crate::telemetry::{LogFormat, subscriber};
+    use crate::test_log::Captured;
+    use crate::{App, Client, Config};
+
+    /// Exports into memory, as the service does (the batch thread, the bound, the counts).
+    fn in_memory() -> (Exporting, InMemorySpanExporter) {
+        let exporter = InMemorySpanExporter::default();
+        (Exporting::with_exporter(exporter.clone(), Resource::builder_empty().build()), exporter)
+    }
+
+    fn attributes(span: &SpanData) -> HashMap<&str, &Value> {
+        span.attributes.iter().map(|KeyValue { key, value, .. }| (key.as_str(), value)).collect()
+    }
+
+    /// Serves `requests` on one connection from `peer` with traces on, logging JSON at debug
+    /// level into `logs`; returns the answers and the spans exported.
+    fn traced(requests: &[&str], logs: &Captured) -> (Vec<String>, Vec<SpanData>) {
+        let (traces, exporter) = in_memory();
+        let filter =
+            Targets::new().with_default(LevelFilter::DEBUG).with_target(spans::TARGET, LevelFilter::OFF);
+        let writer = logs.clone();
+        let subscriber = subscriber(LogFormat::Json, filter, move || writer.clone(), false, Some(&traces));
+        let answers = tracing::dispatcher::with_default(&subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let config = Config { cpu_threads: 1, trace_requests: true, ..Config::default() };
+                let app = App::start(&config).unwrap();
+                let (client, server) = tokio::io::duplex(1024);
+                app.spawn_connection(server, "127.0.0.1:4000", None);
+                let mut client = Client::new(client, Duration::from_secs(5));
+                let mut answers = Vec::new();
+                for request in requests {
+                    answers.push(client.request(request).await.unwrap());
+                }
+                drop(client);
+                app.stop().await;
+                answers
+            })
+        });
+        traces.provider.force_flush().unwrap();
+        (answers, exporter.get_finished_spans().unwrap())
+    }
+
+    #[test]
+    fn a_request_is_a_server_span_named_for_its_command_with_its_peer_and_outcome() {
+        let requests = ["PING", "SLEEP x", "NOPE", "ECHO hi"];
+        let (answers, spans) = traced(&requests, &Captured::default());
+        assert_eq!(answers[0], "OK PONG");
+        assert!(answers[1].starts_with("ERR bad-argument") && answers[2].starts_with("ERR unknown-command"));
+        // An unknown command has no span: span names are the registry's, a bounded set.
+        let names: Vec<_> = spans.iter().map(|span| span.name.as_ref()).collect();
+        assert_eq!(names, ["PING", "SLEEP", "ECHO"]);
+        for span in &spans {
+            assert_eq!(span.span_kind, SpanKind::Server);
+            assert_eq!(span.parent_span_id, opentelemetry::trace::SpanId::INVALID, "each request is a trace");
+            let attributes = attributes(span);
+            assert_eq!(attributes["rpc.method"], &Value::from(span.name.to_string()));
+            assert_eq!(attributes["network.peer.address"], &Value::from("127.0.0.1"));
+            assert_eq!(attributes["network.peer.port"], &Value::I64(4000));
+            assert_eq!(attributes["network.transport"], &Value::from("tcp"));
+        }
+        assert_eq!(spans[0].status, Status::Ok);
+        assert_eq!(spans[1].status, Status::error(""));
+        assert_eq!(attributes(&spans[1])["error.type"], &Value::from("bad-argument"));
+        assert!(!attributes(&spans[0]).contains_key("error.type"));
+        let traces: std::collections::HashSet<_> =
+            spans.iter().map(|span| span.span_context.trace_id()).collect();
+        assert_eq!(traces.len(), 3, "a trace id each");
+    }
+
+    #[test]
+    fn a_cpu_job_s_wait_and_run_are_spans_under_its_request_and_its_logs_carry_the_ids() {
+        let logs = Captured::default();
+        let (answers, spans) = traced(&["PRIMES 100"], &logs);
+        assert_eq!(answers, ["OK 25"]);
+        let named = |name: &str| {
+            spans.iter().find(|span| span.name == name).unwrap_or_else(|| panic!("no {name} span"))
+        };
+        let (request, queued, run) = (named("PRIMES"), named("queued"), named("run"));
+        assert_eq!(spans.len(), 3);
+        for child in [queued, run] {
+            assert_eq!(child.parent_span_id, request.span_context.span_id());
+            assert_eq!(child.span_context.trace_id(), request.span_context.trace_id());
+            assert!(child.start_time >= request.start_time && child.end_time <= request.end_time);
+        }
+        assert!(queued.end_time <= run.start_time, "the wait ends when the run begins");
+        // The command's own log line (debug) is inside the request: it carries its ids, and
+        // the connection's lines outside any request carry none.
+        let logs = logs.text();
+        let line =
+            logs.lines().find(|line| line.contains("counting the primes")).expect("the PRIMES log line");
+        let line: serde_json::Value = serde_json::from_str(line).expect("one JSON object");
+        assert_eq!(line["trace_id"], request.span_context.trace_id().to_string());
+        assert_eq!(line["span_id"], request.span_context.span_id().to_string());
+        let open = logs.lines().find(|line| line.contains("\"open\"")).expect("the connection's open line");
+        assert!(!open.contains("trace_id"), "{open}");
+    }
+
+    /// An exporter that holds every export until its sender is dropped, then fails or accepts.
+    #[derive(Debug)]
+    struct Held {
+        release: Mutex<mpsc::Receiver<()>>,
+        fail: bool,
+    }
+
+    impl SpanExporter for Held {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            let _ = self.release.lock().unwrap().recv();
+            if self.fail { Err(OTelSdkError::InternalFailure("refused".into())) } else { Ok(()) }
+        }
+    }
+
+    /// Ends `count` spans through `traces`, with exports held until `release` is dropped.
+    fn end_spans(traces: &Exporting, count: usize, release: mpsc::Sender<()>) {
+        let tracer = traces.provider.tracer("test");
+        for _ in 0..count {
+            tracer.start("span").end();
+        }
+        drop(release);
+        traces.provider.force_flush().unwrap_or_default();
+    }
+
+    #[test]
+    fn spans_past_the_queue_s_bound_are_dropped_and_counted() {
+        let (release, held) = mpsc::channel();
+        let exporter = Held { release: Mutex::new(held), fail: false };
+        let traces = Exporting::with_exporter(exporter, Resource::builder_empty().build());
+        // The exports are held: nothing leaves the queue, whatever the batch thread has taken.
+        end_spans(&traces, QUEUE + 100, release);
+        let figures = traces.counters().read();
+        assert_eq!(figures.dropped, 100);
+        assert_eq!(figures.exported, QUEUE as u64);
+        assert_eq!((figures.failed_exports, figures.failed_spans), (0, 0));
+    }
+
+    #[test]
+    fn a_failed_export_is_counted_with_its_spans() {
+        let (release, held) = mpsc::channel();
+        let traces = Exporting::with_exporter(
+            Held { release: Mutex::new(held), fail: true },
+            Resource::builder_empty().build(),
+        );
+        end_spans(&traces, 10, release);
+        let figures = traces.counters().read();
+        assert!(figures.failed_exports >= 1);
+        assert_eq!((figures.failed_spans, figures.exported, figures.dropped), (10, 0, 0));
+    }
 
     #[test]
     fn an_endpoint_or_sampler_the_sdk_would_misread_is_refused_in_one_line() {

@@ -98,7 +98,8 @@ impl JobSpans {
     /// Opens the wait in the queue, under the span entered now (the request's).
     pub(crate) fn queued() -> Self {
         let request = Span::current();
-        let queued = tracing::info_span!(target: TARGET, parent: &request, "job queued", otel.name = "queued");
+        let queued =
+            tracing::info_span!(target: TARGET, parent: &request, "job queued", otel.name = "queued");
         Self { request, queued }
     }
 

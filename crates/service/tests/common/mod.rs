@@ -21,9 +21,9 @@ pub(crate) const BINARY: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_N
 pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 /// `program` from the PATH, if installed. Without it, the tests that need it say once per run
-/// that they were skipped (naming the Debian `package`), and pass; under `CI=true` they fail,
-/// so CI cannot skip them unseen.
-pub(crate) fn required_program(program: &str, package: &str, tests: &str) -> Option<PathBuf> {
+/// that they were skipped (and how to `install` it), and pass; under `CI=true` they fail, so CI
+/// cannot skip them unseen.
+pub(crate) fn required_program(program: &str, install: &str, tests: &str) -> Option<PathBuf> {
     static SKIPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let found = std::env::var_os("PATH")
         .into_iter()
@@ -33,17 +33,15 @@ pub(crate) fn required_program(program: &str, package: &str, tests: &str) -> Opt
     if found.is_none() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true, but {program} is not installed (Debian: apt-get install {package})"
+            "CI=true, but {program} is not installed ({install})"
         );
         let mut skipped = SKIPPED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !skipped.iter().any(|name| name == program) {
             skipped.push(program.to_owned());
             // Written to stderr itself: the test harness keeps what `eprintln!` says to itself
             // when a test passes, and this must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped the {tests}: {program} is not installed (Debian: apt-get install {package})"
-            );
+            let _ =
+                writeln!(std::io::stderr(), "skipped the {tests}: {program} is not installed ({install})");
         }
     }
     found
@@ -106,8 +104,14 @@ pub(crate) fn serve(args: &[&str]) -> (Command, SocketAddr, SocketAddr) {
 /// between its pick and the child's bind, the child exits saying so, and this starts it again on
 /// other ports (three tries).
 pub(crate) fn start(args: &[&str]) -> (Child, SocketAddr, SocketAddr) {
+    start_with(args, &[])
+}
+
+/// [`start`] with more environment variables.
+pub(crate) fn start_with(args: &[&str], env: &[(&str, &str)]) -> (Child, SocketAddr, SocketAddr) {
     for _ in 0..3 {
         let (mut command, addr, admin) = serve(args);
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("start the binary");
         match wait_until_ready(&mut child, admin) {
             Ok(()) => return (child, addr, admin),

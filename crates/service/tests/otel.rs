@@ -1,0 +1,186 @@
+//! Traces to a real OpenTelemetry collector that nobody here wrote: rotel's agent (PyPI:
+//! `pip install rotel`), which each test starts on free loopback ports and which prints every
+//! span it receives. And the service with a collector that refuses, or accepts and never
+//! answers: it serves as usual and exits within its grace period.
+//!
+//! Without `rotel-agent` on the PATH (`.ci/run` installs it) the test that needs it says once
+//! that it was skipped, and passes; under `CI=true` it fails instead.
+#![cfg(all(unix, feature = "otel"))]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "tests that start and wait on child processes, and read their output on threads"
+)]
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::{Log, PATIENCE, free_port, required_program, signal, start_with, wait};
+
+/// A rotel agent of the test's own, printing what it receives.
+struct Collector {
+    child: Child,
+    endpoint: String,
+    received: Arc<Mutex<String>>,
+}
+
+impl Collector {
+    /// Starts the agent on free loopback ports (OTLP over HTTP, and gRPC, which it always
+    /// opens), and waits until its HTTP port takes connections.
+    fn start(agent: &Path) -> Self {
+        let [http, grpc] = [free_port(), free_port()].map(|port| format!("127.0.0.1:{port}"));
+        let mut child = Command::new(agent)
+            .args(["start", "--exporter", "blackhole", "--debug-log", "traces"])
+            .args(["--debug-log-verbosity", "detailed", "--otlp-http-endpoint", &http])
+            .args(["--otlp-grpc-endpoint", &grpc])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rotel-agent");
+        let received = Arc::new(Mutex::new(String::new()));
+        collect(child.stdout.take().expect("piped"), &received);
+        collect(child.stderr.take().expect("piped"), &received);
+        let deadline = Instant::now() + PATIENCE;
+        let addr: SocketAddr = http.parse().unwrap();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "rotel-agent ended:\n{}", received.lock().unwrap());
+            assert!(Instant::now() < deadline, "rotel-agent did not listen on {http} within {PATIENCE:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, endpoint: format!("http://{http}"), received }
+    }
+
+    /// Everything received once it holds `text`, within [`PATIENCE`].
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let received = self.received.lock().unwrap().clone();
+            if received.contains(text) {
+                return received;
+            }
+            assert!(Instant::now() < deadline, "the collector received no {text:?}:\n{received}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Appends what `output` says to `received`, line by line, on a thread that ends with it.
+fn collect(output: impl std::io::Read + Send + 'static, received: &Arc<Mutex<String>>) {
+    let received = Arc::clone(received);
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            received.lock().unwrap().extend([line.as_str(), "\n"]);
+        }
+    });
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request on a fresh connection, and its answer line.
+fn request(addr: SocketAddr, line: &str) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("a read timeout");
+    stream.write_all(format!("{line}\n").as_bytes()).expect("send");
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).expect("an answer");
+    answer.trim_end().to_owned()
+}
+
+/// The body of `GET path` on the admin port.
+fn get(admin: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect_timeout(&admin, PATIENCE).expect("connect to admin");
+    stream.set_read_timeout(Some(PATIENCE)).expect("a read timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("a response");
+    response
+}
+
+/// The span block of the collector's output that names `name`.
+fn span_named<'a>(received: &'a str, name: &str) -> &'a str {
+    received
+        .split("Span #")
+        .find(|block| block.lines().any(|line| line.trim() == format!("Name           : {name}")))
+        .unwrap_or_else(|| panic!("no span named {name} in:\n{received}"))
+}
+
+#[test]
+fn spans_reach_a_real_collector_and_join_the_json_logs_by_trace_id() {
+    let Some(agent) = required_program("rotel-agent", "pip install rotel", "trace export test") else {
+        return;
+    };
+    let collector = Collector::start(&agent);
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "traced-service"),
+        ("RUST_LOG", "info,service::commands=debug"),
+    ];
+    let (mut child, addr, _) = start_with(&["--log-format", "json"], &env);
+    let log = Log::of(&mut child);
+    assert_eq!(request(addr, "PING"), "OK PONG");
+    assert_eq!(request(addr, "PRIMES 1000"), "OK 168");
+    let line = log.wait_for("counting the primes");
+    let line: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    let trace_id = line["trace_id"].as_str().expect("the PRIMES line carries its trace id").to_owned();
+    // The batch is sent at the latest when the service stops: SIGTERM, a clean exit.
+    signal(&child, "TERM");
+    assert_eq!(wait(&mut child).code(), Some(0));
+    assert!(log.rest().contains("spans sent"));
+    let received = collector.wait_for(&trace_id);
+    assert!(received.contains("service.name: Str(traced-service)"), "{received}");
+    let primes = span_named(&received, "PRIMES");
+    assert!(primes.contains(&format!("Trace ID       : {trace_id}")), "{primes}");
+    assert!(primes.contains(&format!("ID             : {}", line["span_id"].as_str().unwrap())), "{primes}");
+    assert!(primes.contains("SPAN_KIND_SERVER") && primes.contains("STATUS_CODE_OK"), "{primes}");
+    for name in ["PING", "queued", "run"] {
+        span_named(&received, name);
+    }
+}
+
+#[test]
+fn with_the_collector_down_or_silent_the_service_serves_and_exits_within_its_grace_period() {
+    // Down: nothing listens at the endpoint. Silent: it takes connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let endpoints =
+        [free_port(), silent.local_addr().unwrap().port()].map(|port| format!("http://127.0.0.1:{port}"));
+    let accepted =
+        std::thread::spawn(move || silent.incoming().take(1).map(Result::unwrap).collect::<Vec<_>>());
+    for (endpoint, down) in endpoints.iter().zip([true, false]) {
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            // Sent every 100 ms, and waited for 60 s each: only the grace period ends the wait.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "60000"),
+        ];
+        let (mut child, addr, admin) = start_with(&["--shutdown-grace", "1s"], &env);
+        let log = Log::of(&mut child);
+        assert_eq!(request(addr, "PING"), "OK PONG");
+        if down {
+            // The export fails, is counted and logged, and the service still answers.
+            log.wait_for("trace export failed");
+            let metrics = get(admin, "/metrics");
+            let failures = metrics
+                .lines()
+                .find_map(|line| line.split_once("_trace_export_failures_total ")?.1.parse::<u64>().ok());
+            assert!(failures.is_some_and(|failures| failures >= 1), "{metrics}");
+        }
+        assert_eq!(request(addr, "PRIMES 100"), "OK 25");
+        signal(&child, "TERM");
+        // Within PATIENCE (10 s) or `wait` fails: not the 60 s the export would wait.
+        assert_eq!(wait(&mut child).code(), Some(0), "{endpoint}");
+        let rest = log.rest();
+        if !down {
+            assert!(rest.contains("could not all be sent in time"), "{rest}");
+        }
+    }
+    drop(accepted);
+}
