@@ -3,8 +3,8 @@
 //! Each figure is measured beside its baseline in the same run, with the same client
 //! (`service::load`), alternating the sides round by round, so a noisy machine moves the ratio
 //! little. The servers run as users run them, each in a process of its own ([`peers`]): the
-//! service's release binary, the bare tokio line server and redis-server. This process is the
-//! load client.
+//! service's release binary, the bare tokio line server, redis-server, and rotel's collector for
+//! the traces figures. This process is the load client.
 //!
 //! Every answer is checked: a load that gets an `ERR` stops the run, and a figure whose command
 //! the service no longer has (an example removed, as the README shows) is skipped with one line
@@ -22,6 +22,7 @@ mod bare;
 mod fanout;
 mod peers;
 mod tls;
+mod traces;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -278,6 +279,7 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
     figures.extend(fanout::figures(binary).await);
     figures.extend(tls::figures(binary).await);
     figures.push(amplification::figure(binary).await);
+    figures.extend(traces::figures(binary).await);
     figures
 }
 

@@ -88,9 +88,15 @@ pub(crate) fn build_service() -> PathBuf {
 /// The service's release binary, serving on loopback ports of its own choosing with `flags`
 /// added to its defaults.
 pub(crate) async fn service(binary: &Path, flags: &[&str]) -> Process {
+    service_with_env(binary, flags, &[]).await
+}
+
+/// [`service`] with more environment variables (`OTEL_*`, for the traces figure).
+pub(crate) async fn service_with_env(binary: &Path, flags: &[&str], env: &[(&str, &str)]) -> Process {
     let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(flags)
+        .envs(env.iter().copied())
         // At info whatever the project's default level: the address is read from the log.
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -119,6 +125,36 @@ pub(crate) async fn service(binary: &Path, flags: &[&str]) -> Process {
         }
     });
     Process { child, addr, _stdin: None, log: Some(log) }
+}
+
+/// rotel's agent, the OpenTelemetry collector of the traces figure (PyPI: `pip install rotel`),
+/// taking OTLP over HTTP on a loopback port of its own and keeping nothing (`--exporter
+/// blackhole`); `None` (said once) without `rotel-agent` on the PATH. Its OTLP/HTTP endpoint.
+pub(crate) async fn collector() -> Option<(Process, String)> {
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        ports.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.ok()?.local_addr().ok()?);
+    }
+    let (http, grpc) = (ports[0], ports[1]);
+    let child = Command::new("rotel-agent")
+        .args(["start", "--exporter", "blackhole"])
+        .args(["--otlp-http-endpoint", &http.to_string(), "--otlp-grpc-endpoint", &grpc.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(child) = child else {
+        println!("skipped trace_throughput: rotel-agent is not installed (pip install rotel)");
+        return None;
+    };
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(http).await.is_ok() {
+            return Some((Process { child, addr: http, _stdin: None, log: None }, format!("http://{http}")));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
 }
 
 /// The bare tokio line server (PING only; `SPIN <ms>` spun inline when `inline_spin`).

@@ -413,7 +413,7 @@ mod tests {
         assert_eq!(defaults.check(), Ok(()));
         // 1024 topics x 32 slots x (1024 B + 64 B + 48 B).
         assert_eq!(defaults.fanout_memory(), 1024 * 32 * 1136);
-        assert_eq!(defaults.fanout_memory() >> 20, 35, "the README says 36 MiB (35.5)");
+        assert_eq!(defaults.fanout_memory() >> 20, 35, "--max-message's help says 36 MiB (35.5)");
         let huge =
             parse(&["--max-topics", "1000000", "--topic-capacity", "65536", "--max-message", "16777216"])
                 .unwrap();

@@ -448,6 +448,10 @@ mod tests {
     }
 
     impl SpanExporter for Held {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "it runs on the SDK's batch thread, which is what it holds up"
+        )]
         async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
             let _ = self.release.lock().unwrap().recv();
             if self.fail { Err(OTelSdkError::InternalFailure("refused".into())) } else { Ok(()) }
