@@ -21,7 +21,7 @@ use service::Client;
 use crate::common::{BINARY, PATIENCE, free_port};
 
 /// `redis-server`, if installed (see [`crate::common::required_program`]).
-fn redis_server() -> Option<PathBuf> {
+pub(crate) fn redis_server() -> Option<PathBuf> {
     crate::common::required_program(
         "redis-server",
         "Debian: apt-get install redis-server",
@@ -30,7 +30,7 @@ fn redis_server() -> Option<PathBuf> {
 }
 
 /// A `redis-server` of the test's own: loopback, no persistence, its own directory.
-struct Redis {
+pub(crate) struct Redis {
     child: Child,
     port: u16,
     dir: PathBuf,
@@ -41,7 +41,7 @@ struct Redis {
 }
 
 impl Redis {
-    fn start(binary: PathBuf, password: Option<&'static str>) -> Self {
+    pub(crate) fn start(binary: PathBuf, password: Option<&'static str>) -> Self {
         Self::with_settings(binary, password, |_| Vec::new())
     }
 
@@ -89,7 +89,7 @@ impl Redis {
         command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start redis-server")
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match self.password {
             Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
             None => format!("redis://127.0.0.1:{}", self.port),

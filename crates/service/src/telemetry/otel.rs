@@ -356,39 +356,50 @@ mod tests {
         span.attributes.iter().map(|KeyValue { key, value, .. }| (key.as_str(), value)).collect()
     }
 
-    /// Serves `requests` on one connection from `peer` with traces on, logging JSON at debug
-    /// level into `logs`; returns the answers and the spans exported.
-    fn traced(requests: &[&str], logs: &Captured) -> (Vec<String>, Vec<SpanData>) {
+    /// Runs `serve` against an app made from `config` with traces on, logging JSON at debug
+    /// level into `logs`; returns what `serve` returns and the spans exported.
+    fn traced<T>(config: Config, logs: &Captured, serve: impl AsyncFnOnce(&App) -> T) -> (T, Vec<SpanData>) {
         let (traces, exporter) = in_memory();
         let filter =
             Targets::new().with_default(LevelFilter::DEBUG).with_target(spans::TARGET, LevelFilter::OFF);
         let writer = logs.clone();
         let subscriber = subscriber(LogFormat::Json, filter, move || writer.clone(), false, Some(&traces));
-        let answers = tracing::dispatcher::with_default(&subscriber, || {
+        let served = tracing::dispatcher::with_default(&subscriber, || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            // Inside the runtime, outside any task: with TLS, it reads the files.
+            let entered = runtime.enter();
+            let app = App::start(&Config { trace_requests: true, ..config }).unwrap();
+            drop(entered);
             runtime.block_on(async {
-                let config = Config { cpu_threads: 1, trace_requests: true, ..Config::default() };
-                let app = App::start(&config).unwrap();
-                let (client, server) = tokio::io::duplex(1024);
-                app.spawn_connection(server, "127.0.0.1:4000", None);
-                let mut client = Client::new(client, Duration::from_secs(5));
-                let mut answers = Vec::new();
-                for request in requests {
-                    answers.push(client.request(request).await.unwrap());
-                }
-                drop(client);
+                let served = serve(&app).await;
                 app.stop().await;
-                answers
+                served
             })
         });
         traces.provider.force_flush().unwrap();
-        (answers, exporter.get_finished_spans().unwrap())
+        (served, exporter.get_finished_spans().unwrap())
+    }
+
+    /// Sends `requests` on one connection from 127.0.0.1:4000, and returns the answers.
+    async fn requests(app: &App, requests: &[&str]) -> Vec<String> {
+        let (client, server) = tokio::io::duplex(1024);
+        app.spawn_connection(server, "127.0.0.1:4000", None);
+        let mut client = Client::new(client, Duration::from_secs(5));
+        let mut answers = Vec::new();
+        for request in requests {
+            answers.push(client.request(request).await.unwrap());
+        }
+        answers
+    }
+
+    fn config() -> Config {
+        Config { cpu_threads: 1, ..Config::default() }
     }
 
     #[test]
     fn a_request_is_a_server_span_named_for_its_command_with_its_peer_and_outcome() {
-        let requests = ["PING", "SLEEP x", "NOPE", "ECHO hi"];
-        let (answers, spans) = traced(&requests, &Captured::default());
+        let sent = ["PING", "SLEEP x", "NOPE", "ECHO hi"];
+        let (answers, spans) = traced(config(), &Captured::default(), async |app| requests(app, &sent).await);
         assert_eq!(answers[0], "OK PONG");
         assert!(answers[1].starts_with("ERR bad-argument") && answers[2].starts_with("ERR unknown-command"));
         // An unknown command has no span: span names are the registry's, a bounded set.
@@ -415,7 +426,7 @@ mod tests {
     #[test]
     fn a_cpu_job_s_wait_and_run_are_spans_under_its_request_and_its_logs_carry_the_ids() {
         let logs = Captured::default();
-        let (answers, spans) = traced(&["PRIMES 100"], &logs);
+        let (answers, spans) = traced(config(), &logs, async |app| requests(app, &["PRIMES 100"]).await);
         assert_eq!(answers, ["OK 25"]);
         let named = |name: &str| {
             spans.iter().find(|span| span.name == name).unwrap_or_else(|| panic!("no {name} span"))
@@ -438,6 +449,40 @@ mod tests {
         assert_eq!(line["span_id"], request.span_context.span_id().to_string());
         let open = logs.lines().find(|line| line.contains("\"open\"")).expect("the connection's open line");
         assert!(!open.contains("trace_id"), "{open}");
+    }
+
+    #[test]
+    fn a_tls_handshake_is_a_span_with_its_outcome_and_a_request_after_it_a_trace_of_its_own() {
+        let pki = testkit::pki::Pki::new();
+        let config = Config {
+            tls_cert: Some(pki.server.cert.clone()),
+            tls_key: Some(pki.server.key.clone()),
+            ..config()
+        };
+        let tls =
+            crate::tls::ClientTlsArgs { tls: true, tls_ca: Some(pki.ca_cert.clone()), ..Default::default() };
+        let tls = tls.load().unwrap().unwrap();
+        let (answer, spans) = traced(config, &Captured::default(), async |app| {
+            // Plaintext where a handshake belongs: refused, as the peer broke TLS's rules.
+            let (mut plain, server) = tokio::io::duplex(1024);
+            app.spawn_connection(server, "127.0.0.1:4001", None);
+            tokio::io::AsyncWriteExt::write_all(&mut plain, b"PING\n").await.unwrap();
+            let mut rest = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut rest).await.unwrap();
+            let (client, server) = tokio::io::duplex(16 * 1024);
+            app.spawn_connection(server, "127.0.0.1:4000", None);
+            let stream = tls.handshake(client, tls.server_name_for("localhost:1").unwrap()).await.unwrap();
+            Client::new(stream, Duration::from_secs(5)).request("PING").await.unwrap()
+        });
+        assert_eq!(answer, "OK PONG");
+        let handshakes: Vec<_> = spans.iter().filter(|span| span.name == "tls handshake").collect();
+        assert_eq!(handshakes.len(), 2, "{spans:?}");
+        let refused = handshakes.iter().find(|span| span.status != Status::Ok).expect("the refused one");
+        assert_eq!(attributes(refused)["error.type"], &Value::from("protocol"));
+        assert_eq!(attributes(refused)["network.peer.port"], &Value::I64(4001));
+        let done = handshakes.iter().find(|span| span.status == Status::Ok).expect("the one done");
+        let ping = spans.iter().find(|span| span.name == "PING").expect("the PING after it");
+        assert_ne!(ping.span_context.trace_id(), done.span_context.trace_id(), "no span per connection");
     }
 
     /// An exporter that holds every export until its sender is dropped, then fails or accepts.
