@@ -49,6 +49,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub config: Config,
     /// Log format on stderr; the level comes from RUST_LOG (default `info`).
+    #[cfg_attr(
+        feature = "otel",
+        doc = "With OTEL_EXPORTER_OTLP_ENDPOINT set (an http:// URL), each request is a span sent there, and a JSON line logged inside one carries its trace_id."
+    )]
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }

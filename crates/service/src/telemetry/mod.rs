@@ -26,9 +26,9 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
 
 #[cfg(feature = "otel")]
-pub(crate) use self::otel::figures;
+pub use self::otel::Exporting;
 #[cfg(feature = "otel")]
-pub use self::otel::{Counters, Exporting, Figures};
+pub(crate) use self::otel::figures;
 
 #[cfg(feature = "otel")]
 mod otel;

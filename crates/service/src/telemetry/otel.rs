@@ -73,7 +73,7 @@ pub(crate) fn figures() -> Option<Figures> {
 /// What the exporter has done, for `/metrics`. Shared by the processor (drops, at enqueue) and
 /// the exporter (its outcomes, on the batch thread).
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Spans ended and not exported yet (in the SDK's queue, or in a batch being sent).
     queued: AtomicUsize,
     exported: AtomicU64,
@@ -84,20 +84,20 @@ pub struct Counters {
 
 /// The figures of [`Counters`] at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Figures {
+pub(crate) struct Figures {
     /// Spans the collector accepted.
-    pub exported: u64,
+    pub(crate) exported: u64,
     /// Spans dropped because [`QUEUE`] spans were waiting already.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
     /// Exports (batches) that failed: the collector was down, slow or refused them.
-    pub failed_exports: u64,
+    pub(crate) failed_exports: u64,
     /// Spans in the batches that failed.
-    pub failed_spans: u64,
+    pub(crate) failed_spans: u64,
 }
 
 impl Counters {
     /// The figures now.
-    pub fn read(&self) -> Figures {
+    pub(crate) fn read(&self) -> Figures {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Figures {
             exported: load(&self.exported),
@@ -184,11 +184,6 @@ impl Exporting {
     /// Makes its counters the ones `/metrics` shows (once: there is one global subscriber).
     pub(super) fn publish_counters(&self) {
         let _ = PUBLISHED.set(Arc::clone(&self.counters));
-    }
-
-    /// What the exporter has done so far.
-    pub fn counters(&self) -> &Arc<Counters> {
-        &self.counters
     }
 
     /// Sends the spans still queued, waiting at most `within`, then stops the batch thread. It
@@ -520,7 +515,7 @@ mod tests {
         let traces = Exporting::with_exporter(exporter, Resource::builder_empty().build());
         // The exports are held: nothing leaves the queue, whatever the batch thread has taken.
         end_spans(&traces, QUEUE + 100, release);
-        let figures = traces.counters().read();
+        let figures = traces.counters.read();
         assert_eq!(figures.dropped, 100);
         assert_eq!(figures.exported, QUEUE as u64);
         assert_eq!((figures.failed_exports, figures.failed_spans), (0, 0));
@@ -534,7 +529,7 @@ mod tests {
             Resource::builder_empty().build(),
         );
         end_spans(&traces, 10, release);
-        let figures = traces.counters().read();
+        let figures = traces.counters.read();
         assert!(figures.failed_exports >= 1);
         assert_eq!((figures.failed_spans, figures.exported, figures.dropped), (10, 0, 0));
     }
