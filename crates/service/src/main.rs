@@ -73,27 +73,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         bound => bound?,
     };
     let reload = server.tls_reloader().cloned();
-    // When the shutdown must be over: the drain delay and the grace period after the signal.
-    // What is left of it at the end is the time the traces' exporter gets to send its spans.
-    let mut deadline = None;
-    runtime.block_on(async {
-        let shutdown = server.shutdown().clone();
-        let run = server.run();
-        tokio::pin!(run);
-        tokio::select! {
-            () = &mut run => return,
-            signal = signals.stop(reload.as_ref()) => tracing::info!(signal, "shutting down"),
-        }
-        deadline = Some(Instant::now() + config.drain_delay + config.shutdown_grace);
-        shutdown.begin.cancel();
-        tokio::select! {
-            () = &mut run => return,
-            signal = signals.stop(reload.as_ref()) => tracing::warn!(signal, "second signal: cutting the grace period short"),
-        }
-        deadline = Some(Instant::now());
-        shutdown.abort.cancel();
-        run.await;
-    });
+    #[cfg_attr(not(feature = "otel"), expect(unused_variables, reason = "only traces use what is left"))]
+    let deadline = run_until_stopped(&runtime, server, &mut signals, reload.as_ref(), &config);
     // Every task has ended. A read of the TLS files may still hold a blocking thread: one a
     // SIGHUP just started, or one stuck past its deadline (a hung mount), which dropping the
     // runtime would wait for without end (tokio's `Runtime::shutdown_timeout` docs). The runtime
@@ -115,6 +96,37 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(dropped, "log lines were dropped because stderr did not keep up");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves until the server ends, or a signal stops it (a second one cuts the grace period
+/// short). Returns when the shutdown must be over, if a signal began one: the drain delay and
+/// the grace period after it, or at once after a second signal. What is left of it at the end is
+/// the time the traces' exporter gets to send its last spans.
+fn run_until_stopped(
+    runtime: &tokio::runtime::Runtime,
+    server: Server,
+    signals: &mut Signals,
+    reload: Option<&service::tls::Reloader>,
+    config: &Config,
+) -> Option<Instant> {
+    runtime.block_on(async {
+        let shutdown = server.shutdown().clone();
+        let run = server.run();
+        tokio::pin!(run);
+        tokio::select! {
+            () = &mut run => return None,
+            signal = signals.stop(reload) => tracing::info!(signal, "shutting down"),
+        }
+        let deadline = Instant::now() + config.drain_delay + config.shutdown_grace;
+        shutdown.begin.cancel();
+        tokio::select! {
+            () = &mut run => return Some(deadline),
+            signal = signals.stop(reload) => tracing::warn!(signal, "second signal: cutting the grace period short"),
+        }
+        shutdown.abort.cancel();
+        run.await;
+        Some(Instant::now())
+    })
 }
 
 fn call(args: &CallArgs) -> Exit {
