@@ -1,6 +1,7 @@
 //! Traces to a real OpenTelemetry collector that nobody here wrote: rotel's agent (PyPI:
 //! `pip install rotel`), which each test starts on free loopback ports and which prints every
-//! span it receives. And the service with a collector that refuses, or accepts and never
+//! span it receives. They send kept commands (PING, PUBLISH), and PRIMES only if the project
+//! still has it. And the service with a collector that refuses, or accepts and never
 //! answers: it serves as usual and exits within its grace period.
 //!
 //! Without `rotel-agent` on the PATH (`.ci/run` installs it) the test that needs it says once
@@ -128,28 +129,32 @@ fn spans_reach_a_real_collector_and_join_the_json_logs_by_trace_id() {
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
         ("OTEL_SERVICE_NAME", "traced-service"),
-        ("RUST_LOG", "info,service::commands=debug"),
+        // A line per request, inside its span.
+        ("RUST_LOG", "info,service::commands=trace"),
     ];
     let (mut child, addr, _) = start_with(&args, &env);
     let log = Log::of(&mut child);
     assert_eq!(request(addr, "PING"), "OK PONG");
-    assert_eq!(request(addr, "PRIMES 1000"), "OK 168");
-    assert_eq!(request(addr, "PUBLISH news hello"), "OK 0");
-    let line = log.wait_for("counting the primes");
+    let line = log.wait_for(r#""command":"PING""#);
     let line: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
-    let trace_id = line["trace_id"].as_str().expect("the PRIMES line carries its trace id").to_owned();
+    let trace_id = line["trace_id"].as_str().expect("the PING line carries its trace id").to_owned();
+    // The example that computes on the pool, unless the project removed it.
+    let computed = request(addr, "PRIMES 1000") == "OK 168";
+    assert_eq!(request(addr, "PUBLISH news hello"), "OK 0");
     // The batch is sent at the latest when the service stops: SIGTERM, a clean exit.
     signal(&child, "TERM");
     assert_eq!(wait(&mut child).code(), Some(0));
     assert!(log.rest().contains("spans sent"));
     let received = collector.wait_for(&trace_id);
     assert!(received.contains("service.name: Str(traced-service)"), "{received}");
-    let primes = span_named(&received, "PRIMES");
-    assert!(primes.contains(&format!("Trace ID       : {trace_id}")), "{primes}");
-    assert!(primes.contains(&format!("ID             : {}", line["span_id"].as_str().unwrap())), "{primes}");
-    assert!(primes.contains("SPAN_KIND_SERVER") && primes.contains("STATUS_CODE_OK"), "{primes}");
-    for name in ["PING", "queued", "run"] {
-        span_named(&received, name);
+    let ping = span_named(&received, "PING");
+    assert!(ping.contains(&format!("Trace ID       : {trace_id}")), "{ping}");
+    assert!(ping.contains(&format!("ID             : {}", line["span_id"].as_str().unwrap())), "{ping}");
+    assert!(ping.contains("SPAN_KIND_SERVER") && ping.contains("STATUS_CODE_OK"), "{ping}");
+    if computed {
+        for name in ["PRIMES", "queued", "run"] {
+            span_named(&received, name);
+        }
     }
     if redis.is_some() {
         let publish = span_named(&received, "PUBLISH");
@@ -190,7 +195,7 @@ fn with_the_collector_down_or_silent_the_service_serves_and_exits_within_its_gra
                 .find_map(|line| line.split_once("_trace_export_failures_total ")?.1.parse::<u64>().ok());
             assert!(failures.is_some_and(|failures| failures >= 1), "{metrics}");
         }
-        assert_eq!(request(addr, "PRIMES 100"), "OK 25");
+        assert_eq!(request(addr, "PING"), "OK PONG");
         signal(&child, "TERM");
         // Within PATIENCE (10 s) or `wait` fails: not the 60 s the export would wait.
         assert_eq!(wait(&mut child).code(), Some(0), "{endpoint}");

@@ -183,12 +183,13 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
         return (Reply::ready(unknown), true);
     };
     // Traced: the request's span, entered while the command starts its work (so that the spans
-    // the work opens, a CPU job's or a relayed PUBLISH's, go under it).
+    // the work opens, a CPU job's or a relayed PUBLISH's, go under it, and so do its log lines).
     let span = context.traced.as_ref().map(|peer| RequestSpan::new(spec.name, peer));
-    let started = match &span {
-        None => (spec.start)(argument, context),
-        Some(span) => span.span().in_scope(|| (spec.start)(argument, context)),
-    };
+    let entered = span.as_ref().map(|span| span.span().enter());
+    // A line per request, at TRACE (`RUST_LOG=NAME::commands=trace`); otherwise a level check.
+    tracing::trace!(command = spec.name, "request");
+    let started = (spec.start)(argument, context);
+    drop(entered);
     let (mut reply, keep_reading) = match started {
         Ok(reply) => (reply, !spec.ends_connection),
         // A refused request does not end the connection, whatever the command.

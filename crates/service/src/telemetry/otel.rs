@@ -337,6 +337,8 @@ mod tests {
     use opentelemetry_sdk::trace::InMemorySpanExporter;
 
     use super::*;
+    use crate::commands::{Commands, Spec};
+    use crate::protocol::Response;
     use crate::telemetry::{LogFormat, subscriber};
     use crate::test_log::Captured;
     use crate::{App, Client, Config};
@@ -363,7 +365,8 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             // Inside the runtime, outside any task: with TLS, it reads the files.
             let entered = runtime.enter();
-            let app = App::start(&Config { trace_requests: true, ..config }).unwrap();
+            let config = Config { trace_requests: true, ..config };
+            let app = App::start_with(&config, Commands::with(&[&WORK])).unwrap();
             drop(entered);
             runtime.block_on(async {
                 let served = serve(&app).await;
@@ -374,6 +377,21 @@ mod tests {
         traces.provider.force_flush().unwrap();
         (served, exporter.get_finished_spans().unwrap())
     }
+
+    /// A CPU job of the test's own (a project may remove the examples): it logs, then adds up
+    /// on the pool.
+    static WORK: Spec = Spec {
+        name: "WORK",
+        usage: "",
+        help: "OK 4, on the CPU pool",
+        ends_connection: false,
+        pushes: false,
+        examples: &[],
+        start: |_, context| {
+            tracing::debug!("adding up on the pool");
+            Ok(context.compute(|_stop| Ok(2 + 2), |sum: u64| Response::ok(sum.to_string())))
+        },
+    };
 
     /// Sends `requests` on one connection from 127.0.0.1:4000, and returns the answers.
     async fn requests(app: &App, requests: &[&str]) -> Vec<String> {
@@ -393,13 +411,13 @@ mod tests {
 
     #[test]
     fn a_request_is_a_server_span_named_for_its_command_with_its_peer_and_outcome() {
-        let sent = ["PING", "SLEEP x", "NOPE", "ECHO hi"];
+        let sent = ["PING", "STATS now", "NOPE", "PUBLISH t hi"];
         let (answers, spans) = traced(config(), &Captured::default(), async |app| requests(app, &sent).await);
         assert_eq!(answers[0], "OK PONG");
         assert!(answers[1].starts_with("ERR bad-argument") && answers[2].starts_with("ERR unknown-command"));
         // An unknown command has no span: span names are the registry's, a bounded set.
         let names: Vec<_> = spans.iter().map(|span| span.name.as_ref()).collect();
-        assert_eq!(names, ["PING", "SLEEP", "ECHO"]);
+        assert_eq!(names, ["PING", "STATS", "PUBLISH"]);
         for span in &spans {
             assert_eq!(span.span_kind, SpanKind::Server);
             assert_eq!(span.parent_span_id, opentelemetry::trace::SpanId::INVALID, "each request is a trace");
@@ -419,14 +437,14 @@ mod tests {
     }
 
     #[test]
-    fn a_cpu_job_s_wait_and_run_are_spans_under_its_request_and_its_logs_carry_the_ids() {
+    fn a_cpu_job_s_wait_and_run_are_spans_under_its_request_and_its_log_lines_carry_the_ids() {
         let logs = Captured::default();
-        let (answers, spans) = traced(config(), &logs, async |app| requests(app, &["PRIMES 100"]).await);
-        assert_eq!(answers, ["OK 25"]);
+        let (answers, spans) = traced(config(), &logs, async |app| requests(app, &["WORK"]).await);
+        assert_eq!(answers, ["OK 4"]);
         let named = |name: &str| {
             spans.iter().find(|span| span.name == name).unwrap_or_else(|| panic!("no {name} span"))
         };
-        let (request, queued, run) = (named("PRIMES"), named("queued"), named("run"));
+        let (request, queued, run) = (named("WORK"), named("queued"), named("run"));
         assert_eq!(spans.len(), 3);
         for child in [queued, run] {
             assert_eq!(child.parent_span_id, request.span_context.span_id());
@@ -437,8 +455,7 @@ mod tests {
         // The command's own log line (debug) is inside the request: it carries its ids, and
         // the connection's lines outside any request carry none.
         let logs = logs.text();
-        let line =
-            logs.lines().find(|line| line.contains("counting the primes")).expect("the PRIMES log line");
+        let line = logs.lines().find(|line| line.contains("adding up on the pool")).expect("WORK's log line");
         let line: serde_json::Value = serde_json::from_str(line).expect("one JSON object");
         assert_eq!(line["trace_id"], request.span_context.trace_id().to_string());
         assert_eq!(line["span_id"], request.span_context.span_id().to_string());
