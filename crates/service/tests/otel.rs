@@ -129,31 +129,38 @@ fn spans_reach_a_real_collector_and_join_the_json_logs_by_trace_id() {
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
         ("OTEL_SERVICE_NAME", "traced-service"),
-        // A line per request, inside its span.
-        ("RUST_LOG", "info,service::commands=trace"),
+        // The example PRIMES logs a line at debug level inside its request's span.
+        ("RUST_LOG", "info,service::commands=debug"),
     ];
     let (mut child, addr, _) = start_with(&args, &env);
     let log = Log::of(&mut child);
     assert_eq!(request(addr, "PING"), "OK PONG");
-    let line = log.wait_for(r#""command":"PING""#);
-    let line: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
-    let trace_id = line["trace_id"].as_str().expect("the PING line carries its trace id").to_owned();
-    // The example that computes on the pool, unless the project removed it.
-    let computed = request(addr, "PRIMES 1000") == "OK 168";
     assert_eq!(request(addr, "PUBLISH news hello"), "OK 0");
+    // The example that computes on the pool and logs, unless the project removed it.
+    let computed = request(addr, "PRIMES 1000") == "OK 168";
+    let line = computed.then(|| log.wait_for("counting the primes"));
+    let line: Option<serde_json::Value> =
+        line.map(|line| serde_json::from_str(&line).expect("a JSON log line"));
     // The batch is sent at the latest when the service stops: SIGTERM, a clean exit.
     signal(&child, "TERM");
     assert_eq!(wait(&mut child).code(), Some(0));
     assert!(log.rest().contains("spans sent"));
-    let received = collector.wait_for(&trace_id);
+    let received =
+        collector.wait_for(if computed { "Name           : PRIMES" } else { "Name           : PUBLISH" });
     assert!(received.contains("service.name: Str(traced-service)"), "{received}");
     let ping = span_named(&received, "PING");
-    assert!(ping.contains(&format!("Trace ID       : {trace_id}")), "{ping}");
-    assert!(ping.contains(&format!("ID             : {}", line["span_id"].as_str().unwrap())), "{ping}");
     assert!(ping.contains("SPAN_KIND_SERVER") && ping.contains("STATUS_CODE_OK"), "{ping}");
-    if computed {
-        for name in ["PRIMES", "queued", "run"] {
-            span_named(&received, name);
+    assert!(ping.contains("network.peer.address: Str(127.0.0.1)"), "{ping}");
+    if let Some(line) = line {
+        // The log line and the PRIMES span: the same trace and span ids.
+        let primes = span_named(&received, "PRIMES");
+        let (trace_id, span_id) = (line["trace_id"].as_str(), line["span_id"].as_str());
+        let (trace_id, span_id) =
+            (trace_id.expect("the line's trace_id"), span_id.expect("the line's span_id"));
+        assert!(primes.contains(&format!("Trace ID       : {trace_id}")), "{primes}\n{line}");
+        assert!(primes.contains(&format!("ID             : {span_id}")), "{primes}\n{line}");
+        for name in ["queued", "run"] {
+            assert!(span_named(&received, name).contains(&format!("Parent ID      : {span_id}")));
         }
     }
     if redis.is_some() {

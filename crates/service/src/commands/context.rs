@@ -9,6 +9,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use futures_util::future::{self, BoxFuture, Either, Ready};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::Commands;
 use crate::fanout::{Publisher, Subscriptions, Topics};
@@ -116,31 +117,35 @@ pub struct Reply {
     response: Either<Ready<Response>, BoxFuture<'static, Response>>,
     /// The command's place in the list and when it started, for its latency histogram.
     pub(super) started: Option<(usize, Instant)>,
-    /// With traces on, the request's span: entered while the reply is polled, ended with its
-    /// outcome when the answer is ready.
-    pub(super) span: Option<RequestSpan>,
 }
 
 impl Reply {
     /// An answer that is ready now: no allocation, no task.
     pub fn ready(response: Response) -> Self {
-        Self { response: Either::Left(future::ready(response)), started: None, span: None }
+        Self { response: Either::Left(future::ready(response)), started: None }
     }
 
     pub(super) fn later(response: BoxFuture<'static, Response>) -> Self {
-        Self { response: Either::Right(response), started: None, span: None }
+        Self { response: Either::Right(response), started: None }
+    }
+
+    /// This reply inside a traced request's `span`: polled in it, and ending it with the
+    /// answer's outcome. A future of its own even when the answer is ready, so that the reply
+    /// of an untraced request carries nothing for traces.
+    pub(super) fn traced(self, span: RequestSpan) -> Self {
+        let Self { response, started } = self;
+        let response = async move {
+            let response = response.instrument(span.span().clone()).await;
+            span.finish(response.error_code());
+            response
+        };
+        Self { response: Either::Right(Box::pin(response)), started }
     }
 
     /// The answer and its command's start, if it is ready now; else the reply itself.
     pub(crate) fn into_ready(self) -> Result<(Response, Option<(usize, Instant)>), Self> {
         match self.response {
-            Either::Left(ready) => {
-                let response = ready.into_inner();
-                if let Some(span) = self.span {
-                    span.finish(response.error_code());
-                }
-                Ok((response, self.started))
-            }
+            Either::Left(ready) => Ok((ready.into_inner(), self.started)),
             Either::Right(_) => Err(self),
         }
     }
@@ -151,16 +156,8 @@ impl Future for Reply {
     type Output = (Response, Option<(usize, Instant)>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let Some(span) = &this.span else {
-            return Pin::new(&mut this.response).poll(cx).map(|response| (response, this.started));
-        };
-        let polled = span.span().in_scope(|| Pin::new(&mut this.response).poll(cx));
-        let Poll::Ready(response) = polled else { return Poll::Pending };
-        if let Some(span) = this.span.take() {
-            span.finish(response.error_code());
-        }
-        Poll::Ready((response, this.started))
+        let started = self.started;
+        Pin::new(&mut self.response).poll(cx).map(|response| (response, started))
     }
 }
 

@@ -182,22 +182,40 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
         let unknown = Response::err_with(ErrorCode::UnknownCommand, detail);
         return (Reply::ready(unknown), true);
     };
-    // Traced: the request's span, entered while the command starts its work (so that the spans
-    // the work opens, a CPU job's or a relayed PUBLISH's, go under it, and so do its log lines).
-    let span = context.traced.as_ref().map(|peer| RequestSpan::new(spec.name, peer));
-    let entered = span.as_ref().map(|span| span.span().enter());
-    // A line per request, at TRACE (`RUST_LOG=NAME::commands=trace`); otherwise a level check.
-    tracing::trace!(command = spec.name, "request");
-    let started = (spec.start)(argument, context);
-    drop(entered);
-    let (mut reply, keep_reading) = match started {
+    if let Some(peer) = &context.traced {
+        let span = RequestSpan::new(spec.name, peer);
+        return start_traced(span, spec, index, argument, context, now);
+    }
+    let (mut reply, keep_reading) = started(spec, (spec.start)(argument, context));
+    reply.started = Some((index, now));
+    (reply, keep_reading)
+}
+
+/// The reply to what `spec.start` returned, and whether the connection goes on reading.
+fn started(spec: &Spec, started: Result<Reply, Response>) -> (Reply, bool) {
+    match started {
         Ok(reply) => (reply, !spec.ends_connection),
         // A refused request does not end the connection, whatever the command.
         Err(refused) => (Reply::ready(refused), true),
-    };
+    }
+}
+
+/// [`start`] with traces on: the request's `span` is entered while the command starts its
+/// work, so that the spans its work opens (a CPU job's, a relayed PUBLISH's) and its log lines
+/// go under it. Out of line: an untraced request does not carry its code.
+#[cold]
+#[inline(never)]
+fn start_traced(
+    span: RequestSpan,
+    spec: &'static Spec,
+    index: usize,
+    argument: Option<&str>,
+    context: &mut Context,
+    now: Instant,
+) -> (Reply, bool) {
+    let (mut reply, keep_reading) = span.span().in_scope(|| started(spec, (spec.start)(argument, context)));
     reply.started = Some((index, now));
-    reply.span = span;
-    (reply, keep_reading)
+    (reply.traced(span), keep_reading)
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@
 //! as the span's name, kind and status.
 //!
 //! They are made only when [`crate::Config::trace_requests`] is set (`main` sets it when traces
-//! are exported): with it off, the request path pays a branch on an `Option`, not a span. The
-//! log output does not show them (`telemetry` filters this module's target out of it); a JSON
-//! line logged inside one carries its trace ids instead.
+//! are exported): with it off, the request path pays a branch on an `Option`, not a span (the
+//! traced path is out of line: `commands::start_traced`, `Reply::traced`). The log output does
+//! not show them (`telemetry` filters this module's target out of it); a JSON line logged inside
+//! one carries its trace ids instead.
 //!
 //! There is no span per connection: a subscriber stays connected for hours, and a trace with a
 //! connection's thousands of requests under it is one no collector keeps whole. Each request is
@@ -42,14 +43,14 @@ impl Peer {
 }
 
 /// A request's server span, open from when its line is read to when its answer is ready (as
-/// the latency histogram). Boxed: a reply carries an `Option` of it, one pointer wide.
+/// the latency histogram).
 #[derive(Debug)]
-pub(crate) struct RequestSpan(Box<Span>);
+pub(crate) struct RequestSpan(Span);
 
 impl RequestSpan {
     /// The span of a request for `command` from `peer`.
     pub(crate) fn new(command: &'static str, peer: &Peer) -> Self {
-        Self(Box::new(tracing::info_span!(
+        Self(tracing::info_span!(
             target: TARGET,
             "request",
             otel.name = command,
@@ -60,7 +61,7 @@ impl RequestSpan {
             network.peer.address = &*peer.address,
             network.peer.port = peer.port,
             error.type = Empty,
-        )))
+        ))
     }
 
     /// The span, to enter while the request's work runs.
