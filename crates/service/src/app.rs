@@ -29,7 +29,7 @@ use crate::fanout::relay;
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
-use crate::telemetry::spans::Peer;
+use crate::telemetry::spans::Traced;
 use crate::tls::{self, Acceptor, Handshake, Reloader};
 
 /// Why the service could not start.
@@ -209,7 +209,7 @@ impl App {
         let acceptor = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
         let (stats, drain) = (Arc::clone(&self.shared.stats), self.shared.shutdown.drain.clone());
         // Traced, its handshake and requests are spans naming the peer.
-        let traced = self.shared.config.trace_requests.then(|| Peer::new(&peer));
+        let traced = self.shared.config.trace_requests.then(|| Traced::new(&peer));
         let span = tracing::info_span!("connection", %peer);
         self.tracker.spawn(
             async move {

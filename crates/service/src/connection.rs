@@ -54,7 +54,7 @@ use crate::commands::{self, Commands, Context, Reply};
 use crate::protocol::codec::{FrameError, RequestCodec};
 use crate::protocol::{ErrorCode, Push, Response};
 use crate::shared::Shared;
-use crate::telemetry::spans::Peer;
+use crate::telemetry::spans::Traced;
 
 /// Bytes a connection may read beyond one line while it waits at the in-flight bound.
 const READ_AHEAD: usize = 4096;
@@ -98,7 +98,7 @@ impl Handler {
     /// Serves one connection until the peer leaves, it sends `QUIT` or a line over the limit, a
     /// timeout fires, or shutdown drains it. Every answer due is written before a clean return.
     /// With `traced`, each request is a span naming that peer (see `telemetry/spans.rs`).
-    pub(crate) async fn run<S>(&self, mut stream: S, traced: Option<Peer>) -> Result<(), ConnectionError>
+    pub(crate) async fn run<S>(&self, mut stream: S, traced: Option<Traced>) -> Result<(), ConnectionError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {

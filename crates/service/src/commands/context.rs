@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::future::{self, BoxFuture, Either, Ready};
+use opentelemetry::context::FutureExt as _;
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 use super::Commands;
 use crate::fanout::{Publisher, Subscriptions, Topics};
@@ -17,7 +17,7 @@ use crate::job_queue::QueueError;
 use crate::protocol::{ErrorCode, Response};
 use crate::shared::Shared;
 use crate::stats::Stats;
-use crate::telemetry::spans::{JobSpans, Peer, RequestSpan};
+use crate::telemetry::spans::{JobSpans, RequestSpan, Traced};
 
 /// What a command may use: the service's shared parts, and its own connection's state.
 pub struct Context {
@@ -28,14 +28,14 @@ pub struct Context {
     pub(crate) subscriptions: Subscriptions,
     /// What the connection publishes with; its loop waits while its budget is spent.
     pub(crate) publisher: Publisher,
-    /// With traces on, the peer its requests' spans name; `None` makes no span.
-    pub(super) traced: Option<Peer>,
+    /// With traces on, the connection its requests' spans name; `None` makes no span.
+    pub(super) traced: Option<Traced>,
 }
 
 impl Context {
     /// A new connection's context: the shared core, and subscriptions and a publisher (its
     /// budget) of its own. With `traced`, each request is a span naming that peer.
-    pub(crate) fn new(shared: &Arc<Shared>, commands: &Commands, traced: Option<Peer>) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared>, commands: &Commands, traced: Option<Traced>) -> Self {
         let subscriptions = Subscriptions::new(Arc::clone(&shared.topics));
         let publisher = shared.topics.publisher();
         Self { shared: Arc::clone(shared), commands: commands.clone(), subscriptions, publisher, traced }
@@ -72,7 +72,7 @@ impl Context {
     {
         let pool = self.shared.pool.clone();
         // Traced: the wait in the queue and the run on the pool, under the request's span.
-        let spans = self.traced.is_some().then(JobSpans::queued);
+        let spans = self.traced.as_ref().map(JobSpans::queued);
         let job = self.shared.jobs.submit(async move {
             let _running = spans.map(JobSpans::running);
             // Started when a worker takes the job, not before: queued jobs hold no thread.
@@ -129,17 +129,27 @@ impl Reply {
         Self { response: Either::Right(response), started: None }
     }
 
-    /// This reply inside a traced request's `span`: polled in it, and ending it with the
-    /// answer's outcome. A future of its own even when the answer is ready, so that the reply
-    /// of an untraced request carries nothing for traces.
+    /// This reply of a traced request: a ready answer ends `span` now; one to wait for is
+    /// polled in the span's context and ends it when ready. (So the reply of an untraced
+    /// request carries nothing for traces.)
     pub(super) fn traced(self, span: RequestSpan) -> Self {
         let Self { response, started } = self;
-        let response = async move {
-            let response = response.instrument(span.span().clone()).await;
-            span.finish(response.error_code());
-            response
+        let response = match response {
+            Either::Left(ready) => {
+                let response = ready.into_inner();
+                span.finish(response.error_code());
+                Either::Left(future::ready(response))
+            }
+            Either::Right(later) => {
+                let context = span.context().clone();
+                Either::Right(Box::pin(async move {
+                    let response = later.with_context(context).await;
+                    span.finish(response.error_code());
+                    response
+                }) as BoxFuture<'static, Response>)
+            }
         };
-        Self { response: Either::Right(Box::pin(response)), started }
+        Self { response, started }
     }
 
     /// The answer and its command's start, if it is ready now; else the reply itself.

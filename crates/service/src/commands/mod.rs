@@ -200,8 +200,8 @@ fn started(spec: &Spec, started: Result<Reply, Response>) -> (Reply, bool) {
     }
 }
 
-/// [`start`] with traces on: the request's `span` is entered while the command starts its
-/// work, so that the spans its work opens (a CPU job's, a relayed PUBLISH's) and its log lines
+/// [`start`] with traces on: the request's `span` is the current context while the command
+/// starts its work, so that the spans its work opens (a CPU job's, a relayed PUBLISH's) and its log lines
 /// go under it. Out of line: an untraced request does not carry its code.
 #[cold]
 #[inline(never)]
@@ -213,7 +213,9 @@ fn start_traced(
     context: &mut Context,
     now: Instant,
 ) -> (Reply, bool) {
-    let (mut reply, keep_reading) = span.span().in_scope(|| started(spec, (spec.start)(argument, context)));
+    let attached = span.context().clone().attach();
+    let (mut reply, keep_reading) = started(spec, (spec.start)(argument, context));
+    drop(attached);
     reply.started = Some((index, now));
     (reply.traced(span), keep_reading)
 }

@@ -55,11 +55,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use opentelemetry::global::BoxedSpan;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, IntoConnectionInfo as _, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::Span;
 
 use super::Topics;
 use super::budget::Origin;
@@ -334,7 +334,7 @@ struct Publish {
     reply: oneshot::Sender<Result<u64, RelayError>>,
     _held: Held,
     /// Traced: its span, open until the broker answers.
-    span: Option<Span>,
+    span: Option<BoxedSpan>,
 }
 
 /// What PUBLISH uses; clones share the relay.
@@ -578,7 +578,7 @@ impl Session {
             Ok(counts) => {
                 self.stats.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for (publish, count) in batch.drain(..).zip(counts) {
-                    if let Some(span) = &publish.span {
+                    if let Some(span) = publish.span {
                         spans::relay_published(span, None);
                     }
                     let _ = publish.reply.send(Ok(count));
@@ -587,7 +587,7 @@ impl Session {
             }
             Err(error) => {
                 for publish in batch.drain(..) {
-                    if let Some(span) = &publish.span {
+                    if let Some(span) = publish.span {
                         spans::relay_published(span, Some(RelayError::Unavailable.code().as_str()));
                     }
                     let _ = publish.reply.send(Err(RelayError::Unavailable));

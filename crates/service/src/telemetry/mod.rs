@@ -11,8 +11,8 @@
 //! values are written by tracing-subscriber, which escapes terminal control sequences in them.
 //!
 //! **Traces** (the `otel` feature, `otel.rs`): with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the spans
-//! of `spans.rs` go to an OpenTelemetry collector through tracing-opentelemetry's layer, beside
-//! the log output, and each JSON log line inside one carries its trace ids (`trace_ids.rs`).
+//! of `spans.rs` (made with the OpenTelemetry API) go to an OpenTelemetry collector through the
+//! SDK, and each JSON log line inside one carries its trace ids (`trace_ids.rs`).
 //!
 //! With the `console` feature (and `RUSTFLAGS="--cfg tokio_unstable"`), a tokio-console layer is
 //! added beside the log output; it sees every task regardless of `RUST_LOG`.
@@ -128,13 +128,12 @@ impl Logging {
     }
 }
 
-/// Installs the global subscriber: the log output, and with `OTEL_EXPORTER_OTLP_ENDPOINT` set
-/// (the `otel` feature) the traces' exporter. Fails on an invalid `RUST_LOG` or `OTEL_*`
-/// variable, with the reason. Call it before any runtime starts.
+/// Installs the global subscriber (the log output) and, with `OTEL_EXPORTER_OTLP_ENDPOINT` set
+/// (the `otel` feature), the global tracer provider that exports the spans of `spans.rs`. Fails
+/// on an invalid `RUST_LOG` or `OTEL_*` variable, with the reason. Call it before any runtime
+/// starts.
 pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
-    // The spans of `spans.rs` are for the traces; the log output leaves them out.
-    let filter =
-        filter(std::env::var("RUST_LOG").ok().as_deref())?.with_target(spans::TARGET, LevelFilter::OFF);
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref())?;
     #[cfg(feature = "otel")]
     let traces = Exporting::from_env()?;
     let (stderr, writer) = NonBlockingBuilder::default()
@@ -145,14 +144,10 @@ pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
     let dropped = stderr.error_counter();
     // Colours only for a person at a terminal, not for a log collector reading a pipe.
     let ansi = std::io::stderr().is_terminal();
-    #[cfg(feature = "otel")]
-    let subscriber = subscriber(format, filter, stderr, ansi, traces.as_ref());
-    #[cfg(not(feature = "otel"))]
-    let subscriber = subscriber(format, filter, stderr, ansi);
-    subscriber.try_init()?;
+    subscriber(format, filter, stderr, ansi).try_init()?;
     #[cfg(feature = "otel")]
     if let Some(traces) = &traces {
-        traces.publish_counters();
+        traces.install();
     }
     Ok(Logging {
         _writer: writer,
@@ -162,44 +157,27 @@ pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
     })
 }
 
-/// The subscriber: the log output in `format` through `filter` to `writer`, and with `traces`
-/// the layer that exports the spans.
-fn subscriber<W>(
-    format: LogFormat,
-    filter: Targets,
-    writer: W,
-    ansi: bool,
-    #[cfg(feature = "otel")] traces: Option<&Exporting>,
-) -> tracing::Dispatch
+/// The subscriber: the log output in `format` through `filter` to `writer`.
+fn subscriber<W>(format: LogFormat, filter: Targets, writer: W, ansi: bool) -> tracing::Dispatch
 where
     W: for<'writer> fmt::MakeWriter<'writer> + Send + Sync + 'static,
 {
-    // The subscriber, once built: the JSON format reads trace ids through it.
-    #[cfg(feature = "otel")]
-    let dispatch = std::sync::Arc::new(std::sync::OnceLock::new());
     let output = match format {
         LogFormat::Text => fmt::layer().with_writer(writer).with_ansi(ansi).boxed(),
+        // With traces, a line inside a traced request carries its ids.
         #[cfg(feature = "otel")]
         LogFormat::Json => fmt::layer()
             .json()
-            .event_format(trace_ids::WithTraceIds::new(
-                fmt::format().json(),
-                std::sync::Arc::clone(&dispatch),
-            ))
+            .event_format(trace_ids::WithTraceIds(fmt::format().json()))
             .with_writer(writer)
             .boxed(),
         #[cfg(not(feature = "otel"))]
         LogFormat::Json => fmt::layer().json().with_writer(writer).boxed(),
     };
     let registry = tracing_subscriber::registry().with(output.with_filter(filter));
-    #[cfg(feature = "otel")]
-    let registry = registry.with(traces.map(Exporting::layer));
     #[cfg(feature = "console")]
     let registry = registry.with(console_subscriber::spawn());
-    let subscriber = tracing::Dispatch::new(registry);
-    #[cfg(feature = "otel")]
-    let _ = dispatch.set(subscriber.downgrade());
-    subscriber
+    tracing::Dispatch::new(registry)
 }
 
 #[cfg(test)]

@@ -25,8 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{KeyValue, global};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -35,12 +34,6 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
 };
 
-use tracing::Subscriber;
-use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::registry::LookupSpan;
-
-use super::spans;
 use crate::log_throttle::LogThrottle;
 
 /// Spans ended and not yet exported, at most (the SDK's default queue; `OTEL_BSP_MAX_QUEUE_SIZE`
@@ -163,26 +156,10 @@ impl Exporting {
         Self { provider, counters }
     }
 
-    /// The layer that turns the spans of `spans.rs` into OpenTelemetry spans (and nothing
-    /// else: no log event becomes a span event). Without the per-span extras the bridge can
-    /// add (code location, target, thread, busy and idle time, an OpenTelemetry context entered with
-    /// each span): they cost every poll of a traced request, and nothing here reads them.
-    pub(super) fn layer<S>(&self) -> impl Layer<S> + use<S>
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        tracing_opentelemetry::layer()
-            .with_tracer(self.provider.tracer(env!("CARGO_PKG_NAME")))
-            .with_location(false)
-            .with_target(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_filter(Targets::new().with_target(spans::TARGET, LevelFilter::TRACE))
-    }
-
-    /// Makes its counters the ones `/metrics` shows (once: there is one global subscriber).
-    pub(super) fn publish_counters(&self) {
+    /// Makes it the global tracer provider, which the spans of `spans.rs` start on, and its
+    /// counters the ones `/metrics` shows (once: there is one global provider).
+    pub(super) fn install(&self) {
+        global::set_tracer_provider(self.provider.clone());
         let _ = PUBLISHED.set(Arc::clone(&self.counters));
     }
 
@@ -329,24 +306,37 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::mpsc;
+    use std::sync::{MutexGuard, PoisonError, mpsc};
 
     use opentelemetry::Value;
-    use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
+    use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
     use opentelemetry_sdk::error::OTelSdkError;
     use opentelemetry_sdk::trace::InMemorySpanExporter;
 
     use super::*;
     use crate::commands::{Commands, Spec};
     use crate::protocol::Response;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+
     use crate::telemetry::{LogFormat, subscriber};
     use crate::test_log::Captured;
     use crate::{App, Client, Config};
 
-    /// Exports into memory, as the service does (the batch thread, the bound, the counts).
-    fn in_memory() -> (Exporting, InMemorySpanExporter) {
-        let exporter = InMemorySpanExporter::default();
-        (Exporting::with_exporter(exporter.clone(), Resource::builder_empty().build()), exporter)
+    /// The spans of traced requests start on the global tracer provider: the tests that make
+    /// them share one, exporting into memory as each span ends, and run one at a time.
+    fn global_exporter() -> (MutexGuard<'static, ()>, &'static InMemorySpanExporter) {
+        static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let exporter = EXPORTER.get_or_init(|| {
+            let exporter = InMemorySpanExporter::default();
+            global::set_tracer_provider(
+                SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build(),
+            );
+            exporter
+        });
+        exporter.reset();
+        (guard, exporter)
     }
 
     fn attributes(span: &SpanData) -> HashMap<&str, &Value> {
@@ -356,11 +346,10 @@ mod tests {
     /// Runs `serve` against an app made from `config` with traces on, logging JSON at debug
     /// level into `logs`; returns what `serve` returns and the spans exported.
     fn traced<T>(config: Config, logs: &Captured, serve: impl AsyncFnOnce(&App) -> T) -> (T, Vec<SpanData>) {
-        let (traces, exporter) = in_memory();
-        let filter =
-            Targets::new().with_default(LevelFilter::DEBUG).with_target(spans::TARGET, LevelFilter::OFF);
+        let (_one_at_a_time, exporter) = global_exporter();
+        let filter = Targets::new().with_default(LevelFilter::DEBUG);
         let writer = logs.clone();
-        let subscriber = subscriber(LogFormat::Json, filter, move || writer.clone(), false, Some(&traces));
+        let subscriber = subscriber(LogFormat::Json, filter, move || writer.clone(), false);
         let served = tracing::dispatcher::with_default(&subscriber, || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             // Inside the runtime, outside any task: with TLS, it reads the files.
@@ -374,7 +363,6 @@ mod tests {
                 served
             })
         });
-        traces.provider.force_flush().unwrap();
         (served, exporter.get_finished_spans().unwrap())
     }
 

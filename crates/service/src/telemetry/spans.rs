@@ -1,14 +1,21 @@
 //! The spans a trace is made of: one per request (a server span named for its command), the CPU
 //! job's wait in the queue and run on the pool under it, a TLS handshake, and a PUBLISH relayed
 //! to the broker. Their attributes follow the OpenTelemetry semantic conventions where one fits
-//! (`network.peer.address`, `error.type`, `messaging.*`); the bridge reads the `otel.*` fields
-//! as the span's name, kind and status.
+//! (`network.peer.address`, `error.type`, `messaging.*`).
+//!
+//! They are made with the OpenTelemetry API, on the global tracer provider: with the `otel`
+//! feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, `telemetry::otel` installs the SDK's there;
+//! otherwise the API's no-op tracer makes spans that record nothing. The API, not `tracing`
+//! spans through a bridge: the sampler decides when a span starts, so a request left out of the
+//! sample costs little, and no registry lookup is paid on every poll (a `tracing` span through
+//! tracing-opentelemetry cost a traced PING about 13,000 instructions, sampled or not).
 //!
 //! They are made only when [`crate::Config::trace_requests`] is set (`main` sets it when traces
 //! are exported): with it off, the request path pays a branch on an `Option`, not a span (the
-//! traced path is out of line: `commands::start_traced`, `Reply::traced`). The log output does
-//! not show them (`telemetry` filters this module's target out of it); a JSON line logged inside
-//! one carries its trace ids instead.
+//! traced path is out of line: `commands::start_traced`, `Reply::traced`). While a request's
+//! work runs, its span's context is the current OpenTelemetry context (attached around each
+//! poll), which the spans it opens take as their parent, and which a JSON log line reads its
+//! trace ids from (`trace_ids.rs`).
 //!
 //! There is no span per connection: a subscriber stays connected for hours, and a trace with a
 //! connection's thousands of requests under it is one no collector keeps whole. Each request is
@@ -16,137 +23,149 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use tracing::Span;
-use tracing::field::Empty;
+use opentelemetry::global::{self, BoxedSpan, BoxedTracer};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue};
 
-/// The target of every span here, which the exporting layer takes and the log output leaves.
-pub(crate) const TARGET: &str = module_path!();
+/// The instrumentation scope of every span here: the program's name.
+const SCOPE: &str = env!("CARGO_PKG_NAME");
 
-/// A connection's peer, as span attributes: its address and port.
-#[derive(Debug, Clone)]
-pub(crate) struct Peer {
-    address: Box<str>,
-    /// An `i64`: the bridge records other integers as text.
+/// A traced connection: the tracer its spans start on, and its peer as attributes.
+pub(crate) struct Traced {
+    tracer: BoxedTracer,
+    /// `network.peer.address` (shared, not copied, by each span) and `network.peer.port`; a peer
+    /// that is not a socket address (a test's name) is its text.
+    address: Arc<str>,
     port: Option<i64>,
 }
 
-impl Peer {
-    /// The peer's attributes; a peer that is not a socket address (a test's name) is its text.
+impl fmt::Debug for Traced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Traced").field("address", &self.address).field("port", &self.port).finish()
+    }
+}
+
+impl Traced {
+    /// A connection from `peer`, whose spans start on the global tracer provider's tracer.
     pub(crate) fn new(peer: &dyn fmt::Display) -> Self {
         let text = peer.to_string();
-        match text.parse::<SocketAddr>() {
-            Ok(addr) => Self { address: addr.ip().to_string().into(), port: Some(addr.port().into()) },
-            Err(_) => Self { address: text.into(), port: None },
-        }
+        let (address, port) = match text.parse::<SocketAddr>() {
+            Ok(addr) => (addr.ip().to_string().into(), Some(addr.port().into())),
+            Err(_) => (text.into(), None),
+        };
+        Self { tracer: global::tracer(SCOPE), address, port }
+    }
+
+    /// The peer's attributes.
+    fn peer(&self) -> impl Iterator<Item = KeyValue> {
+        let port = self.port.map(|port| KeyValue::new("network.peer.port", port));
+        [KeyValue::new("network.peer.address", Arc::clone(&self.address))].into_iter().chain(port)
     }
 }
 
 /// A request's server span, open from when its line is read to when its answer is ready (as
-/// the latency histogram).
+/// the latency histogram), in the context that its work runs in.
 #[derive(Debug)]
-pub(crate) struct RequestSpan(Span);
+pub(crate) struct RequestSpan(Context);
 
 impl RequestSpan {
-    /// The span of a request for `command` from `peer`.
-    pub(crate) fn new(command: &'static str, peer: &Peer) -> Self {
-        Self(tracing::info_span!(
-            target: TARGET,
-            "request",
-            otel.name = command,
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.method = command,
-            network.transport = "tcp",
-            network.peer.address = &*peer.address,
-            network.peer.port = peer.port,
-            error.type = Empty,
-        ))
+    /// The span of a request for `command` on `traced`'s connection: the root of a trace.
+    pub(crate) fn new(command: &'static str, traced: &Traced) -> Self {
+        let mut attributes = Vec::with_capacity(4);
+        attributes.extend([KeyValue::new("rpc.method", command), KeyValue::new("network.transport", "tcp")]);
+        attributes.extend(traced.peer());
+        let span = traced
+            .tracer
+            .span_builder(command)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(&traced.tracer, &Context::new());
+        Self(Context::new().with_span(span))
     }
 
-    /// The span, to enter while the request's work runs.
-    pub(crate) fn span(&self) -> &Span {
+    /// The context the request's work runs in (its span the active one).
+    pub(crate) fn context(&self) -> &Context {
         &self.0
     }
 
     /// Ends the span with the request's outcome: OK, or the error code it was answered with.
     pub(crate) fn finish(self, error: Option<&'static str>) {
-        failed(&self.0, error);
+        let span = self.0.span();
+        let (status, error) = outcome(error);
+        span.set_status(status);
+        span.set_attributes(error);
+        span.end();
     }
 }
 
-/// Records an outcome on `span`: its status, and the error's code as `error.type`.
-fn failed(span: &Span, error: Option<&str>) {
+/// An outcome as the span records it: its status, and the error's code as `error.type`.
+fn outcome(error: Option<&str>) -> (Status, Option<KeyValue>) {
     match error {
-        None => {
-            span.record("otel.status_code", "OK");
-        }
-        Some(code) => {
-            span.record("otel.status_code", "ERROR");
-            span.record("error.type", code);
-        }
+        None => (Status::Ok, None),
+        Some(code) => (Status::error(""), Some(KeyValue::new("error.type", code.to_owned()))),
     }
+}
+
+/// Ends `span` with an outcome (see [`outcome`]).
+fn end(mut span: BoxedSpan, error: Option<&str>) {
+    let (status, error) = outcome(error);
+    span.set_status(status);
+    if let Some(error) = error {
+        span.set_attribute(error);
+    }
+    span.end();
 }
 
 /// A CPU job's spans under its request: its wait in the queue, then its run on the pool.
-#[derive(Debug)]
 pub(crate) struct JobSpans {
-    request: Span,
-    queued: Span,
+    request: Context,
+    queued: BoxedSpan,
 }
 
 impl JobSpans {
-    /// Opens the wait in the queue, under the span entered now (the request's).
-    pub(crate) fn queued() -> Self {
-        let request = Span::current();
-        let queued =
-            tracing::info_span!(target: TARGET, parent: &request, "job queued", otel.name = "queued");
+    /// Opens the wait in the queue, under the current context (the request's).
+    pub(crate) fn queued(traced: &Traced) -> Self {
+        let request = Context::current();
+        let queued = traced.tracer.start_with_context("queued", &request);
         Self { request, queued }
     }
 
-    /// Ends the wait and opens the run: a worker took the job.
-    pub(crate) fn running(self) -> Span {
-        drop(self.queued);
-        tracing::info_span!(target: TARGET, parent: &self.request, "job run", otel.name = "run")
+    /// Ends the wait and opens the run (a worker took the job); it ends when dropped.
+    pub(crate) fn running(mut self) -> BoxedSpan {
+        self.queued.end();
+        global::tracer(SCOPE).start_with_context("run", &self.request)
     }
 }
 
-/// A TLS handshake with `peer`, under no request (it comes before any).
-pub(crate) fn handshake(peer: &Peer) -> Span {
-    tracing::info_span!(
-        target: TARGET,
-        "tls handshake",
-        otel.name = "tls handshake",
-        otel.status_code = Empty,
-        network.peer.address = &*peer.address,
-        network.peer.port = peer.port,
-        error.type = Empty,
-    )
+/// A TLS handshake with `traced`'s peer, under no request (it comes before any).
+pub(crate) fn handshake(traced: &Traced) -> BoxedSpan {
+    let builder =
+        traced.tracer.span_builder("tls handshake").with_attributes(traced.peer().collect::<Vec<_>>());
+    builder.start_with_context(&traced.tracer, &Context::new())
 }
 
 /// Ends a handshake's span with its outcome: `error` is the failure's reason.
-pub(crate) fn handshake_done(span: &Span, error: Option<&str>) {
-    failed(span, error);
+pub(crate) fn handshake_done(span: BoxedSpan, error: Option<&str>) {
+    end(span, error);
 }
 
-/// A PUBLISH on `topic` sent to the broker (a producer span), under the span entered now (the
+/// A PUBLISH on `topic` sent to the broker (a producer span), under the current context (the
 /// request's), open until the broker answers.
-pub(crate) fn relay_publish(topic: &str) -> Span {
-    tracing::info_span!(
-        target: TARGET,
-        "relay publish",
-        otel.name = format!("publish {topic}"),
-        otel.kind = "producer",
-        otel.status_code = Empty,
-        messaging.system = "redis",
-        messaging.operation.type = "send",
-        messaging.operation.name = "PUBLISH",
-        messaging.destination.name = topic,
-        error.type = Empty,
-    )
+pub(crate) fn relay_publish(topic: &str) -> BoxedSpan {
+    let tracer = global::tracer(SCOPE);
+    let attributes = vec![
+        KeyValue::new("messaging.system", "redis"),
+        KeyValue::new("messaging.operation.type", "send"),
+        KeyValue::new("messaging.operation.name", "PUBLISH"),
+        KeyValue::new("messaging.destination.name", topic.to_owned()),
+    ];
+    let builder = tracer.span_builder(format!("publish {topic}")).with_kind(SpanKind::Producer);
+    builder.with_attributes(attributes).start_with_context(&tracer, &Context::current())
 }
 
 /// Ends a relayed PUBLISH's span with the broker's outcome.
-pub(crate) fn relay_published(span: &Span, error: Option<&str>) {
-    failed(span, error);
+pub(crate) fn relay_published(span: BoxedSpan, error: Option<&str>) {
+    end(span, error);
 }

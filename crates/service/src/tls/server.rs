@@ -31,13 +31,12 @@ use tokio::time;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, Span};
 
 use super::{Problem, TlsError, certificates_in, key_refused, private_key_in, provider, read, roots_in};
 use crate::config::Config;
 use crate::log_throttle::LogThrottle;
 use crate::stats::{HandshakeFailure, Stats};
-use crate::telemetry::spans::{self, Peer};
+use crate::telemetry::spans::{self, Traced};
 
 /// At most one log line per this period about failed handshakes, as for refused connections:
 /// peers can fail handshakes at will.
@@ -217,29 +216,33 @@ impl Acceptor {
         &self,
         stream: S,
         drain: &CancellationToken,
-        traced: Option<&Peer>,
+        traced: Option<&Traced>,
     ) -> Handshake<S>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let span = traced.map_or_else(Span::none, spans::handshake);
+        let span = traced.map(spans::handshake);
         let acceptor = TlsAcceptor::from(Arc::clone(&self.current.borrow()));
         let outcome = tokio::select! {
             biased;
             () = drain.cancelled() => return Handshake::Closed,
-            outcome = time::timeout(self.timeout, acceptor.accept(stream)).instrument(span.clone()) => outcome,
+            outcome = time::timeout(self.timeout, acceptor.accept(stream)) => outcome,
         };
         let (reason, error) = match outcome {
             Ok(Ok(stream)) => {
-                spans::handshake_done(&span, None);
+                if let Some(span) = span {
+                    spans::handshake_done(span, None);
+                }
                 return Handshake::Done(Box::new(stream));
             }
             Ok(Err(error)) => (HandshakeFailure::of(&error), error),
             Err(_elapsed) => (HandshakeFailure::Timeout, std::io::ErrorKind::TimedOut.into()),
         };
-        spans::handshake_done(&span, Some(reason.name()));
+        if let Some(span) = span {
+            spans::handshake_done(span, Some(reason.name()));
+        }
         self.stats.count_handshake_failure(reason);
-        span.in_scope(|| tracing::debug!(reason = reason.name(), %error, "TLS handshake failed"));
+        tracing::debug!(reason = reason.name(), %error, "TLS handshake failed");
         // A poisoned lock only means a panic elsewhere mid-count: the count is still usable.
         let report = self.failures.lock().unwrap_or_else(PoisonError::into_inner).record();
         if let Some(failed) = report {
