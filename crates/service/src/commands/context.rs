@@ -72,7 +72,7 @@ impl Context {
     {
         let pool = self.shared.pool.clone();
         // Traced: the wait in the queue and the run on the pool, under the request's span.
-        let spans = self.traced.as_ref().map(JobSpans::queued);
+        let spans = self.traced.as_ref().and_then(JobSpans::queued);
         let job = self.shared.jobs.submit(async move {
             let _running = spans.map(JobSpans::running);
             // Started when a worker takes the job, not before: queued jobs hold no thread.

@@ -182,8 +182,7 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
         let unknown = Response::err_with(ErrorCode::UnknownCommand, detail);
         return (Reply::ready(unknown), true);
     };
-    if let Some(peer) = &context.traced {
-        let span = RequestSpan::new(spec.name, peer);
+    if let Some(span) = context.traced.as_ref().and_then(|traced| RequestSpan::new(spec.name, traced)) {
         return start_traced(span, spec, index, argument, context, now);
     }
     let (mut reply, keep_reading) = started(spec, (spec.start)(argument, context));

@@ -365,7 +365,7 @@ impl Handle {
         let (reply, answer) = oneshot::channel();
         let channel = [self.prefix.as_bytes(), topic.as_bytes()].concat();
         // Under the request's span, which is entered now.
-        let span = self.traced.then(|| spans::relay_publish(topic));
+        let span = if self.traced { spans::relay_publish(topic) } else { None };
         let publish = Publish { channel, message: Envelope::encode(origin, text), reply, _held: held, span };
         match self.queue.try_send(publish) {
             Ok(()) => Ok(answer),

@@ -309,9 +309,11 @@ mod tests {
     use std::sync::{MutexGuard, PoisonError, mpsc};
 
     use opentelemetry::Value;
-    use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+    use opentelemetry::trace::{
+        Link, Span as _, SpanKind, Status, TraceId, TraceState, Tracer as _, TracerProvider as _,
+    };
     use opentelemetry_sdk::error::OTelSdkError;
-    use opentelemetry_sdk::trace::InMemorySpanExporter;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SamplingDecision, SamplingResult, ShouldSample};
 
     use super::*;
     use crate::commands::{Commands, Spec};
@@ -330,9 +332,8 @@ mod tests {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let exporter = EXPORTER.get_or_init(|| {
             let exporter = InMemorySpanExporter::default();
-            global::set_tracer_provider(
-                SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build(),
-            );
+            let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone());
+            global::set_tracer_provider(provider.with_sampler(LeavesOut(UNSAMPLED.name)).build());
             exporter
         });
         exporter.reset();
@@ -355,7 +356,7 @@ mod tests {
             // Inside the runtime, outside any task: with TLS, it reads the files.
             let entered = runtime.enter();
             let config = Config { trace_requests: true, ..config };
-            let app = App::start_with(&config, Commands::with(&[&WORK])).unwrap();
+            let app = App::start_with(&config, Commands::with(&[&WORK, &UNSAMPLED])).unwrap();
             drop(entered);
             runtime.block_on(async {
                 let served = serve(&app).await;
@@ -380,6 +381,29 @@ mod tests {
             Ok(context.compute(|_stop| Ok(2 + 2), |sum: u64| Response::ok(sum.to_string())))
         },
     };
+
+    /// A CPU job like [`WORK`], which the tests' sampler leaves out.
+    static UNSAMPLED: Spec = Spec { name: "UNSAMPLED", ..WORK };
+
+    /// A sampler that leaves out the spans named `.0`, and keeps every other.
+    #[derive(Debug, Clone)]
+    struct LeavesOut(&'static str);
+
+    impl ShouldSample for LeavesOut {
+        fn should_sample(
+            &self,
+            _: Option<&opentelemetry::Context>,
+            _: TraceId,
+            name: &str,
+            _: &SpanKind,
+            _: &[KeyValue],
+            _: &[Link],
+        ) -> SamplingResult {
+            let left_out = name == self.0;
+            let decision = if left_out { SamplingDecision::Drop } else { SamplingDecision::RecordAndSample };
+            SamplingResult { decision, attributes: Vec::new(), trace_state: TraceState::default() }
+        }
+    }
 
     /// Sends `requests` on one connection from 127.0.0.1:4000, and returns the answers.
     async fn requests(app: &App, requests: &[&str]) -> Vec<String> {
@@ -449,6 +473,19 @@ mod tests {
         assert_eq!(line["span_id"], request.span_context.span_id().to_string());
         let open = logs.lines().find(|line| line.contains("\"open\"")).expect("the connection's open line");
         assert!(!open.contains("trace_id"), "{open}");
+    }
+
+    #[test]
+    fn a_request_the_sampler_leaves_out_has_no_span_and_no_spans_under_it() {
+        let logs = Captured::default();
+        let sent = ["UNSAMPLED", "PING"];
+        let (answers, spans) = traced(config(), &logs, async |app| requests(app, &sent).await);
+        assert_eq!(answers, ["OK 4", "OK PONG"]);
+        let names: Vec<_> = spans.iter().map(|span| span.name.as_ref()).collect();
+        assert_eq!(names, ["PING"], "no queued or run span without their request's");
+        let logs = logs.text();
+        let line = logs.lines().find(|line| line.contains("adding up on the pool")).expect("its log line");
+        assert!(!line.contains("trace_id"), "{line}");
     }
 
     #[test]

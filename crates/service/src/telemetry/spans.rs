@@ -5,10 +5,11 @@
 //!
 //! They are made with the OpenTelemetry API, on the global tracer provider: with the `otel`
 //! feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, `telemetry::otel` installs the SDK's there;
-//! otherwise the API's no-op tracer makes spans that record nothing. The API, not `tracing`
-//! spans through a bridge: the sampler decides when a span starts, so a request left out of the
-//! sample costs little, and no registry lookup is paid on every poll (a `tracing` span through
-//! tracing-opentelemetry cost a traced PING about 13,000 instructions, sampled or not).
+//! otherwise the API's no-op tracer makes spans that record nothing, and a request goes
+//! untraced. The API, not `tracing` spans through a bridge: the sampler decides when a span
+//! starts, so a request left out of the sample costs only that decision, and no registry lookup
+//! is paid on every poll (a `tracing` span through tracing-opentelemetry cost a traced PING
+//! about 13,000 instructions, sampled or not).
 //!
 //! They are made only when [`crate::Config::trace_requests`] is set (`main` sets it when traces
 //! are exported): with it off, the request path pays a branch on an `Option`, not a span (the
@@ -72,17 +73,22 @@ pub(crate) struct RequestSpan(Context);
 
 impl RequestSpan {
     /// The span of a request for `command` on `traced`'s connection: the root of a trace.
-    pub(crate) fn new(command: &'static str, traced: &Traced) -> Self {
-        let mut attributes = Vec::with_capacity(4);
-        attributes.extend([KeyValue::new("rpc.method", command), KeyValue::new("network.transport", "tcp")]);
-        attributes.extend(traced.peer());
-        let span = traced
-            .tracer
-            .span_builder(command)
-            .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
-            .start_with_context(&traced.tracer, &Context::new());
-        Self(Context::new().with_span(span))
+    /// `None` if the sampler leaves it out: the request then goes untraced, with no context and
+    /// no spans under it (orphans of a trace nobody keeps), and costs no more than the
+    /// sampler's decision. Its attributes are added once it is kept (no sampler here reads
+    /// them).
+    pub(crate) fn new(command: &'static str, traced: &Traced) -> Option<Self> {
+        let builder = traced.tracer.span_builder(command).with_kind(SpanKind::Server);
+        let mut span = builder.start_with_context(&traced.tracer, &Context::new());
+        if !span.is_recording() {
+            return None;
+        }
+        span.set_attributes([
+            KeyValue::new("rpc.method", command),
+            KeyValue::new("network.transport", "tcp"),
+        ]);
+        span.set_attributes(traced.peer());
+        Some(Self(Context::new().with_span(span)))
     }
 
     /// The context the request's work runs in (its span the active one).
@@ -125,11 +131,15 @@ pub(crate) struct JobSpans {
 }
 
 impl JobSpans {
-    /// Opens the wait in the queue, under the current context (the request's).
-    pub(crate) fn queued(traced: &Traced) -> Self {
+    /// Opens the wait in the queue, under the current context's span: the request's, if it is
+    /// traced (`None` otherwise: no orphan spans).
+    pub(crate) fn queued(traced: &Traced) -> Option<Self> {
         let request = Context::current();
+        if !request.has_active_span() {
+            return None;
+        }
         let queued = traced.tracer.start_with_context("queued", &request);
-        Self { request, queued }
+        Some(Self { request, queued })
     }
 
     /// Ends the wait and opens the run (a worker took the job); it ends when dropped.
@@ -151,9 +161,13 @@ pub(crate) fn handshake_done(span: BoxedSpan, error: Option<&str>) {
     end(span, error);
 }
 
-/// A PUBLISH on `topic` sent to the broker (a producer span), under the current context (the
-/// request's), open until the broker answers.
-pub(crate) fn relay_publish(topic: &str) -> BoxedSpan {
+/// A PUBLISH on `topic` sent to the broker (a producer span), under the current context's span
+/// (the request's, if it is traced: `None` otherwise), open until the broker answers.
+pub(crate) fn relay_publish(topic: &str) -> Option<BoxedSpan> {
+    let request = Context::current();
+    if !request.has_active_span() {
+        return None;
+    }
     let tracer = global::tracer(SCOPE);
     let attributes = vec![
         KeyValue::new("messaging.system", "redis"),
@@ -162,7 +176,7 @@ pub(crate) fn relay_publish(topic: &str) -> BoxedSpan {
         KeyValue::new("messaging.destination.name", topic.to_owned()),
     ];
     let builder = tracer.span_builder(format!("publish {topic}")).with_kind(SpanKind::Producer);
-    builder.with_attributes(attributes).start_with_context(&tracer, &Context::current())
+    Some(builder.with_attributes(attributes).start_with_context(&tracer, &request))
 }
 
 /// Ends a relayed PUBLISH's span with the broker's outcome.
