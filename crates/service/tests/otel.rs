@@ -4,8 +4,8 @@
 //! still has it. And the service with a collector that refuses, or accepts and never
 //! answers: it serves as usual and exits within its grace period.
 //!
-//! Without `rotel-agent` on the PATH (`.ci/run` installs it) the test that needs it says once
-//! that it was skipped, and passes; under `CI=true` it fails instead.
+//! Without `rotel-agent` on the PATH (the CI workflow installs it) the test that needs it says
+//! once that it was skipped, and passes; under `CI=true` it fails instead.
 #![cfg(all(unix, feature = "otel"))]
 #![expect(
     clippy::disallowed_methods,
