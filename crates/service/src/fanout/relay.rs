@@ -578,18 +578,14 @@ impl Session {
             Ok(counts) => {
                 self.stats.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for (publish, count) in batch.drain(..).zip(counts) {
-                    if let Some(span) = publish.span {
-                        spans::relay_published(span, None);
-                    }
+                    spans::end(publish.span, None);
                     let _ = publish.reply.send(Ok(count));
                 }
                 Ok(())
             }
             Err(error) => {
                 for publish in batch.drain(..) {
-                    if let Some(span) = publish.span {
-                        spans::relay_published(span, Some(RelayError::Unavailable.code().as_str()));
-                    }
+                    spans::end(publish.span, Some(RelayError::Unavailable.code().as_str()));
                     let _ = publish.reply.send(Err(RelayError::Unavailable));
                 }
                 Err(error)

@@ -114,14 +114,23 @@ fn outcome(error: Option<&str>) -> (Status, Option<KeyValue>) {
     }
 }
 
-/// Ends `span` with an outcome (see [`outcome`]).
-fn end(mut span: BoxedSpan, error: Option<&str>) {
+/// Ends a handshake's or a relayed PUBLISH's span, if there is one, with its outcome: OK, or
+/// `error` (the handshake's failure reason, the broker's error code).
+pub(crate) fn end(span: Option<BoxedSpan>, error: Option<&str>) {
+    let Some(mut span) = span else { return };
     let (status, error) = outcome(error);
     span.set_status(status);
     if let Some(error) = error {
         span.set_attribute(error);
     }
     span.end();
+}
+
+/// The current context, if it has a span: a traced request's, while its work runs. Spans under
+/// a request start only then (no orphans of a request that is not traced).
+fn request() -> Option<Context> {
+    let current = Context::current();
+    current.has_active_span().then_some(current)
 }
 
 /// A CPU job's spans under its request: its wait in the queue, then its run on the pool.
@@ -134,10 +143,7 @@ impl JobSpans {
     /// Opens the wait in the queue, under the current context's span: the request's, if it is
     /// traced (`None` otherwise: no orphan spans).
     pub(crate) fn queued(traced: &Traced) -> Option<Self> {
-        let request = Context::current();
-        if !request.has_active_span() {
-            return None;
-        }
+        let request = request()?;
         let queued = traced.tracer.start_with_context("queued", &request);
         Some(Self { request, queued })
     }
@@ -156,18 +162,10 @@ pub(crate) fn handshake(traced: &Traced) -> BoxedSpan {
     builder.start_with_context(&traced.tracer, &Context::new())
 }
 
-/// Ends a handshake's span with its outcome: `error` is the failure's reason.
-pub(crate) fn handshake_done(span: BoxedSpan, error: Option<&str>) {
-    end(span, error);
-}
-
 /// A PUBLISH on `topic` sent to the broker (a producer span), under the current context's span
 /// (the request's, if it is traced: `None` otherwise), open until the broker answers.
 pub(crate) fn relay_publish(topic: &str) -> Option<BoxedSpan> {
-    let request = Context::current();
-    if !request.has_active_span() {
-        return None;
-    }
+    let request = request()?;
     let tracer = global::tracer(SCOPE);
     let attributes = vec![
         KeyValue::new("messaging.system", "redis"),
@@ -177,9 +175,4 @@ pub(crate) fn relay_publish(topic: &str) -> Option<BoxedSpan> {
     ];
     let builder = tracer.span_builder(format!("publish {topic}")).with_kind(SpanKind::Producer);
     Some(builder.with_attributes(attributes).start_with_context(&tracer, &request))
-}
-
-/// Ends a relayed PUBLISH's span with the broker's outcome.
-pub(crate) fn relay_published(span: BoxedSpan, error: Option<&str>) {
-    end(span, error);
 }

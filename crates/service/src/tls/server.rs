@@ -230,17 +230,13 @@ impl Acceptor {
         };
         let (reason, error) = match outcome {
             Ok(Ok(stream)) => {
-                if let Some(span) = span {
-                    spans::handshake_done(span, None);
-                }
+                spans::end(span, None);
                 return Handshake::Done(Box::new(stream));
             }
             Ok(Err(error)) => (HandshakeFailure::of(&error), error),
             Err(_elapsed) => (HandshakeFailure::Timeout, std::io::ErrorKind::TimedOut.into()),
         };
-        if let Some(span) = span {
-            spans::handshake_done(span, Some(reason.name()));
-        }
+        spans::end(span, Some(reason.name()));
         self.stats.count_handshake_failure(reason);
         tracing::debug!(reason = reason.name(), %error, "TLS handshake failed");
         // A poisoned lock only means a panic elsewhere mid-count: the count is still usable.
