@@ -97,7 +97,8 @@ impl Handler {
 
     /// Serves one connection until the peer leaves, it sends `QUIT` or a line over the limit, a
     /// timeout fires, or shutdown drains it. Every answer due is written before a clean return.
-    /// With `traced`, each request is a span naming that peer (see `telemetry/spans.rs`).
+    /// With `traced`, each request the sampler keeps is a span naming that peer (see
+    /// `telemetry/spans.rs`).
     pub(crate) async fn run<S>(&self, mut stream: S, traced: Option<Traced>) -> Result<(), ConnectionError>
     where
         S: AsyncRead + AsyncWrite + Unpin,

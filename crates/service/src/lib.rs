@@ -28,9 +28,10 @@
 //!
 //! Imports between these modules point one way, from the wire inwards: `stats`, `metrics`,
 //! `protocol`, `backoff`, `config`, `log_throttle` and `telemetry` import none of the others
-//! (but `telemetry` its log throttle); `tls`, `shutdown`, `job_queue` and `fanout` only those; `shared` gathers them; `commands` reads `shared`; `connection` and
-//! `admin` read `commands` and `shared`; `app` and `server` put it all together; `client` and
-//! `cli` stand beside, on `protocol`, `config` and `tls`. No module imports one that imports it.
+//! (but `telemetry` its log throttle); `tls`, `shutdown`, `job_queue` and `fanout` only those;
+//! `shared` gathers them; `commands` reads `shared`; `connection` and `admin` read `commands`
+//! and `shared`; `app` and `server` put it all together; `client` and `cli` stand beside, on
+//! `protocol`, `config` and `tls`. No module imports one that imports it.
 //! Within a folder, a file reaches its siblings through `super::`, and everything else through
 //! `crate::`.
 //!

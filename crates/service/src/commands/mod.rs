@@ -200,8 +200,8 @@ fn started(spec: &Spec, started: Result<Reply, Response>) -> (Reply, bool) {
 }
 
 /// [`start`] with traces on: the request's `span` is the current context while the command
-/// starts its work, so that the spans its work opens (a CPU job's, a relayed PUBLISH's) and its log lines
-/// go under it. Out of line: an untraced request does not carry its code.
+/// starts its work, so that the spans its work opens (a CPU job's, a relayed PUBLISH's) and its
+/// log lines go under it. Out of line: an untraced request does not carry its code.
 #[cold]
 #[inline(never)]
 fn start_traced(

@@ -194,8 +194,8 @@ pub struct Config {
     pub stall_threshold: Duration,
 
     /// Whether the service makes the spans of a trace: one per request, per TLS handshake and
-    /// per PUBLISH relayed to the broker, for an OpenTelemetry layer to export (not a flag:
-    /// `main` sets it when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; see `telemetry/spans.rs`).
+    /// per PUBLISH relayed to the broker, on the global OpenTelemetry tracer provider (not a
+    /// flag: `main` sets it when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; see `telemetry/spans.rs`).
     #[arg(skip)]
     pub trace_requests: bool,
 }

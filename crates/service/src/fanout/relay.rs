@@ -364,7 +364,7 @@ impl Handle {
         let held = Held::take(share, &self.stats, text.len()).ok_or(RelayError::Busy)?;
         let (reply, answer) = oneshot::channel();
         let channel = [self.prefix.as_bytes(), topic.as_bytes()].concat();
-        // Under the request's span, which is entered now.
+        // Under the request's span: its context is the current one while PUBLISH starts.
         let span = if self.traced { spans::relay_publish(topic) } else { None };
         let publish = Publish { channel, message: Envelope::encode(origin, text), reply, _held: held, span };
         match self.queue.try_send(publish) {

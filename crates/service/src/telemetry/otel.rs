@@ -18,7 +18,7 @@
 //!
 //! **Never holding shutdown.** The SDK's shutdown blocks until the last batch is sent; `main`
 //! calls [`Exporting::finish`] after the runtime's work has ended, off every runtime thread,
-//! with what is left of the grace period (see `main.rs`).
+//! with what is left of the drain delay and grace period (see `main.rs`).
 
 use std::env;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
