@@ -10,7 +10,7 @@
 )]
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -194,17 +194,7 @@ impl Replica {
     /// One `/metrics` sample's value (classic format): `name` is the sample's name without the
     /// program's prefix, and its labels (`fanout_refused_total{reason="not_text"}`).
     fn metric(&self, name: &str) -> f64 {
-        let mut stream =
-            TcpStream::connect_timeout(&self.admin, PATIENCE).expect("connect to the admin port");
-        stream.set_read_timeout(Some(PATIENCE)).expect("a read timeout");
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").expect("send");
-        let mut text = String::new();
-        stream.read_to_string(&mut text).expect("read the metrics");
-        let prefix = format!("{}_{name} ", env!("CARGO_PKG_NAME").replace('-', "_"));
-        text.lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+        crate::common::metric(self.admin, name)
     }
 }
 

@@ -10,26 +10,16 @@
     reason = "sync tests that wait on child processes and sleep between polls; no async runtime here"
 )]
 
-use std::io::{BufRead as _, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{BINARY, Log, PATIENCE, serve, serve_at, signal, start, wait};
+use crate::common::{BINARY, Log, PATIENCE, request, serve, serve_at, signal, start, wait};
 
 fn terminate(child: &Child) {
     signal(child, "TERM");
-}
-
-/// One request over TCP, and its answer line, each bounded by [`PATIENCE`].
-fn request(addr: SocketAddr, line: &str) -> String {
-    let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
-    stream.set_read_timeout(Some(PATIENCE)).expect("a read timeout");
-    (&stream).write_all(format!("{line}\n").as_bytes()).expect("send");
-    let mut answer = String::new();
-    std::io::BufReader::new(&stream).read_line(&mut answer).expect("an answer");
-    answer
 }
 
 /// Every extreme value of every `serve` flag is refused before anything starts: exit status 2

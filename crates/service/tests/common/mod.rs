@@ -70,6 +70,32 @@ pub(crate) fn wait(child: &mut Child) -> ExitStatus {
     }
 }
 
+/// One request over TCP, and its answer line (with its line ending), each bounded by
+/// [`PATIENCE`].
+pub(crate) fn request(addr: SocketAddr, line: &str) -> String {
+    let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("a read timeout");
+    (&stream).write_all(format!("{line}\n").as_bytes()).expect("send");
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).expect("an answer");
+    answer
+}
+
+/// One `/metrics` sample's value on `admin` (classic format): `name` is the sample's name
+/// without the program's prefix, and its labels (`fanout_refused_total{reason="not_text"}`).
+pub(crate) fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let mut stream = TcpStream::connect_timeout(&admin, PATIENCE).expect("connect to the admin port");
+    stream.set_read_timeout(Some(PATIENCE)).expect("a read timeout");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").expect("send");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text).expect("read the metrics");
+    let prefix = format!("{}_{name} ", env!("CARGO_PKG_NAME").replace('-', "_"));
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+}
+
 /// A free loopback port (bound, then released for the child to take). Another process could
 /// take it in between: then the child fails to bind and the test fails saying so, never hangs.
 pub(crate) fn free_port() -> u16 {
