@@ -148,13 +148,20 @@ pub(crate) async fn collector() -> Option<(Process, String)> {
         println!("skipped trace_throughput: rotel-agent is not installed (pip install rotel)");
         return None;
     };
+    listening(http)
+        .await
+        .then(|| (Process { child, addr: http, _stdin: None, log: None }, format!("http://{http}")))
+}
+
+/// Whether `addr` takes connections within five seconds (a child just started).
+async fn listening(addr: SocketAddr) -> bool {
     for _ in 0..500 {
-        if tokio::net::TcpStream::connect(http).await.is_ok() {
-            return Some((Process { child, addr: http, _stdin: None, log: None }, format!("http://{http}")));
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    None
+    false
 }
 
 /// The bare tokio line server (PING only; `SPIN <ms>` spun inline when `inline_spin`).
@@ -191,11 +198,5 @@ pub(crate) async fn redis() -> Option<Process> {
         .spawn()
         .ok()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    for _ in 0..500 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Some(Process { child, addr, _stdin: None, log: None });
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
+    listening(addr).await.then(|| Process { child, addr, _stdin: None, log: None })
 }

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::{CONNECTIONS, Figure, Goal, ROUNDS, SERVICE_FLAGS, load, paired, peers, plan};
+use crate::{Figure, Goal, SERVICE_FLAGS, paired, peers, rounds};
 
 pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     let Some((collector, endpoint)) = peers::collector().await else {
@@ -27,14 +27,7 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     ];
     for (all_name, sampled_name, depth, row) in rows {
         // Each round: [all, sampled, off], so each figure is beside the service with traces off.
-        let mut rounds = Vec::new();
-        for _ in 0..ROUNDS {
-            let mut round = Vec::new();
-            for server in [&all, &sampled, &off] {
-                round.push(load(&plan(server.addr, CONNECTIONS, depth, &["PING"])).await.throughput());
-            }
-            rounds.push(round);
-        }
+        let rounds = rounds(&[all.addr, sampled.addr, off.addr], None, depth).await;
         figures.push(Figure::rounds(all_name, row, paired(&rounds, 2), "req/s", Goal::Watch));
         let sampled_rounds: Vec<Vec<f64>> = rounds.iter().map(|round| vec![round[1], round[2]]).collect();
         figures.push(Figure::rounds(sampled_name, row, paired(&sampled_rounds, 1), "req/s", Goal::Watch));
