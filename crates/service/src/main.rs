@@ -38,7 +38,6 @@ fn main() -> ExitCode {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Before the runtime: with traces, the exporter's HTTP client is built now.
-    #[cfg_attr(not(feature = "otel"), expect(unused_mut, reason = "only traces are taken from it"))]
     let mut logging = telemetry::init(args.log_format)?;
     let config = Config { trace_requests: logging.traced(), ..args.config.clone() };
     let runtime =
@@ -73,7 +72,6 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         bound => bound?,
     };
     let reload = server.tls_reloader().cloned();
-    #[cfg_attr(not(feature = "otel"), expect(unused_variables, reason = "only traces use what is left"))]
     let deadline = run_until_stopped(&runtime, server, &mut signals, reload.as_ref(), &config);
     // Every task has ended. A read of the TLS files may still hold a blocking thread: one a
     // SIGHUP just started, or one stuck past its deadline (a hung mount), which dropping the
@@ -86,11 +84,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     drop(context);
     runtime.shutdown_timeout(STUCK_THREADS_WAIT);
     // Off every runtime thread: the exporter's shutdown blocks (see telemetry/otel.rs).
-    #[cfg(feature = "otel")]
-    if let Some(traces) = logging.take_traces() {
-        let left = deadline.map_or(config.shutdown_grace, |at| at.saturating_duration_since(Instant::now()));
-        traces.finish(left);
-    }
+    let left = deadline.map_or(config.shutdown_grace, |at| at.saturating_duration_since(Instant::now()));
+    logging.finish_traces(left);
     let dropped = logging.dropped_lines();
     if dropped > 0 {
         tracing::warn!(dropped, "log lines were dropped because stderr did not keep up");

@@ -26,7 +26,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
 
 #[cfg(feature = "otel")]
-pub use self::otel::Exporting;
+use self::otel::Exporting;
 #[cfg(feature = "otel")]
 pub(crate) use self::otel::figures;
 
@@ -121,10 +121,16 @@ impl Logging {
         false
     }
 
-    /// The traces' exporter, to finish at exit ([`Exporting::finish`]).
-    #[cfg(feature = "otel")]
-    pub fn take_traces(&mut self) -> Option<Exporting> {
-        self.traces.take()
+    /// With traces, sends the spans still queued, waiting at most `left` (what remains of the
+    /// shutdown's bound), then stops the exporter's thread; nothing without. It blocks: call it
+    /// off every runtime thread, after the runtime's work has ended.
+    pub fn finish_traces(&mut self, left: std::time::Duration) {
+        #[cfg(feature = "otel")]
+        if let Some(traces) = self.traces.take() {
+            traces.finish(left);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = left;
     }
 }
 

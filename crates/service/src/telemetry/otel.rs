@@ -17,8 +17,9 @@
 //! drops what does not fit: memory stays flat.
 //!
 //! **Never holding shutdown.** The SDK's shutdown blocks until the last batch is sent; `main`
-//! calls [`Exporting::finish`] after the runtime's work has ended, off every runtime thread,
-//! with what is left of the drain delay and grace period (see `main.rs`).
+//! calls it (`Logging::finish_traces`, then [`Exporting::finish`]) after the runtime's work has
+//! ended, off every runtime thread, with what is left of the drain delay and grace period (see
+//! `main.rs`).
 
 use std::env;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -104,7 +105,7 @@ impl Counters {
 /// Traces being exported: the SDK's provider, and its counts. Keep it until the program ends,
 /// then [`Exporting::finish`] it.
 #[derive(Debug)]
-pub struct Exporting {
+pub(crate) struct Exporting {
     provider: SdkTracerProvider,
     counters: Arc<Counters>,
 }
@@ -165,7 +166,7 @@ impl Exporting {
 
     /// Sends the spans still queued, waiting at most `within`, then stops the batch thread. It
     /// blocks: call it off every runtime thread. With `within` zero, it sends nothing.
-    pub fn finish(self, within: Duration) {
+    pub(crate) fn finish(self, within: Duration) {
         let waiting = self.counters.queued.load(Ordering::Relaxed);
         if within.is_zero() {
             tracing::info!(waiting, "no time left to send the queued spans; leaving without them");
