@@ -240,6 +240,37 @@ impl App {
         );
     }
 
+    /// The HTTP front on this service: its commands, topics, TLS and tracker.
+    #[cfg(feature = "http")]
+    pub(crate) fn http_front(&self) -> crate::http::Front {
+        let tls = self.tls.as_ref().map(|(acceptor, _)| acceptor.for_http());
+        crate::http::Front::new(&self.shared, self.handler.commands(), &self.tracker, tls)
+    }
+
+    /// Serves an HTTP connection on a tracked task, in a span naming `peer`; `permit` as for
+    /// [`App::spawn_connection`].
+    #[cfg(feature = "http")]
+    pub(crate) fn spawn_http_connection(
+        &self,
+        front: &Arc<crate::http::Front>,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let front = Arc::clone(front);
+        let stats = Arc::clone(&self.shared.stats);
+        let span = tracing::info_span!("http", %peer);
+        self.tracker.spawn(
+            async move {
+                let _permit = permit;
+                let _open = stats.open_connection();
+                tracing::debug!("open");
+                front.accept(stream, peer).await;
+            }
+            .instrument(span),
+        );
+    }
+
     /// Shuts down (see [`crate::shutdown`]): drain, wait up to the grace period (or until
     /// `abort` is cancelled) for in-flight work, then abort what is left and wait for every task;
     /// the watchdog and the admin endpoints last.

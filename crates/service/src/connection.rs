@@ -95,6 +95,12 @@ impl Handler {
         Self { shared, commands }
     }
 
+    /// The commands it answers.
+    #[cfg(feature = "http")]
+    pub(crate) fn commands(&self) -> &Commands {
+        &self.commands
+    }
+
     /// Serves one connection until the peer leaves, it sends `QUIT` or a line over the limit, a
     /// timeout fires, or shutdown drains it. Every answer due is written before a clean return.
     /// With `traced`, each request the sampler keeps is a span naming that peer (see

@@ -7,6 +7,8 @@
 //!
 //! * `server`: accept loop, connection limit, listen backlog, keepalive;
 //! * `connection`: one connection's pipelining, timeouts and ordering;
+//! * `http` (the `http` feature): the same commands and topics over HTTP/1.1 and HTTP/2, with
+//!   axum's routes, tower's bounds and Server-Sent Events;
 //! * [`protocol`] (and its `codec`): the wire format (answers, pushes, error codes, the topic and
 //!   line-break rules), and the framing;
 //! * [`commands`]: one file per command, the registry, and the command API (`context.rs`): the
@@ -29,8 +31,8 @@
 //! Imports between these modules point one way, from the wire inwards: `stats`, `metrics`,
 //! `protocol`, `backoff`, `config`, `log_throttle` and `telemetry` import none of the others
 //! (but `telemetry` its log throttle); `tls`, `shutdown`, `job_queue` and `fanout` only those;
-//! `shared` gathers them; `commands` reads `shared`; `connection` and `admin` read `commands`
-//! and `shared`; `app` and `server` put it all together; `client` and `cli` stand beside, on
+//! `shared` gathers them; `commands` reads `shared`; `connection`, `http` and `admin` read
+//! `commands` and `shared`; `app` and `server` put it all together; `client` and `cli` stand beside, on
 //! `protocol`, `config` and `tls`. No module imports one that imports it.
 //! Within a folder, a file reaches its siblings through `super::`, and everything else through
 //! `crate::`.
@@ -64,6 +66,8 @@ pub mod commands;
 mod config;
 mod connection;
 mod fanout;
+#[cfg(feature = "http")]
+mod http;
 mod job_queue;
 mod log_throttle;
 mod metrics;

@@ -1,10 +1,12 @@
-//! The TCP front: bind, accept, enforce the connection limit, hand streams to the [`App`].
+//! The TCP front: bind, accept, enforce the connection limit, hand streams to the [`App`]: the
+//! line protocol's listener, and with `--http-listen` the HTTP front's, under one limit.
 //!
 //! The accept loop follows the rules of tokio's and hyper's servers:
 //!
 //! * **A limit on open connections** (a `Semaphore`; tokio's `TcpListener` docs and mini-redis's
-//!   `MAX_CONNECTIONS`). A connection over the limit is answered `ERR busy` and closed at once,
-//!   instead of being left in the accept backlog where the client cannot tell slow from dead.
+//!   `MAX_CONNECTIONS`). A connection over the limit is answered `ERR busy` (503 on the HTTP
+//!   port) and closed at once, instead of being left in the accept backlog where the client
+//!   cannot tell slow from dead.
 //! * **Accept errors never end the loop.** Errors about one connection (reset or aborted before
 //!   we accepted it) are skipped; others (out of file descriptors, `EMFILE`) are logged and retried
 //!   after a growing pause, because spinning on them would burn a core and flood the log
@@ -78,6 +80,9 @@ pub struct Server {
     local_addr: SocketAddr,
     admin: TcpListener,
     admin_addr: SocketAddr,
+    /// With `--http-listen`: the HTTP front's listener and its address.
+    #[cfg(feature = "http")]
+    http: Option<(TcpListener, SocketAddr)>,
     app: App,
     max_connections: usize,
 }
@@ -101,8 +106,19 @@ impl Server {
         };
         let (listener, local_addr) = bind(config.listen, config.backlog)?;
         let (admin, admin_addr) = bind(config.admin_listen, ADMIN_BACKLOG)?;
+        #[cfg(feature = "http")]
+        let http = config.http_listen.map(|addr| bind(addr, config.backlog)).transpose()?;
         let max_connections = config.max_connections.get().min(Semaphore::MAX_PERMITS);
-        Ok(Self { listener, local_addr, admin, admin_addr, app, max_connections })
+        Ok(Self {
+            listener,
+            local_addr,
+            admin,
+            admin_addr,
+            #[cfg(feature = "http")]
+            http,
+            app,
+            max_connections,
+        })
     }
 
     /// The address actually bound (the port the OS chose, for port 0).
@@ -113,6 +129,12 @@ impl Server {
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The HTTP front's address, with `--http-listen`.
+    #[cfg(feature = "http")]
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The service's counters.
@@ -140,7 +162,9 @@ impl Server {
     /// endpoints, and once `begin` is cancelled goes on for `drain_delay` before it drains; then
     /// shuts down gracefully and returns once every task has ended.
     pub async fn run(self) {
-        let Self { listener, local_addr, admin, admin_addr, app, max_connections } = self;
+        #[cfg(feature = "http")]
+        let http = self.http;
+        let Self { listener, local_addr, admin, admin_addr, app, max_connections, .. } = self;
         let endpoints = app.endpoints();
         app.spawn_background(|stop| {
             let tracker = TaskTracker::new();
@@ -152,10 +176,23 @@ impl Server {
         });
         tracing::info!(%local_addr, %admin_addr, "listening");
         app.set_listening();
-        let accepting = accept_loop(&listener, &app, Arc::new(Semaphore::new(max_connections)));
+        // One limit for both ports: it bounds the process's sockets, whoever speaks what.
+        let slots = Arc::new(Semaphore::new(max_connections));
+        let accepting = accept_loop(&listener, &app, Arc::clone(&slots), &Front::Line);
+        #[cfg(feature = "http")]
+        let accepting = async {
+            let http = async {
+                let Some((listener, addr)) = &http else { return };
+                tracing::info!(http_addr = %addr, "listening for HTTP");
+                accept_loop(listener, &app, slots, &Front::Http(Arc::new(app.http_front()))).await;
+            };
+            tokio::join!(accepting, http);
+        };
         tokio::join!(accepting, app.drain_after_delay());
-        // Closing the listener refuses new connections at once while the old ones drain.
+        // Closing the listeners refuses new connections at once while the old ones drain.
         drop(listener);
+        #[cfg(feature = "http")]
+        drop(http);
         tracing::info!("stopped accepting; draining connections");
         app.stop().await;
     }
@@ -173,7 +210,27 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>) {
+/// Which protocol a listener serves.
+enum Front {
+    /// The line protocol.
+    Line,
+    /// The HTTP front.
+    #[cfg(feature = "http")]
+    Http(Arc<crate::http::Front>),
+}
+
+impl Front {
+    /// What a connection over the limit is told before it is closed.
+    fn busy(&self) -> &[u8] {
+        match self {
+            Self::Line => BUSY.as_bytes(),
+            #[cfg(feature = "http")]
+            Self::Http(_) => &crate::http::BUSY,
+        }
+    }
+}
+
+async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>, front: &Front) {
     let stop = &app.shutdown().drain;
     let mut backoff = Backoff::new(MIN_ACCEPT_BACKOFF, MAX_ACCEPT_BACKOFF);
     let mut refusals = LogThrottle::every(REFUSALS_LOG_PERIOD);
@@ -196,10 +253,16 @@ async fn accept_loop(listener: &TcpListener, app: &App, slots: Arc<Semaphore>) {
                 if let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer) {
                     tracing::debug!(%peer, %error, "cannot set SO_SNDBUF");
                 }
-                match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(slot) => app.spawn_connection(stream, peer, Some(slot)),
-                    Err(_) => {
-                        refuse(&stream, peer, app.stats());
+                match (Arc::clone(&slots).try_acquire_owned(), front) {
+                    (Ok(slot), Front::Line) => app.spawn_connection(stream, peer, Some(slot)),
+                    #[cfg(feature = "http")]
+                    (Ok(slot), Front::Http(http)) => app.spawn_http_connection(http, stream, peer, slot),
+                    (Err(_), _) => {
+                        refuse(&stream, peer, front.busy(), app.stats());
+                        #[cfg(feature = "http")]
+                        if let Front::Http(http) = front {
+                            http.linger(stream);
+                        }
                         if let Some(refused) = refusals.record() {
                             tracing::info!(refused, "connection limit reached; refusing with ERR busy");
                         }
@@ -240,11 +303,11 @@ fn set_keepalive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
     socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
 }
 
-/// Answers a connection over the limit with `ERR busy` and closes it, without a task: the socket
-/// is new, so its send buffer is empty and a non-blocking write of 9 bytes goes through whole.
-fn refuse(stream: &TcpStream, peer: SocketAddr, stats: &Stats) {
+/// Answers a connection over the limit with `busy` and closes it, without a task: the socket
+/// is new, so its send buffer is empty and a non-blocking write of a few bytes goes through whole.
+fn refuse(stream: &TcpStream, peer: SocketAddr, busy: &[u8], stats: &Stats) {
     stats.count_rejected();
-    if let Err(error) = stream.try_write(BUSY.as_bytes()) {
+    if let Err(error) = stream.try_write(busy) {
         tracing::debug!(%peer, %error, "could not tell the refused peer");
     }
 }

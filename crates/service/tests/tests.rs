@@ -7,6 +7,7 @@
 
 mod broker;
 mod common;
+mod http;
 mod otel;
 mod process;
 mod tls;

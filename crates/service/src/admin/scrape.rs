@@ -142,6 +142,8 @@ impl Collector for Scrape {
         self.encode_connections_and_jobs(&mut encoder)?;
         self.encode_fanout(&mut encoder)?;
         self.encode_latencies(&mut encoder)?;
+        #[cfg(feature = "http")]
+        self.encode_http(&mut encoder)?;
         #[cfg(feature = "otel")]
         encode_traces(&mut encoder)?;
         self.encode_runtime(&mut encoder)
@@ -269,6 +271,32 @@ impl Scrape {
             MetricType::Histogram,
         )?;
         self.shared.metrics.job_run.encode(run)
+    }
+
+    /// The HTTP front's latency by route, and its answers by route and status.
+    #[cfg(feature = "http")]
+    fn encode_http(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let http = &self.shared.metrics.http;
+        let mut durations = encoder.encode_descriptor(
+            "http_request_duration_seconds",
+            "Time from an HTTP request's head to its answer's, by route",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (route, histogram) in http.durations() {
+            histogram.encode(durations.encode_family(&[("route", route.path())])?)?;
+        }
+        let mut responses = encoder.encode_descriptor(
+            "http_responses",
+            "HTTP answers, by route and status",
+            None,
+            MetricType::Counter,
+        )?;
+        for (route, status, count) in http.responses() {
+            let labels = [("route", route.path()), ("status", status.as_str())];
+            ConstCounter::new(count).encode(responses.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 
     /// The watchdog's lag and the tokio runtime's own figures.

@@ -173,6 +173,18 @@ pub(crate) fn start(line: &str, context: &mut Context, now: Instant) -> (Reply, 
         Some(space) => (&line[..space], Some(&line[space + 1..])),
         None => (line, None),
     };
+    start_named(name, argument, context, now)
+}
+
+/// [`start`] for a request whose name and argument come apart already (the HTTP front's
+/// `POST /v1/commands/{name}`, with the body as the argument).
+#[inline]
+pub(crate) fn start_named(
+    name: &str,
+    argument: Option<&str>,
+    context: &mut Context,
+    now: Instant,
+) -> (Reply, bool) {
     let Some((index, spec)) = context.commands.find(name) else {
         let detail = if name.is_empty() {
             "empty request".to_owned()
@@ -240,13 +252,18 @@ pub(crate) mod tests {
     /// (6 for one connection). Call it inside a runtime.
     pub(crate) fn shared() -> Arc<Shared> {
         let count = |n| std::num::NonZeroUsize::new(n).expect("a count");
-        let config = Arc::new(crate::Config {
+        shared_with(crate::Config {
             cpu_threads: 1,
             topic_capacity: count(4),
             max_topics: count(8),
             max_subscriptions: count(6),
             ..crate::Config::default()
-        });
+        })
+    }
+
+    /// [`shared`] with `config`.
+    pub(crate) fn shared_with(config: crate::Config) -> Arc<Shared> {
+        let config = Arc::new(config);
         let pool = cpu::CpuPool::new(1).expect("a pool");
         let names = REGISTRY.iter().map(|spec| spec.name);
         // The job queue's workers end at shutdown, which these tests never start.

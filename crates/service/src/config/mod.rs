@@ -41,6 +41,24 @@ pub struct Config {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7879")]
     pub admin_listen: SocketAddr,
 
+    /// Address of the HTTP front: the commands, PUBLISH and SUBSCRIBE over HTTP/1.1 and HTTP/2,
+    /// with the same bounds, TLS and shutdown as --listen (README, "HTTP"). Off unless given.
+    #[cfg(feature = "http")]
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// HTTP requests answered at once, at most, over every HTTP connection; past it a request
+    /// is answered 503 busy at once (load shedding, not a queue).
+    #[cfg(feature = "http")]
+    #[arg(long, value_name = "N", default_value = "1024", value_parser = count(1..=1_000_000))]
+    pub http_max_requests: NonZeroUsize,
+
+    /// Time for an HTTP request, from its head to its answer's head (a Server-Sent Events
+    /// stream is not bounded by it); past it, 504 timeout.
+    #[cfg(feature = "http")]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration(MILLISECOND..=HOUR))]
+    pub http_request_timeout: Duration,
+
     /// PEM certificate chain (the server's first) to serve TLS with, with --tls-key; without
     /// them, plain TCP. SIGHUP, or a change to one of the TLS files (they are checked every
     /// minute), reads them again.
@@ -60,7 +78,8 @@ pub struct Config {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration(MILLISECOND..=MINUTE))]
     pub tls_handshake_timeout: Duration,
 
-    /// Connections open at once; one more is answered `ERR busy` and closed.
+    /// Connections open at once, line and HTTP together; one more is answered `ERR busy` (on
+    /// the HTTP port, 503) and closed.
     #[arg(long, value_name = "N", default_value = "1024", value_parser = count(1..=1_000_000))]
     pub max_connections: NonZeroUsize,
 
@@ -68,8 +87,8 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..=65_535))]
     pub backlog: u32,
 
-    /// While nothing is in flight, time for a complete request line to arrive. A peer trickling
-    /// bytes without finishing a line is cut off too.
+    /// While nothing is in flight, time for a complete request line (over HTTP/1, a request's
+    /// head) to arrive. A peer trickling bytes without finishing a line is cut off too.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration(MILLISECOND..=DAY))]
     pub idle_timeout: Duration,
 
@@ -89,13 +108,13 @@ pub struct Config {
     #[arg(long, value_name = "BYTES", default_value = "65536", value_parser = count(4096..=16 << 20))]
     pub send_buffer: NonZeroUsize,
 
-    /// Longest request line, in bytes, without its line ending. It bounds the memory of a
-    /// connection, whatever the peer sends.
+    /// Longest request line, in bytes, without its line ending (over HTTP, the longest body).
+    /// It bounds the memory of a connection, whatever the peer sends.
     #[arg(long, value_name = "BYTES", default_value = "8192", value_parser = count(1..=16 << 20))]
     pub max_line: NonZeroUsize,
 
-    /// Requests in flight per connection (pipelining depth). Past it, no new request from that
-    /// connection starts until an answer has gone out.
+    /// Requests in flight per connection (pipelining depth; over HTTP/2, concurrent streams).
+    /// Past it, no new request from that connection starts until an answer has gone out.
     #[arg(long, value_name = "N", default_value = "32", value_parser = count(1..=1024))]
     pub max_in_flight: NonZeroUsize,
 

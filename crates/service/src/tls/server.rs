@@ -183,6 +183,7 @@ pub(crate) fn start(config: &Config, stats: Arc<Stats>) -> Result<Option<(Accept
         timeout: config.tls_handshake_timeout,
         stats,
         failures: Arc::new(Mutex::new(LogThrottle::every(FAILURES_LOG_PERIOD))),
+        alpn: None,
     };
     let reads = Arc::new(Reads::new(config.tls_read_timeout));
     Ok(Some((
@@ -206,6 +207,30 @@ pub(crate) struct Acceptor {
     timeout: Duration,
     stats: Arc<Stats>,
     failures: Arc<Mutex<LogThrottle>>,
+    /// The HTTP front's: the config in use, offering HTTP/2 and HTTP/1.1 by ALPN.
+    alpn: Option<Arc<Alpn>>,
+}
+
+/// The config in use with ALPN's protocols for HTTP, made once per config (a reload makes the
+/// next), not once per handshake. The line protocol's port offers none: it is no HTTP.
+#[derive(Default)]
+struct Alpn(Mutex<Option<(Arc<ServerConfig>, Arc<ServerConfig>)>>);
+
+impl Alpn {
+    /// `current`, offering `h2` and `http/1.1`.
+    fn config(&self, current: Arc<ServerConfig>) -> Arc<ServerConfig> {
+        let mut made = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((from, http)) = &*made
+            && Arc::ptr_eq(from, &current)
+        {
+            return Arc::clone(http);
+        }
+        let mut http = ServerConfig::clone(&current);
+        http.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let http = Arc::new(http);
+        *made = Some((current, Arc::clone(&http)));
+        http
+    }
 }
 
 impl Acceptor {
@@ -222,7 +247,12 @@ impl Acceptor {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let span = traced.map(spans::handshake);
-        let acceptor = TlsAcceptor::from(Arc::clone(&self.current.borrow()));
+        let config = Arc::clone(&self.current.borrow());
+        let config = match &self.alpn {
+            Some(alpn) => alpn.config(config),
+            None => config,
+        };
+        let acceptor = TlsAcceptor::from(config);
         let outcome = tokio::select! {
             biased;
             () = drain.cancelled() => return Handshake::Closed,
@@ -245,6 +275,13 @@ impl Acceptor {
             tracing::info!(failed, "TLS handshakes failed (RUST_LOG=debug names each)");
         }
         Handshake::Closed
+    }
+
+    /// The same handshake for the HTTP front: its certificate, reloads, timeout and counters,
+    /// offering HTTP/2 and HTTP/1.1 by ALPN.
+    #[cfg(feature = "http")]
+    pub(crate) fn for_http(&self) -> Self {
+        Self { alpn: Some(Arc::default()), ..self.clone() }
     }
 
     /// Logs the failures counted but not yet reported (at shutdown).

@@ -11,6 +11,9 @@ use std::time::Duration;
 use prometheus_client::encoding::NoLabelSet;
 use tokio::time::Instant;
 
+#[cfg(feature = "http")]
+pub(crate) mod http;
+
 /// Upper bounds of the latency buckets, in seconds: 100 µs to a minute (the longest job
 /// deadline is an hour, but a request that takes a minute is already an outage).
 const BOUNDS: [f64; 18] = [
@@ -74,6 +77,9 @@ pub(crate) struct Metrics {
     pub(crate) job_run: Histogram,
     /// When the service started, for the pool's busy ratio.
     pub(crate) started: Instant,
+    /// The HTTP front's, by route and status.
+    #[cfg(feature = "http")]
+    pub(crate) http: self::http::Metrics,
 }
 
 impl Metrics {
@@ -87,6 +93,8 @@ impl Metrics {
             job_wait: Histogram::default(),
             job_run: Histogram::default(),
             started: Instant::now(),
+            #[cfg(feature = "http")]
+            http: self::http::Metrics::default(),
         }
     }
 

@@ -1,0 +1,95 @@
+//! The HTTP front's metrics: a latency histogram per route and a count per route and status.
+//!
+//! Label values are bounded: a route is its template (`/v1/commands/{name}`), never the path a
+//! client sent, and a status one of the few the front answers ([`STATUSES`]) or `other`. Each
+//! figure is an atomic counter, as the line protocol's are (`super`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+use super::Histogram;
+
+/// The front's routes, and `other` for a request that matched none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Command,
+    Publish,
+    Events,
+    Other,
+}
+
+impl Route {
+    pub(crate) const ALL: [Self; 4] = [Self::Command, Self::Publish, Self::Events, Self::Other];
+
+    /// The route's template, which is also its label.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Self::Command => "/v1/commands/{name}",
+            Self::Publish => "/v1/topics/{topic}",
+            Self::Events => "/v1/topics/{topic}/events",
+            Self::Other => "other",
+        }
+    }
+
+    /// The route a matched template names.
+    pub(crate) fn of(matched: Option<&str>) -> Self {
+        Self::ALL.into_iter().find(|route| Some(route.path()) == matched).unwrap_or(Self::Other)
+    }
+}
+
+/// The statuses the front answers, each counted under its own label.
+pub(crate) const STATUSES: [u16; 9] = [200, 400, 404, 405, 408, 413, 500, 503, 504];
+
+/// The front's histograms and counts; see the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    /// Per route, in [`Route::ALL`]'s order: from the request's head to its answer's.
+    durations: [Histogram; Route::ALL.len()],
+    /// Per route and status, in [`STATUSES`]' order, the last of each row for any other.
+    responses: [[AtomicU64; STATUSES.len() + 1]; Route::ALL.len()],
+}
+
+impl Metrics {
+    /// Records one answer.
+    pub(crate) fn observe(&self, route: Route, status: StatusCode, elapsed: Duration) {
+        let row = route as usize;
+        self.durations[row].observe(elapsed);
+        let column = STATUSES.iter().position(|&known| known == status.as_u16()).unwrap_or(STATUSES.len());
+        self.responses[row][column].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Each route with its histogram.
+    pub(crate) fn durations(&self) -> impl Iterator<Item = (Route, &Histogram)> {
+        Route::ALL.into_iter().zip(&self.durations)
+    }
+
+    /// Each route, status label and count, for every count above zero.
+    pub(crate) fn responses(&self) -> impl Iterator<Item = (Route, String, u64)> + '_ {
+        Route::ALL.into_iter().zip(&self.responses).flat_map(|(route, row)| {
+            let labels = STATUSES.iter().map(u16::to_string).chain(["other".to_owned()]);
+            labels.zip(row).filter_map(move |(status, count)| {
+                let count = count.load(Ordering::Relaxed);
+                (count > 0).then_some((route, status, count))
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_statuses_are_counted_under_bounded_labels() {
+        let metrics = Metrics::default();
+        metrics.observe(Route::Command, StatusCode::OK, Duration::from_millis(1));
+        metrics.observe(Route::Command, StatusCode::OK, Duration::from_millis(1));
+        metrics.observe(Route::of(Some("/v1/anything/else")), StatusCode::IM_A_TEAPOT, Duration::ZERO);
+        let counted: Vec<_> =
+            metrics.responses().map(|(route, status, count)| (route.path(), status, count)).collect();
+        assert_eq!(counted, [("/v1/commands/{name}", "200".to_owned(), 2), ("other", "other".to_owned(), 1)]);
+        assert_eq!(metrics.durations().map(|(_, histogram)| histogram.count()).sum::<u64>(), 3);
+    }
+}
