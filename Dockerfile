@@ -25,11 +25,12 @@ FROM ${RUNTIME_BASE}
 COPY --from=binary /service /usr/local/bin/service
 # Non-root, as distroless's `nonroot` user; Kubernetes checks it with runAsNonRoot.
 USER 65532:65532
-# In a container both listeners face the network; the log goes out as JSON.
+# In a container both listeners face the network; the log goes out as JSON. The HTTP front
+# (8080) is on where SERVICE_HTTP_LISTEN=0.0.0.0:8080 is set, as the Deployment does.
 ENV SERVICE_LISTEN=0.0.0.0:7878 \
     SERVICE_ADMIN_LISTEN=0.0.0.0:7879 \
     SERVICE_LOG_FORMAT=json
-EXPOSE 7878 7879
+EXPOSE 7878 8080 7879
 # What `docker stop` and Kubernetes send; the service drains on it and exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/service", "serve"]
