@@ -54,20 +54,27 @@ stop_all() {
 # start_server BIN NAME: starts `BIN serve` on a free loopback port, set through the program's
 # own environment variable (NAME_LISTEN, in upper case with `-` as `_`), logging JSON at info
 # (whatever the project's default level: the address is read from the `listening` line) to a
-# temporary file. Sets SERVER_PID, SERVER_ADDR, SERVER_ADMIN_ADDR and SERVER_LOG.
+# temporary file; with the HTTP front (a program whose `serve --help` offers --http-listen), on
+# a free loopback port too. Sets SERVER_PID, SERVER_ADDR, SERVER_ADMIN_ADDR, SERVER_HTTP_ADDR
+# (empty without the front) and SERVER_LOG.
 start_server() {
-    local bin=$1 name=$2 prefix
+    local bin=$1 name=$2 prefix http=()
     prefix=$(printf '%s' "$name" | tr 'a-z-' 'A-Z_')
     SERVER_LOG=$(mktemp)
-    SERVER_ADDR=""
-    env RUST_LOG=info "${prefix}_LISTEN=127.0.0.1:0" "${prefix}_ADMIN_LISTEN=127.0.0.1:0" "$bin" serve --log-format json 2>"$SERVER_LOG" &
+    SERVER_ADDR="" SERVER_HTTP_ADDR=""
+    if "$bin" serve --help | grep -q -- '--http-listen'; then
+        http=("${prefix}_HTTP_LISTEN=127.0.0.1:0")
+    fi
+    env RUST_LOG=info "${prefix}_LISTEN=127.0.0.1:0" "${prefix}_ADMIN_LISTEN=127.0.0.1:0" "${http[@]}" \
+        "$bin" serve --log-format json 2>"$SERVER_LOG" &
     SERVER_PID=$!
     STARTED_PIDS+=("$SERVER_PID")
     for _ in $(seq 100); do
         SERVER_ADDR=$(grep -o '"local_addr":"[^"]*"' "$SERVER_LOG" | cut -d '"' -f 4 || true)
         # shellcheck disable=SC2034 # read by the scripts that source this file
         SERVER_ADMIN_ADDR=$(grep -o '"admin_addr":"[^"]*"' "$SERVER_LOG" | cut -d '"' -f 4 || true)
-        [ -n "$SERVER_ADDR" ] && return 0
+        SERVER_HTTP_ADDR=$(grep -o '"http_addr":"[^"]*"' "$SERVER_LOG" | cut -d '"' -f 4 || true)
+        [ -n "$SERVER_ADDR" ] && { [ ${#http[@]} -eq 0 ] || [ -n "$SERVER_HTTP_ADDR" ]; } && return 0
         sleep 0.1
     done
     kill "$SERVER_PID" 2>/dev/null || true
