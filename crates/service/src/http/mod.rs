@@ -37,7 +37,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
-use axum::Router;
 use futures_util::FutureExt as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -51,7 +50,9 @@ use tokio_io_timeout::TimeoutStream;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
+use self::routes::Routes;
 use crate::commands::{self, Commands, Context, Reply};
+use crate::metrics::http::Route;
 use crate::shared::Shared;
 use crate::telemetry::spans::Traced;
 use crate::tls::{Acceptor, Handshake};
@@ -81,7 +82,7 @@ pub(crate) static BUSY: LazyLock<Vec<u8>> = LazyLock::new(|| {
 
 /// The HTTP front: its routes and how its connections are served. One per service.
 pub(crate) struct Front {
-    router: Router,
+    routes: Routes,
     builder: auto::Builder<Tracked>,
     shared: Arc<Shared>,
     commands: Commands,
@@ -125,10 +126,10 @@ impl Front {
             .max_concurrent_streams(streams)
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
-        let router = routes::router(Arc::clone(shared), commands.clone());
+        let routes = routes::routes(Arc::clone(shared), commands.clone());
         let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
         let (shared, commands, tracker) = (Arc::clone(shared), commands.clone(), tracker.clone());
-        Self { router, builder, shared, commands, tls, tracker, lingering }
+        Self { routes, builder, shared, commands, tls, tracker, lingering }
     }
 
     /// Closes a connection refused at the limit (told [`BUSY`] already) without losing that
@@ -180,7 +181,7 @@ impl Front {
             peer,
             asked: AtomicBool::new(false),
         });
-        let router = self.router.clone();
+        let (routes, shared) = (self.routes.clone(), Arc::clone(&self.shared));
         let service = service_fn({
             let connection = Arc::clone(&connection);
             move |mut request: hyper::Request<Incoming>| {
@@ -188,8 +189,17 @@ impl Front {
                 if !connection.asked.load(Ordering::Relaxed) {
                     connection.asked.store(true, Ordering::Relaxed);
                 }
+                // Its route, status and time to its answer's head, refusals by the bounds
+                // included.
+                let (route, started) = (Route::of(request.uri().path()), Instant::now());
                 request.extensions_mut().insert(Arc::clone(&connection));
-                router.clone().oneshot(request)
+                let shared = Arc::clone(&shared);
+                routes.clone().oneshot(request.map(axum::body::Body::new)).map(move |answered| {
+                    if let Ok(response) = &answered {
+                        shared.metrics.http.observe(route, response.status(), started.elapsed());
+                    }
+                    answered
+                })
             }
         });
         let served = self.builder.serve_connection(TokioIo::new(Box::pin(stream)), service);

@@ -14,27 +14,26 @@
 //! A command that pushes lines or ends its connection (`SUBSCRIBE`, `QUIT`) means nothing on a
 //! request and is not served here.
 
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{BoxError, Extension, Router};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Body as _;
-use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::load_shed::error::Overloaded;
 use tower::timeout::TimeoutLayer;
 use tower::timeout::error::Elapsed;
+use tower::util::BoxCloneSyncService;
 
 use super::{Connection, events};
 use crate::commands::{Commands, arguments};
@@ -49,25 +48,33 @@ pub(super) struct Service {
     pub(super) commands: Commands,
 }
 
-/// Every route, behind the bounds (see the module docs of `http`) and the metrics.
-pub(super) fn router(shared: Arc<Shared>, commands: Commands) -> Router {
+/// The routes behind the bounds: what a request goes to (hyper calls a service through `&self`,
+/// so it is cloned for each request, as `TowerToHyperService` does).
+/// Boxed: its future holds the bounds' `BoxError`, which an unboxed future carries into the
+/// connection's task, where rustc's check that the task is `Send` then fails ("implementation of
+/// `FnOnce` is not general enough", rust-lang/rust#102211).
+pub(super) type Routes = BoxCloneSyncService<Request, axum::response::Response, Infallible>;
+
+/// Every route, behind the bounds (see the module docs of `http`). Applied once, around the
+/// router, not to each route (`Router::layer`): a route's layers are boxed and cloned for every
+/// request, which cost the HTTP PING about a tenth of its throughput.
+pub(super) fn routes(shared: Arc<Shared>, commands: Commands) -> Routes {
     let config = &shared.config;
-    let timeout = config.http_request_timeout;
-    let bounds = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |error: BoxError| std::future::ready(refused(&error, timeout))))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::new(config.http_max_requests.get()))
-        .layer(TimeoutLayer::new(timeout));
     let service = Service { shared: Arc::clone(&shared), commands };
-    Router::new()
+    let router = Router::new()
         .route(Route::Command.path(), post(command))
         .route(Route::Publish.path(), post(publish))
         .route(Route::Events.path(), get(events::subscribe))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(bounds)
-        .layer(middleware::from_fn_with_state(shared, observe))
-        .with_state(service)
+        .with_state(service);
+    let routes = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|error: BoxError| std::future::ready(refused(&error))))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(config.http_max_requests.get()))
+        .layer(TimeoutLayer::new(config.http_request_timeout))
+        .service(router);
+    BoxCloneSyncService::new(routes)
 }
 
 /// `POST /v1/commands/{name}`.
@@ -143,11 +150,11 @@ async fn argument(body: Body, max: usize) -> Result<Option<String>, Response> {
 }
 
 /// What the bounds' errors are answered: past the concurrency limit, past the timeout.
-fn refused(error: &BoxError, timeout: Duration) -> Answer {
+fn refused(error: &BoxError) -> Answer {
     Answer(if error.is::<Overloaded>() {
         Response::err_with(ErrorCode::Busy, "too many requests at once")
     } else if error.is::<Elapsed>() {
-        Response::err_with(ErrorCode::Timeout, format!("no answer within {timeout:?}"))
+        Response::err_with(ErrorCode::Timeout, "no answer within --http-request-timeout")
     } else {
         Response::err_with(ErrorCode::Internal, error.to_string())
     })
@@ -163,20 +170,6 @@ async fn not_found() -> Answer {
 async fn method_not_allowed() -> axum::response::Response {
     let answer = Answer(Response::err_with(ErrorCode::BadRequest, "method not allowed")).into_response();
     (StatusCode::METHOD_NOT_ALLOWED, answer).into_response()
-}
-
-/// Records each request's route, status and time to its answer's head.
-async fn observe(
-    State(shared): State<Arc<Shared>>,
-    matched: Option<MatchedPath>,
-    request: Request,
-    next: Next,
-) -> axum::response::Response {
-    let started = Instant::now();
-    let route = Route::of(matched.as_ref().map(MatchedPath::as_str));
-    let response = next.run(request).await;
-    shared.metrics.http.observe(route, response.status(), started.elapsed());
-    response
 }
 
 /// The HTTP status of each error code: the README's table (section "HTTP") is this one.
@@ -199,14 +192,19 @@ pub(super) struct Answer(pub(super) Response);
 
 impl IntoResponse for Answer {
     fn into_response(self) -> axum::response::Response {
+        // Written out, not built as a `serde_json::Value` (a map and its keys, allocated per
+        // answer); serde_json escapes the text.
+        let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
         let (status, body, retry) = match self.0 {
-            Response::Ok(text) => (StatusCode::OK, serde_json::json!({ "answer": text }), false),
+            Response::Ok(text) => (StatusCode::OK, format!("{{\"answer\":{}}}\n", quoted(&text)), false),
             Response::Err(code, detail) => {
-                let error = serde_json::json!({ "error": { "code": code.as_str(), "detail": detail } });
+                let detail = detail.as_deref().map_or_else(|| "null".to_owned(), quoted);
+                let error = format!("{{\"error\":{{\"code\":\"{}\",\"detail\":{detail}}}}}\n", code.as_str());
                 (status(code), error, matches!(code, ErrorCode::Busy | ErrorCode::Unavailable))
             }
         };
-        let mut response = (status, format!("{body}\n")).into_response();
+        let mut response = axum::response::Response::new(Body::from(body));
+        *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if retry {

@@ -9,7 +9,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::response::IntoResponse as _;
@@ -46,7 +45,7 @@ fn wait(argument: Option<&str>, context: &mut Context) -> Result<Reply, Response
 /// The routes on a service of `config`, and one connection's state to send requests on.
 struct Front {
     shared: Arc<Shared>,
-    router: Router,
+    routes: routes::Routes,
     connection: Arc<Connection>,
 }
 
@@ -60,8 +59,8 @@ impl Front {
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
             asked: AtomicBool::new(true),
         });
-        let router = routes::router(Arc::clone(&shared), commands);
-        Self { shared, router, connection }
+        let routes = routes::routes(Arc::clone(&shared), commands);
+        Self { shared, routes, connection }
     }
 
     /// The response to `method uri` with `body`, on the connection.
@@ -72,7 +71,7 @@ impl Front {
             .extension(Arc::clone(&self.connection))
             .body(body.into())
             .expect("a request");
-        self.router.clone().oneshot(request).await.expect("infallible")
+        self.routes.clone().oneshot(request).await.expect("infallible")
     }
 
     /// The status, headers and body of `POST uri` with `body`.
@@ -207,7 +206,10 @@ async fn the_request_timeout_answers_504_at_its_exact_instant() {
     let (status, _, body) = front.post("/v1/commands/WAIT", "1001").await;
     assert_eq!(started.elapsed(), timeout);
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(body, "{\"error\":{\"code\":\"timeout\",\"detail\":\"no answer within 1s\"}}\n");
+    assert_eq!(
+        body,
+        "{\"error\":{\"code\":\"timeout\",\"detail\":\"no answer within --http-request-timeout\"}}\n"
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -33,9 +33,16 @@ impl Route {
         }
     }
 
-    /// The route a matched template names.
-    pub(crate) fn of(matched: Option<&str>) -> Self {
-        Self::ALL.into_iter().find(|route| Some(route.path()) == matched).unwrap_or(Self::Other)
+    /// The route whose template `path` has the shape of (it may still be refused there: an
+    /// unknown command, a bad topic).
+    pub(crate) fn of(path: &str) -> Self {
+        let mut segments = path.strip_prefix("/v1/").unwrap_or_default().split('/');
+        match (segments.next(), segments.next(), segments.next(), segments.next()) {
+            (Some("commands"), Some(_), None, _) => Self::Command,
+            (Some("topics"), Some(_), None, _) => Self::Publish,
+            (Some("topics"), Some(_), Some("events"), None) => Self::Events,
+            _ => Self::Other,
+        }
     }
 }
 
@@ -86,7 +93,17 @@ mod tests {
         let metrics = Metrics::default();
         metrics.observe(Route::Command, StatusCode::OK, Duration::from_millis(1));
         metrics.observe(Route::Command, StatusCode::OK, Duration::from_millis(1));
-        metrics.observe(Route::of(Some("/v1/anything/else")), StatusCode::IM_A_TEAPOT, Duration::ZERO);
+        metrics.observe(Route::of("/v1/anything/else"), StatusCode::IM_A_TEAPOT, Duration::ZERO);
+        for (path, route) in [
+            ("/v1/commands/PING", Route::Command),
+            ("/v1/topics/news", Route::Publish),
+            ("/v1/topics/news/events", Route::Events),
+            ("/v1/topics/news/other", Route::Other),
+            ("/v1/commands/PING/x", Route::Other),
+            ("/v2/commands/PING", Route::Other),
+        ] {
+            assert_eq!(Route::of(path), route, "{path}");
+        }
         let counted: Vec<_> =
             metrics.responses().map(|(route, status, count)| (route.path(), status, count)).collect();
         assert_eq!(counted, [("/v1/commands/{name}", "200".to_owned(), 2), ("other", "other".to_owned(), 1)]);
