@@ -3,8 +3,9 @@
 //! Each figure is measured beside its baseline in the same run, with the same client
 //! (`service::load`), alternating the sides round by round, so a noisy machine moves the ratio
 //! little. The servers run as users run them, each in a process of its own ([`peers`]): the
-//! service's release binary, the bare tokio line server, redis-server, and rotel's collector for
-//! the traces figures. This process is the load client.
+//! service's release binary, the bare tokio line server, redis-server, rotel's collector for
+//! the traces figures, and the bare hyper server for the HTTP figure. This process is the load
+//! client, but for HTTP, which `wrk` loads.
 //!
 //! Every answer is checked: a load that gets an `ERR` stops the run, and a figure whose command
 //! the service no longer has (an example removed, as the README shows) is skipped with one line
@@ -20,6 +21,7 @@
 mod amplification;
 mod bare;
 mod fanout;
+mod http;
 mod peers;
 mod tls;
 mod traces;
@@ -280,6 +282,7 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
     figures.extend(tls::figures(binary).await);
     figures.push(amplification::figure(binary).await);
     figures.extend(traces::figures(binary).await);
+    figures.extend(http::figures(binary).await);
     figures
 }
 
@@ -494,6 +497,9 @@ fn machine() -> String {
 fn main() {
     if std::env::args().any(|arg| arg == peers::BARE_SERVER) {
         return bare::main();
+    }
+    if std::env::args().any(|arg| arg == http::BARE_HTTP_SERVER) {
+        return http::main();
     }
     if std::env::args().any(|arg| arg == "--record") {
         return record();

@@ -1,11 +1,12 @@
 //! The servers that the throughput and latency figures measure, each in a process of its own, as
-//! users run them: the service's release binary, the bare tokio line server (this bench's own
-//! executable started again with [`BARE_SERVER`], see [`crate::bare`]) and redis-server. The
-//! bench process is the load client and nothing else, so the figures do not move with how one
-//! runtime shares its workers between a server and its client.
+//! users run them: the service's release binary, the bare tokio line server and the bare hyper
+//! server (this bench's own executable started again with [`BARE_SERVER`] or
+//! [`crate::http::BARE_HTTP_SERVER`], see [`crate::bare`] and [`crate::http`]) and redis-server.
+//! The bench process is the load client and nothing else (but `wrk`, for HTTP), so the figures do
+//! not move with how one runtime shares its workers between a server and its client.
 //!
-//! A child is killed when its [`Process`] drops (`kill_on_drop`); the bare server also ends when
-//! its stdin closes, so none outlives a bench that panics.
+//! A child is killed when its [`Process`] drops (`kill_on_drop`); the bare servers also end when
+//! their stdin closes, so none outlives a bench that panics.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub(crate) struct Process {
     child: Child,
     /// Where it serves its protocol.
     pub(crate) addr: SocketAddr,
+    /// The service with `--http-listen`: where it serves HTTP.
+    pub(crate) http: Option<SocketAddr>,
     /// The bare server's stdin: it ends when this closes.
     _stdin: Option<ChildStdin>,
     /// The service only: reads its log to the end, passing on warnings and errors, so a full
@@ -115,8 +118,15 @@ pub(crate) async fn service_with_env(binary: &Path, flags: &[&str], env: &[(&str
         panic!("the service ended before it listened");
     });
     let line = listening.await.expect("the service listens in time");
-    let addr = line.split("local_addr=").nth(1).and_then(|rest| rest.split_whitespace().next());
-    let addr = addr.and_then(|addr| addr.parse().ok()).unwrap_or_else(|| panic!("no address in {line}"));
+    let addr = address(&line, "local_addr=").unwrap_or_else(|| panic!("no address in {line}"));
+    // Its HTTP front says where it listens on the next line, if it has one (the `http` feature).
+    let http = if flags.contains(&"--http-listen") {
+        let line =
+            tokio::time::timeout(TEST_TIMEOUT, log.next_line()).await.expect("the log goes on in time");
+        line.expect("read the service's log").and_then(|line| address(&line, "http_addr="))
+    } else {
+        None
+    };
     let log = tokio::spawn(async move {
         while let Ok(Some(line)) = log.next_line().await {
             if line.contains("WARN") || line.contains("ERROR") {
@@ -124,7 +134,15 @@ pub(crate) async fn service_with_env(binary: &Path, flags: &[&str], env: &[(&str
             }
         }
     });
-    Process { child, addr, _stdin: None, log: Some(log) }
+    Process { child, addr, http, _stdin: None, log: Some(log) }
+}
+
+/// The address after `field` in a text log line.
+fn address(line: &str, field: &str) -> Option<SocketAddr> {
+    line.split(field)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
 }
 
 /// rotel's agent, the OpenTelemetry collector of the traces figure (PyPI: `pip install rotel`),
@@ -148,9 +166,9 @@ pub(crate) async fn collector() -> Option<(Process, String)> {
         println!("skipped trace_throughput: rotel-agent is not installed (pip install rotel)");
         return None;
     };
-    listening(http)
-        .await
-        .then(|| (Process { child, addr: http, _stdin: None, log: None }, format!("http://{http}")))
+    listening(http).await.then(|| {
+        (Process { child, addr: http, http: None, _stdin: None, log: None }, format!("http://{http}"))
+    })
 }
 
 /// Whether `addr` takes connections within five seconds (a child just started).
@@ -166,12 +184,23 @@ async fn listening(addr: SocketAddr) -> bool {
 
 /// The bare tokio line server (PING only; `SPIN <ms>` spun inline when `inline_spin`).
 pub(crate) async fn bare(inline_spin: bool) -> Process {
-    let mut command = Command::new(std::env::current_exe().expect("this bench's executable"));
-    command.arg(BARE_SERVER);
     if inline_spin {
-        command.arg(INLINE_SPIN);
+        this_executable(&[BARE_SERVER, INLINE_SPIN]).await
+    } else {
+        this_executable(&[BARE_SERVER]).await
     }
-    let mut child = command
+}
+
+/// The bare hyper server ([`crate::http`]).
+pub(crate) async fn bare_http() -> Process {
+    this_executable(&[crate::http::BARE_HTTP_SERVER]).await
+}
+
+/// This bench's executable started with `args`, as one of the bare servers: it prints its
+/// address and serves until its stdin closes.
+async fn this_executable(args: &[&str]) -> Process {
+    let mut child = Command::new(std::env::current_exe().expect("this bench's executable"))
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -185,7 +214,7 @@ pub(crate) async fn bare(inline_spin: bool) -> Process {
         .expect("read the bare server's stdout")
         .expect("the bare server says where it listens");
     let addr = line.parse().unwrap_or_else(|_| panic!("no address in {line:?}"));
-    Process { child, addr, _stdin: stdin, log: None }
+    Process { child, addr, http: None, _stdin: stdin, log: None }
 }
 
 /// redis-server on a free loopback port, without persistence, if one is installed.
@@ -198,5 +227,5 @@ pub(crate) async fn redis() -> Option<Process> {
         .spawn()
         .ok()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    listening(addr).await.then(|| Process { child, addr, _stdin: None, log: None })
+    listening(addr).await.then(|| Process { child, addr, http: None, _stdin: None, log: None })
 }

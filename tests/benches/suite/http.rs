@@ -1,0 +1,121 @@
+//! The HTTP front beside a bare hyper server: `POST /v1/commands/PING` over 50 keep-alive
+//! connections, loaded by `wrk` (Debian's package: a load generator nobody here wrote), rounds
+//! alternating between the two. The bare server is hyper's HTTP/1.1 connection and nothing else
+//! (no router, no limits, no timeouts, no metrics), answering every request with the bytes the
+//! service answers PING with. Without `wrk`, or without the `http` feature, the figure is
+//! skipped with one line.
+//!
+//! The bare server runs in a process of its own: this bench's executable, started with
+//! [`BARE_HTTP_SERVER`]. It prints its address on stdout and serves until its stdin closes.
+
+use std::convert::Infallible;
+use std::path::Path;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::task::JoinSet;
+
+use crate::{CONNECTIONS, Figure, Goal, ROUNDS, SERVICE_FLAGS, paired, peers};
+
+/// The argument that makes this executable the bare HTTP server.
+pub(crate) const BARE_HTTP_SERVER: &str = "--bare-http-server";
+/// What both servers answer: the service's answer to PING.
+const PONG: &str = "{\"answer\":\"PONG\"}\n";
+/// wrk's script: every request a POST (an empty body: PING takes no argument).
+const POST: &str = "wrk.method = \"POST\"\n";
+
+/// Serves until stdin closes. Runs on the default multi-thread runtime, as the service does.
+pub(crate) fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let mut stdout = tokio::io::stdout();
+        let addr = listener.local_addr().expect("an address");
+        stdout.write_all(format!("{addr}\n").as_bytes()).await.expect("write the address");
+        stdout.flush().await.expect("flush the address");
+        let mut connections = JoinSet::new();
+        let mut stdin = tokio::io::stdin();
+        let mut byte = [0; 1];
+        loop {
+            tokio::select! {
+                _ = stdin.read(&mut byte) => return,
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    stream.set_nodelay(true).expect("nodelay");
+                    let service = service_fn(|_: Request<Incoming>| async {
+                        let mut response = Response::new(Full::new(Bytes::from_static(PONG.as_bytes())));
+                        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        Ok::<_, Infallible>(response)
+                    });
+                    connections.spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+                }
+                Some(_) = connections.join_next() => {}
+            }
+        }
+    });
+    // A connection may still be open; its task is dropped with the runtime.
+    runtime.shutdown_background();
+}
+
+/// HTTP PING throughput of the service's front beside the bare hyper server.
+pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
+    if Command::new("wrk").arg("--version").output().await.is_err() {
+        println!("skipped http_vs_bare_hyper: wrk is not installed (apt-get install wrk)");
+        return Vec::new();
+    }
+    let flags = [SERVICE_FLAGS, &["--http-listen", "127.0.0.1:0"]].concat();
+    let service = peers::service(binary, &flags).await;
+    let Some(front) = service.http else {
+        println!("skipped http_vs_bare_hyper: the service has no HTTP front (the `http` feature)");
+        service.stop().await;
+        return Vec::new();
+    };
+    let bare = peers::bare_http().await;
+    let script = std::env::temp_dir().join(format!("bench-post-{}.lua", std::process::id()));
+    tokio::fs::write(&script, POST).await.expect("write wrk's script");
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        let mut round = Vec::new();
+        for addr in [front, bare.addr] {
+            round.push(wrk(&script, &format!("http://{addr}/v1/commands/PING")).await);
+        }
+        rounds.push(round);
+    }
+    let _ = tokio::fs::remove_file(&script).await;
+    service.stop().await;
+    bare.stop().await;
+    let row = "HTTP PING / bare hyper, keep-alive";
+    vec![Figure::rounds("http_vs_bare_hyper", row, paired(&rounds, 1), "req/s", Goal::AtLeast(0.9))]
+}
+
+/// One round of wrk on `url`: its requests a second, after checking that every answer was a 2xx
+/// and no socket failed (a figure made of refusals would measure nothing).
+async fn wrk(script: &Path, url: &str) -> f64 {
+    let connections = CONNECTIONS.to_string();
+    let output = Command::new("wrk")
+        .args(["--threads", "2", "--connections", &connections, "--duration", "1s", "--script"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .await
+        .expect("run wrk");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "wrk {url}: {report}");
+    assert!(
+        !report.contains("Non-2xx") && !report.contains("Socket errors"),
+        "wrk {url}: answers that were not 200:\n{report}"
+    );
+    report
+        .lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|rate| rate.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk's report:\n{report}"))
+}
