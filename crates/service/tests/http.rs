@@ -251,3 +251,54 @@ fn an_event_reader_that_stops_reading_gets_lag_and_never_holds_up_the_publisher(
     signal(&child, "TERM");
     assert!(wait(&mut child).success());
 }
+
+/// `curl` sending `body` to `url` in the background, its output piped.
+fn curl_in_background(curl: &Path, body: &str, url: &str) -> Child {
+    Command::new(curl)
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--write-out",
+            "\n%{http_code}",
+            "-d",
+            body,
+            url,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run curl")
+}
+
+/// What a background `curl` printed, once it has ended.
+fn printed(mut curl: Child) -> String {
+    assert!(wait(&mut curl).success(), "curl failed");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut curl.stdout.take().expect("stdout piped"), &mut out).expect("read");
+    out
+}
+
+#[test]
+fn at_shutdown_a_request_in_flight_is_answered_and_one_past_the_grace_period_gets_503() {
+    let Some(curl) = curl() else { return };
+    let (mut child, addr, http) = start_http(&["--shutdown-grace", "1s"]);
+    // SLEEP (an example) stands for a slow request, if the project still has it.
+    if request(addr, "SLEEP 0") != "OK 0\n" {
+        signal(&child, "TERM");
+        assert!(wait(&mut child).success());
+        return;
+    }
+    let url = format!("http://{http}/v1/commands/SLEEP");
+    let (finishing, cut) = (curl_in_background(&curl, "300", &url), curl_in_background(&curl, "5000", &url));
+    std::thread::sleep(Duration::from_millis(100));
+    signal(&child, "TERM");
+    assert_eq!(printed(finishing), "{\"answer\":\"300\"}\n\n200", "finished within the grace period");
+    assert_eq!(
+        printed(cut),
+        "{\"error\":{\"code\":\"shutting-down\",\"detail\":null}}\n\n503",
+        "answered at its end"
+    );
+    assert!(wait(&mut child).success());
+}

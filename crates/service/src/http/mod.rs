@@ -30,8 +30,8 @@
 //! drain delay this listener closes with the line listener, each connection is told to shut
 //! down gracefully (HTTP/1 closes after the request in progress, or at once when idle; HTTP/2
 //! sends GOAWAY and finishes its open streams), and event streams end. Requests still running
-//! at the end of the grace period are answered 503 shutting-down in one last turn of their
-//! connection, which is then cut.
+//! at the end of the grace period are answered 503 shutting-down, as far as that can be written
+//! at once, and the connection is cut.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -222,8 +222,11 @@ impl Front {
                 () = shutdown.drain.cancelled() => {
                     served.as_mut().graceful_shutdown();
                     break tokio::select! {
+                        // The connection first: at the abort, its requests answer 503
+                        // shutting-down, and what can be written at once goes out before the
+                        // connection is cut (HTTP/2 streams that have not run by then are reset).
+                        biased;
                         ended = served.as_mut() => ended,
-                        // One last turn: requests cut short by the abort write their 503s.
                         () = shutdown.abort.cancelled() => served.as_mut().now_or_never().unwrap_or(Ok(())),
                     };
                 }
