@@ -8,7 +8,9 @@
 //! bounded ring and never holds up a publisher: hyper pulls the next event only when the
 //! connection can take it, so a reader that falls behind is told `LAG`, and one that stops
 //! reading loses its connection at `--write-timeout`. A comment line goes out every
-//! [`KEEPALIVE`] so that proxies keep a quiet stream open, and the stream ends at drain.
+//! [`KEEPALIVE`] so that proxies keep a quiet stream open, and the stream ends at drain. An empty
+//! message is an `MSG` event without a data line, which browsers' `EventSource` skips (SSE
+//! cannot tell it from no data).
 
 use std::convert::Infallible;
 use std::sync::Arc;

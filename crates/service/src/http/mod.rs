@@ -12,8 +12,11 @@
 //! * **Connections**: the line port's `Semaphore` (`--max-connections` counts both ports); one
 //!   over it is answered 503 and closed at once, as the line port answers `ERR busy`.
 //! * **A request's head** must arrive whole within `--idle-timeout` (hyper's
-//!   `header_read_timeout`, which also closes an HTTP/1 connection left idle that long): a slow
-//!   loris holds its slot no longer than a silent line peer.
+//!   `header_read_timeout`, which also closes an HTTP/1 connection left idle that long), and a
+//!   connection's first request too (what hyper reads to tell HTTP/1 from HTTP/2 has no timeout
+//!   of its own): a slow loris holds its slot no longer than a silent line peer. An HTTP/2
+//!   connection with no stream open stays while it answers the pings (hyper has no idle timeout
+//!   for HTTP/2); `--max-connections` bounds how many.
 //! * **The body** is at most `--max-line` bytes (413 beyond it), read within the request timeout.
 //! * **Requests at once**, over every connection: `--http-max-requests` (tower's global
 //!   concurrency limit behind `LoadShed`: past it, 503 busy at once, never a queue).
