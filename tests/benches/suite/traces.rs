@@ -21,11 +21,11 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     let ratio = [("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.1")];
     let sampled = peers::service_with_env(binary, SERVICE_FLAGS, &[&[endpoint], &ratio[..]].concat()).await;
     let mut figures = Vec::new();
-    let rows = [
-        ("trace_all_depth1", "trace_sampled_depth1", 1, "PING traced / untraced, all, 1 in 10, depth 1"),
-        ("trace_all_depth16", "trace_sampled_depth16", 16, "PING traced / untraced, all, 1 in 10, depth 16"),
-    ];
-    for (all_name, sampled_name, depth, row) in rows {
+    // One row: all and 1 in 10 at depth 1, then the same at depth 16.
+    let row = "PING traced / not, all, 1 in 10; depth 1, 16";
+    let rows =
+        [("trace_all_depth1", "trace_sampled_depth1", 1), ("trace_all_depth16", "trace_sampled_depth16", 16)];
+    for (all_name, sampled_name, depth) in rows {
         // Each round: [all, sampled, off], so each figure is beside the service with traces off.
         let rounds = rounds(&[all.addr, sampled.addr, off.addr], None, depth).await;
         figures.push(Figure::rounds(all_name, row, paired(&rounds, 2), "req/s", Goal::Watch));
