@@ -13,12 +13,11 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use testkit::pki::Pki;
 
-use crate::common::{PATIENCE, free_port, request, required_program, signal, start, wait};
+use crate::common::{Log, PATIENCE, free_port, request, required_program, signal, start, wait};
 
 /// `curl` from the PATH, or `None` (the test is skipped, saying so once; under CI it fails).
 fn curl() -> Option<PathBuf> {
@@ -36,10 +35,11 @@ fn start_http(args: &[&str]) -> (Child, SocketAddr, SocketAddr) {
     (child, addr, http)
 }
 
-/// What `curl` printed for `args` (each run bounded by [`PATIENCE`]), followed by a line with the
-/// status and the HTTP version.
-fn run(curl: &Path, args: &[&str]) -> String {
-    let output = Command::new(curl)
+/// `curl` with `args`, bounded by [`PATIENCE`], printing a last line with the status and the
+/// HTTP version.
+fn command(curl: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(curl);
+    command
         .args([
             "--silent",
             "--show-error",
@@ -49,9 +49,13 @@ fn run(curl: &Path, args: &[&str]) -> String {
             "\n%{http_code} %{http_version}",
         ])
         .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run curl");
+        .stdin(Stdio::null());
+    command
+}
+
+/// What `curl` printed for `args` ([`command`]).
+fn run(curl: &Path, args: &[&str]) -> String {
+    let output = command(curl, args).output().expect("run curl");
     assert!(output.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("UTF-8")
 }
@@ -88,33 +92,6 @@ fn curl_is_answered_on_every_route_over_http_1_1_and_http_2() {
     assert!(wait(&mut child).success());
 }
 
-/// Lines a child prints, read on a thread of their own so that every wait has a deadline.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("stdout piped");
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    lines
-}
-
-/// Waits for the line `expected` among `lines`, within [`PATIENCE`].
-fn expect_line(lines: &mpsc::Receiver<String>, expected: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line == expected => return,
-            Ok(_) => {}
-            Err(error) => panic!("no line {expected:?}: {error}"),
-        }
-    }
-}
-
 #[test]
 fn curl_follows_a_topic_as_server_sent_events_until_shutdown_ends_the_stream_cleanly() {
     let Some(curl) = curl() else { return };
@@ -126,7 +103,7 @@ fn curl_follows_a_topic_as_server_sent_events_until_shutdown_ends_the_stream_cle
         .stdout(Stdio::piped())
         .spawn()
         .expect("run curl");
-    let lines = lines_of(&mut events);
+    let lines = Log::lines_of(events.stdout.take().expect("stdout piped"));
     // Published once the subscription is in (the answer counts it), from the line port and over
     // HTTP: both reach the event stream.
     let deadline = Instant::now() + PATIENCE;
@@ -134,14 +111,14 @@ fn curl_follows_a_topic_as_server_sent_events_until_shutdown_ends_the_stream_cle
         assert!(Instant::now() < deadline, "the event stream never subscribed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    expect_line(&lines, "event: MSG");
-    expect_line(&lines, "data: first");
+    lines.wait_for("event: MSG");
+    lines.wait_for("data: first");
     assert_eq!(
         run(&curl, &["-d", "second", &format!("http://{http}/v1/topics/news")]),
         "{\"answer\":\"1\"}\n\n200 1.1"
     );
-    expect_line(&lines, "event: MSG");
-    expect_line(&lines, "data: second");
+    lines.wait_for("event: MSG");
+    lines.wait_for("data: second");
     // Shutdown ends the stream: curl sees its end, not a cut connection.
     signal(&server, "TERM");
     assert!(wait(&mut server).success());
@@ -252,24 +229,9 @@ fn an_event_reader_that_stops_reading_gets_lag_and_never_holds_up_the_publisher(
     assert!(wait(&mut child).success());
 }
 
-/// `curl` sending `body` to `url` in the background, its output piped.
+/// `curl` sending `body` to `url` in the background ([`command`]), its output piped.
 fn curl_in_background(curl: &Path, body: &str, url: &str) -> Child {
-    Command::new(curl)
-        .args([
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "10",
-            "--write-out",
-            "\n%{http_code}",
-            "-d",
-            body,
-            url,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run curl")
+    command(curl, &["-d", body, url]).stdout(Stdio::piped()).spawn().expect("run curl")
 }
 
 /// What a background `curl` printed, once it has ended.
@@ -294,10 +256,10 @@ fn at_shutdown_a_request_in_flight_is_answered_and_one_past_the_grace_period_get
     let (finishing, cut) = (curl_in_background(&curl, "300", &url), curl_in_background(&curl, "5000", &url));
     std::thread::sleep(Duration::from_millis(100));
     signal(&child, "TERM");
-    assert_eq!(printed(finishing), "{\"answer\":\"300\"}\n\n200", "finished within the grace period");
+    assert_eq!(printed(finishing), "{\"answer\":\"300\"}\n\n200 1.1", "finished within the grace period");
     assert_eq!(
         printed(cut),
-        "{\"error\":{\"code\":\"shutting-down\",\"detail\":null}}\n\n503",
+        "{\"error\":{\"code\":\"shutting-down\",\"detail\":null}}\n\n503 1.1",
         "answered at its end"
     );
     assert!(wait(&mut child).success());

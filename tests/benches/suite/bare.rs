@@ -19,9 +19,19 @@ use tokio_util::bytes::BytesMut;
 
 use crate::peers::INLINE_SPIN;
 
-/// Serves until stdin closes. Runs on the default multi-thread runtime, as the service does.
+/// Serves until stdin closes.
 pub(crate) fn main() {
     let inline_spin = std::env::args().any(|arg| arg == INLINE_SPIN);
+    serve_until_stdin_closes(move |stream| serve(stream, inline_spin));
+}
+
+/// What every bare server does around its connections: binds a loopback port, prints its
+/// address, serves each connection with `serve` until stdin closes. Runs on the default
+/// multi-thread runtime, as the service does.
+pub(crate) fn serve_until_stdin_closes<F>(serve: impl Fn(tokio::net::TcpStream) -> F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
@@ -37,7 +47,7 @@ pub(crate) fn main() {
                 _ = stdin.read(&mut byte) => return,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    connections.spawn(serve(stream, inline_spin));
+                    connections.spawn(serve(stream));
                 }
                 Some(_) = connections.join_next() => {}
             }

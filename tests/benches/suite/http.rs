@@ -18,10 +18,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpListener;
 use tokio::process::Command;
-use tokio::task::JoinSet;
 
 use crate::{CONNECTIONS, Figure, Goal, ROUNDS, SERVICE_FLAGS, paired, peers};
 
@@ -32,37 +29,17 @@ const PONG: &str = "{\"answer\":\"PONG\"}\n";
 /// wrk's script: every request a POST (an empty body: PING takes no argument).
 const POST: &str = "wrk.method = \"POST\"\n";
 
-/// Serves until stdin closes. Runs on the default multi-thread runtime, as the service does.
+/// Serves until stdin closes.
 pub(crate) fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
-    runtime.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-        let mut stdout = tokio::io::stdout();
-        let addr = listener.local_addr().expect("an address");
-        stdout.write_all(format!("{addr}\n").as_bytes()).await.expect("write the address");
-        stdout.flush().await.expect("flush the address");
-        let mut connections = JoinSet::new();
-        let mut stdin = tokio::io::stdin();
-        let mut byte = [0; 1];
-        loop {
-            tokio::select! {
-                _ = stdin.read(&mut byte) => return,
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    stream.set_nodelay(true).expect("nodelay");
-                    let service = service_fn(|_: Request<Incoming>| async {
-                        let mut response = Response::new(Full::new(Bytes::from_static(PONG.as_bytes())));
-                        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                        Ok::<_, Infallible>(response)
-                    });
-                    connections.spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
-                }
-                Some(_) = connections.join_next() => {}
-            }
-        }
+    crate::bare::serve_until_stdin_closes(|stream| async move {
+        let _ = stream.set_nodelay(true);
+        let service = service_fn(|_: Request<Incoming>| async {
+            let mut response = Response::new(Full::new(Bytes::from_static(PONG.as_bytes())));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok::<_, Infallible>(response)
+        });
+        let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
     });
-    // A connection may still be open; its task is dropped with the runtime.
-    runtime.shutdown_background();
 }
 
 /// HTTP PING throughput of the service's front beside the bare hyper server.

@@ -77,24 +77,22 @@ pub(super) fn routes(shared: Arc<Shared>, commands: Commands) -> Routes {
     BoxCloneSyncService::new(routes)
 }
 
-/// `POST /v1/commands/{name}`.
+/// `POST /v1/commands/{name}`. (A refusal is an `Err`, so that `?` returns it: both sides are
+/// answers.)
 async fn command(
     State(service): State<Service>,
     Extension(connection): Extension<Arc<Connection>>,
     Path(name): Path<String>,
     body: Body,
-) -> Answer {
-    let argument = match argument(body, service.shared.config.max_line.get()).await {
-        Ok(argument) => argument,
-        Err(refused) => return Answer(refused),
-    };
+) -> Result<Answer, Answer> {
+    let argument = argument(body, service.shared.config.max_line.get()).await.map_err(Answer)?;
     if let Some((_, spec)) = service.commands.find(&name)
         && (spec.pushes || spec.ends_connection)
     {
         let detail = format!("{} is for the line protocol only", spec.name);
-        return Answer(Response::err_with(ErrorCode::UnknownCommand, detail));
+        return Err(Answer(Response::err_with(ErrorCode::UnknownCommand, detail)));
     }
-    run(&service, &connection, &name, argument.as_deref()).await
+    Ok(run(&service, &connection, &name, argument.as_deref()).await)
 }
 
 /// `POST /v1/topics/{topic}`: the body is the message.
@@ -103,17 +101,12 @@ async fn publish(
     Extension(connection): Extension<Arc<Connection>>,
     Path(topic): Path<String>,
     body: Body,
-) -> Answer {
-    let text = match argument(body, service.shared.config.max_line.get()).await {
-        Ok(text) => text.unwrap_or_default(),
-        Err(refused) => return Answer(refused),
-    };
+) -> Result<Answer, Answer> {
+    let text = argument(body, service.shared.config.max_line.get()).await.map_err(Answer)?;
     // Checked here: a topic with a space in it would split differently on the line.
-    let topic = match arguments::topic("PUBLISH", &topic) {
-        Ok(topic) => topic,
-        Err(refused) => return Answer(refused),
-    };
-    run(&service, &connection, "PUBLISH", Some(&format!("{topic} {text}"))).await
+    let topic = arguments::topic("PUBLISH", &topic).map_err(Answer)?;
+    let argument = format!("{topic} {}", text.unwrap_or_default());
+    Ok(run(&service, &connection, "PUBLISH", Some(&argument)).await)
 }
 
 /// Runs a command on the connection's context and waits for its answer, which it records in

@@ -184,18 +184,22 @@ fn readyz(admin: SocketAddr) -> Option<String> {
     Some(status_line)
 }
 
-/// A child's stderr, read line by line on a thread of its own, so that a full pipe never holds
-/// the child up and every wait for a line has a deadline (a blocking read has none).
+/// A child's stderr (or stdout), read line by line on a thread of its own, so that a full pipe
+/// never holds the child up and every wait for a line has a deadline (a blocking read has none).
 pub(crate) struct Log(mpsc::Receiver<String>);
 
 impl Log {
     /// Takes `child`'s piped stderr.
     pub(crate) fn of(child: &mut Child) -> Self {
-        let stderr = child.stderr.take().expect("stderr piped");
+        Self::lines_of(child.stderr.take().expect("stderr piped"))
+    }
+
+    /// The lines of `output`, a child's piped stderr or stdout.
+    pub(crate) fn lines_of(output: impl std::io::Read + Send + 'static) -> Self {
         let (lines, log) = mpsc::channel();
-        // Ends when the child closes stderr, or when this `Log` is dropped.
+        // Ends when the child closes its end, or when this `Log` is dropped.
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
                 if lines.send(line).is_err() {
                     return;
                 }
