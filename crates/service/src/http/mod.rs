@@ -39,6 +39,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use hyper::body::Incoming;
@@ -64,13 +65,13 @@ mod events;
 mod routes;
 
 /// An HTTP/2 client's pings: one after this long with no frame from it.
-const H2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// Time for the answer to an HTTP/2 ping before the connection is closed.
-const H2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Refused connections whose request is being read before they close, at most.
 const MAX_LINGERING: usize = 64;
 /// How long a refused connection's request is read for, at most.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER: Duration = Duration::from_secs(1);
 /// What a connection over the limit is answered before it is closed (it has not been read, so
 /// HTTP/1 is the guess; an HTTP/2 or TLS client sees the connection close).
 pub(crate) static BUSY: LazyLock<Vec<u8>> = LazyLock::new(|| {
