@@ -81,6 +81,12 @@ fn curl_is_answered_on_every_route_over_http_1_1_and_http_2() {
         "{\"error\":{\"code\":\"bad-argument\",\"detail\":\"PING takes no argument\"}}\n\n400 1.1"
     );
     assert_eq!(run(&curl, &["-d", "hi", &url("/v1/topics/news")]), "{\"answer\":\"0\"}\n\n200 1.1");
+    // A head past its bound is refused, whatever the request (the line's bound on memory).
+    let big = format!("x-big: {}", "x".repeat(40_000));
+    for version in ["--http1.1", "--http2-prior-knowledge"] {
+        let refused = run(&curl, &[version, "-H", &big, "-X", "POST", &format!("{commands}PING")]);
+        assert!(refused.ends_with("\n431 1.1") || refused.ends_with("\n431 2"), "{version}: {refused}");
+    }
     // PRIMES, through the same queue and pool as a line's, if the project still has it.
     if request(addr, "PRIMES 10") == "OK 4\n" {
         assert_eq!(

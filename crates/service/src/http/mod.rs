@@ -17,6 +17,9 @@
 //!   of its own): a slow loris holds its slot no longer than a silent line peer. An HTTP/2
 //!   connection with no stream open stays while it answers the pings (hyper has no idle timeout
 //!   for HTTP/2); `--max-connections` bounds how many.
+//! * **The head**: over HTTP/1 a connection's read buffer is `--max-line` plus [`HEAD_ROOM`]
+//!   (16 KiB), and a request's head must fit in it; over HTTP/2 the header list is at most
+//!   16 KiB (hyper's default). Past either, 431.
 //! * **The body** is at most `--max-line` bytes (413 beyond it), read within the request timeout.
 //! * **Requests at once**, over every connection: `--http-max-requests` (tower's global
 //!   concurrency limit behind `LoadShed`: past it, 503 busy at once, never a queue).
@@ -68,6 +71,9 @@ mod routes;
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// Time for the answer to an HTTP/2 ping before the connection is closed.
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Room for an HTTP/1 request's head in a connection's read buffer, beside a body of
+/// `--max-line` (hyper's default buffer is 408 KiB a connection, which no bound of ours chose).
+const HEAD_ROOM: usize = 16 * 1024;
 /// Refused connections whose request is being read before they close, at most.
 const MAX_LINGERING: usize = 64;
 /// How long a refused connection's request is read for, at most.
@@ -122,7 +128,12 @@ impl Front {
     ) -> Self {
         let config = &shared.config;
         let mut builder = auto::Builder::new(Tracked(tracker.clone()));
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(config.idle_timeout).keep_alive(true);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.idle_timeout)
+            .max_buf_size(config.max_line.get().saturating_add(HEAD_ROOM))
+            .keep_alive(true);
         let streams = u32::try_from(config.max_in_flight.get()).unwrap_or(u32::MAX);
         builder
             .http2()
