@@ -23,8 +23,8 @@ use axum::response::{IntoResponse as _, Response};
 use futures_util::StreamExt as _;
 use tokio::time::Instant;
 
-use super::Connection;
 use super::routes::{Answer, Service};
+use super::{Connection, answered};
 use crate::commands::{self, Context, arguments};
 use crate::protocol::{self, Push};
 use crate::telemetry::spans::Traced;
@@ -46,10 +46,7 @@ pub(super) async fn subscribe(
     let traced = shared.config.trace_requests.then(|| Traced::new(&connection.peer));
     let mut context = Context::new(&shared, &commands, traced);
     let (reply, _) = commands::start_named("SUBSCRIBE", Some(&topic), &mut context, Instant::now());
-    let (answer, started) = reply.await;
-    if let Some((command, at)) = started {
-        shared.metrics.observe_request(command, at.elapsed());
-    }
+    let answer = answered(reply, &shared).await;
     if let protocol::Response::Err(..) = answer {
         return Answer(answer).into_response();
     }

@@ -266,6 +266,16 @@ pub(crate) struct Connection {
     asked: AtomicBool,
 }
 
+/// The answer to a command started on this front, its latency recorded in the command's
+/// histogram, as the line protocol records it.
+async fn answered(reply: Reply, shared: &Shared) -> crate::protocol::Response {
+    let (response, started) = reply.await;
+    if let Some((command, at)) = started {
+        shared.metrics.observe_request(command, at.elapsed());
+    }
+    response
+}
+
 impl Connection {
     /// Starts the command `name` on `argument`, once the connection's publish budget allows.
     async fn start(&self, name: &str, argument: Option<&str>) -> Reply {

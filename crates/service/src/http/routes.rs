@@ -35,7 +35,7 @@ use tower::timeout::TimeoutLayer;
 use tower::timeout::error::Elapsed;
 use tower::util::BoxCloneSyncService;
 
-use super::{Connection, events};
+use super::{Connection, answered, events};
 use crate::commands::{Commands, arguments};
 use crate::metrics::http::Route;
 use crate::protocol::{ErrorCode, Response};
@@ -109,14 +109,9 @@ async fn publish(
     Ok(run(&service, &connection, "PUBLISH", Some(&argument)).await)
 }
 
-/// Runs a command on the connection's context and waits for its answer, which it records in
-/// the command's latency histogram, as the line protocol does.
+/// Runs a command on the connection's context and waits for its answer.
 async fn run(service: &Service, connection: &Connection, name: &str, argument: Option<&str>) -> Answer {
-    let (response, started) = connection.start(name, argument).await.await;
-    if let Some((command, at)) = started {
-        service.shared.metrics.observe_request(command, at.elapsed());
-    }
-    Answer(response)
+    Answer(answered(connection.start(name, argument).await, &service.shared).await)
 }
 
 /// The body as a command's argument; see the module docs.
