@@ -44,17 +44,19 @@ pub(crate) fn main() {
 
 /// HTTP PING throughput of the service's front beside the bare hyper server.
 pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
+    // A service built without the `http` feature has no `--http-listen` to start it with.
+    let help = Command::new(binary).args(["serve", "--help"]).output().await.expect("run serve --help");
+    if !String::from_utf8_lossy(&help.stdout).contains("--http-listen") {
+        println!("skipped http_vs_bare_hyper: the service has no HTTP front (the `http` feature)");
+        return Vec::new();
+    }
     if Command::new("wrk").arg("--version").output().await.is_err() {
         println!("skipped http_vs_bare_hyper: wrk is not installed (apt-get install wrk)");
         return Vec::new();
     }
     let flags = [SERVICE_FLAGS, &["--http-listen", "127.0.0.1:0"]].concat();
     let service = peers::service(binary, &flags).await;
-    let Some(front) = service.http else {
-        println!("skipped http_vs_bare_hyper: the service has no HTTP front (the `http` feature)");
-        service.stop().await;
-        return Vec::new();
-    };
+    let front = service.http.expect("the service logs where its HTTP front listens");
     let bare = peers::bare_http().await;
     let script = std::env::temp_dir().join(format!("bench-post-{}.lua", std::process::id()));
     tokio::fs::write(&script, POST).await.expect("write wrk's script");
