@@ -6,7 +6,8 @@
 //! (`crate::shared::Shared`, an `Arc`), which the connection handler, each connection's command
 //! context and the admin endpoints hold.
 //!
-//! [`crate::Server`] feeds it TCP connections and serves its admin endpoints; the paused-time
+//! [`crate::Server`] feeds it TCP connections (the line protocol's, and the HTTP front's through
+//! [`App::spawn_http_connection`]) and serves its admin endpoints; the paused-time
 //! tests feed it `tokio::io::duplex` streams through [`App::spawn_connection`], and drive the
 //! very same shutdown.
 

@@ -3,8 +3,8 @@
 //! **This folder is the seam where a user replaces the example domain.** Each file holds one
 //! command whole: its name, how it parses its argument (limits and errors included), what it
 //! does, whether it ends the connection, examples of its answers, and its unit tests.
-//! [`REGISTRY`] is the single list that the parser, `serve --help`, the metrics and the
-//! end-to-end test read.
+//! [`REGISTRY`] is the single list that the parser, the HTTP front's routes, `serve --help`, the
+//! metrics and the end-to-end test read.
 //!
 //! The commands come in two kinds:
 //!

@@ -1,4 +1,5 @@
-//! The service's latency histograms: per command, and a job's wait and run.
+//! The service's latency histograms: per command, and a job's wait and run; with the HTTP front,
+//! per route and status too (`http.rs`).
 //!
 //! Recording must cost next to nothing on the request path, where a pipelined burst answers a
 //! million requests a second: a [`Histogram`] here is a fixed row of atomic counters, so an

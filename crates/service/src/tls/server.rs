@@ -1,4 +1,5 @@
-//! The server's side of TLS: the certificate in use, its reload, and each connection's handshake.
+//! The server's side of TLS: the certificate in use, its reload, and each connection's handshake
+//! (on the HTTP front's port too, offering HTTP/2 by ALPN there).
 //!
 //! The config in use sits in a `watch` channel. Each handshake takes the config current at its
 //! start, and a reload replaces it for the handshakes after; a connection keeps the certificate
