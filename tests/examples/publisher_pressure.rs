@@ -40,6 +40,7 @@ async fn main() {
         requests: vec![publish],
         connect_timeout: PATIENCE,
         timeout: PATIENCE,
+        #[cfg(feature = "tls")]
         tls: None,
     };
     let started = Instant::now();

@@ -25,6 +25,7 @@
 
 pub mod bench_report;
 pub mod commands;
+#[cfg(feature = "tls")]
 pub mod pki;
 
 use std::net::SocketAddr;
@@ -32,9 +33,13 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+#[cfg(feature = "tls")]
+use service::ClientError;
 use service::shutdown::Shutdown;
-use service::tls::{ClientTls, Reloader};
-use service::{App, Client, ClientError, Config, Server};
+#[cfg(feature = "tls")]
+use service::tls::ClientTls;
+use service::tls::Reloader;
+use service::{App, Client, Config, Server};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -69,6 +74,7 @@ pub fn test_config() -> Config {
     }
 }
 
+#[cfg(feature = "tls")]
 /// [`test_config`] serving TLS with `pki`'s server certificate; when `mutual`, every client must
 /// present a certificate signed by `pki`'s CA.
 pub fn tls_config(pki: &pki::Pki, mutual: bool) -> Config {
@@ -80,6 +86,7 @@ pub fn tls_config(pki: &pki::Pki, mutual: bool) -> Config {
     }
 }
 
+#[cfg(feature = "tls")]
 /// The certificate the server showed to a TLS client (DER).
 pub fn server_certificate<S>(client: &Client<tokio_rustls::client::TlsStream<S>>) -> Vec<u8> {
     let connection = client.get_ref().expect("an open client").get_ref().1;
@@ -112,6 +119,7 @@ impl Harness {
         self.connect_with_buffer(64 * 1024)
     }
 
+    #[cfg(feature = "tls")]
     /// Opens a connection whose pipe holds `buffer` bytes each way, and shakes hands over it
     /// with `tls` (to a [`tls_config`] service), without a bound: see [`Peer`].
     pub async fn connect_tls(
@@ -233,6 +241,7 @@ impl TestServer {
         Client::connect(self.addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect to the test server")
     }
 
+    #[cfg(feature = "tls")]
     /// A client connected over TLS with `tls`, with [`TEST_TIMEOUT`] bounds; the server's
     /// certificate must be for `127.0.0.1`.
     pub async fn tls_client(

@@ -283,6 +283,7 @@ async fn load_measures_closed_and_open_loops_and_counts_errors() {
         requests: vec!["PING".to_owned()],
         connect_timeout: TEST_TIMEOUT,
         timeout: TEST_TIMEOUT,
+        #[cfg(feature = "tls")]
         tls: None,
     };
     let progress = Arc::new(AtomicU64::new(0));
@@ -343,6 +344,7 @@ async fn load_counts_answers_that_answer_no_request() {
         requests: vec!["PING".to_owned()],
         connect_timeout: TEST_TIMEOUT,
         timeout: TEST_TIMEOUT,
+        #[cfg(feature = "tls")]
         tls: None,
     };
     let report = tokio::select! {

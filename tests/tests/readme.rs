@@ -1,6 +1,6 @@
 //! The README is held to the code: its flag table to `serve --help` (names, environment
-//! variables, defaults, and bounds tried at both edges; the HTTP front's flags only in a build
-//! with it), its benchmark table to the recorded report, and its size to 10 KB. (Its table of
+//! variables, defaults, and bounds tried at both edges; a part's flags only in a build with
+//! it), its benchmark table to the recorded report, and its size to 10 KB. (Its table of
 //! HTTP statuses is held to the front's, in the service crate.)
 //!
 //! The protocol table is not checked against the command registry here: adding or removing a
@@ -24,13 +24,21 @@ fn table(heading: &str) -> Vec<Vec<&'static str>> {
         .collect()
 }
 
-/// The rows of the flag table whose flags this build has: the HTTP front's (`--http-*`) only
-/// with the `http` feature, which a build without it does not offer.
+/// The rows of the flag table whose flags this build has. The raw repository's README lists
+/// every part's flags, and a build without a part does not offer them: TLS's (`--tls-*`,
+/// `--fanout-ca`) without the `tls` feature, the relay's (`--fanout-*`) without `redis`, the
+/// HTTP front's (`--http-*`) without `http`. (A generated project's README lists only its own.)
 fn flag_rows() -> Vec<Vec<&'static str>> {
+    let offered = |flag: &str| {
+        let tls = flag.starts_with("--tls-") || flag == "--fanout-ca";
+        let redis = flag.starts_with("--fanout-");
+        let http = flag.starts_with("--http-");
+        !(tls && cfg!(not(feature = "tls"))
+            || redis && cfg!(not(feature = "redis"))
+            || http && cfg!(not(feature = "http")))
+    };
     let mut rows = table("Configure");
-    if cfg!(not(feature = "http")) {
-        rows.retain(|row| !code(row[0]).starts_with("--http-"));
-    }
+    rows.retain(|row| offered(code(row[0])));
     rows
 }
 

@@ -12,4 +12,5 @@ mod e2e;
 mod fanout;
 mod paused;
 mod readme;
+#[cfg(feature = "tls")]
 mod tls;

@@ -26,6 +26,8 @@ use crate::admin::watchdog;
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::connection::Handler;
+use crate::fanout::Topics;
+#[cfg(feature = "redis")]
 use crate::fanout::relay;
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
@@ -54,6 +56,19 @@ pub enum StartError {
         /// What the OS said.
         source: std::io::Error,
     },
+}
+
+/// With a broker (`--fanout-url`), the relay: the handle PUBLISH goes through, and its task. Reads
+/// `--fanout-ca`, if given.
+#[cfg(feature = "redis")]
+fn relay(config: &Config) -> Result<Option<(relay::Handle, relay::Relay)>, StartError> {
+    let Some(url) = &config.fanout_url else { return Ok(None) };
+    #[cfg(feature = "tls")]
+    let ca = config.fanout_ca.as_deref().map(|path| tls::read_ca("--fanout-ca", path)).transpose()?;
+    #[cfg(not(feature = "tls"))]
+    let ca = None::<Vec<u8>>;
+    let prefix = config.fanout_prefix.clone().unwrap_or_else(|| url.default_prefix());
+    Ok(Some(relay::relay(url, ca.map(Arc::from), &prefix, config.trace_requests)))
 }
 
 /// The service's shared state and tasks; see the module docs.
@@ -92,21 +107,18 @@ impl App {
         let (tracker, background, background_stop) =
             (TaskTracker::new(), TaskTracker::new(), CancellationToken::new());
         let tls = tls::start(&config, Arc::clone(&stats))?;
+        let topics = Topics::new(&config, Arc::clone(&stats));
         // With a broker, the relay: its handle goes to the topics, its task is started below.
-        let relay = match &config.fanout_url {
-            None => None,
-            Some(url) => {
-                let ca =
-                    config.fanout_ca.as_deref().map(|path| tls::read_ca("--fanout-ca", path)).transpose()?;
-                let prefix = config.fanout_prefix.clone().unwrap_or_else(|| url.default_prefix());
-                Some(relay::relay(url, ca.map(Arc::from), &prefix, config.trace_requests))
-            }
+        #[cfg(feature = "redis")]
+        let (topics, relay) = {
+            let (handle, relay) = relay(&config)?.unzip();
+            (topics.with_relay(handle), relay)
         };
         // Nothing below fails: tasks start only once every file has been read.
-        let (handle, relay) = relay.unzip();
         let names = commands.iter().map(|spec| spec.name);
         let shared =
-            Arc::new(Shared::new(Arc::clone(&config), Arc::clone(&stats), names, pool, handle, &tracker));
+            Arc::new(Shared::new(Arc::clone(&config), Arc::clone(&stats), names, pool, topics, &tracker));
+        #[cfg(feature = "tls")]
         if let Some((_, reloader)) = &tls {
             background.spawn(reloader.clone().watch(config.tls_watch_period, background_stop.clone()));
         }
@@ -118,6 +130,7 @@ impl App {
             background_stop.clone(),
         ));
         // The relay is a tracked task that ends at drain, like the subscriptions.
+        #[cfg(feature = "redis")]
         if let Some(relay) = relay {
             tracker.spawn(relay.run(Arc::clone(&shared.topics), shared.shutdown.drain.clone()));
         }
@@ -210,7 +223,7 @@ impl App {
         let acceptor = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
         let (stats, drain) = (Arc::clone(&self.shared.stats), self.shared.shutdown.drain.clone());
         // Traced, its handshake and requests are spans naming the peer.
-        let traced = self.shared.config.trace_requests.then(|| Traced::new(&peer));
+        let traced = Traced::for_peer(&self.shared.config, &peer);
         let span = tracing::info_span!("connection", %peer);
         self.tracker.spawn(
             async move {

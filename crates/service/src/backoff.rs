@@ -30,6 +30,7 @@ impl Backoff {
         Self { first, last, next: first, jitter: false }
     }
 
+    #[cfg(feature = "redis")]
     /// Pauses drawn at random below a bound that doubles from `first` up to `last`.
     pub(crate) const fn jittered(first: Duration, last: Duration) -> Self {
         Self { first, last, next: first, jitter: true }
@@ -94,6 +95,7 @@ mod tests {
         assert_eq!(backoff.accept_failed(&emfile), Some(10 * MS));
     }
 
+    #[cfg(feature = "redis")]
     #[test]
     fn jittered_pauses_stay_below_a_bound_that_doubles_to_its_maximum() {
         let (first, last) = (50 * MS, 1000 * MS);

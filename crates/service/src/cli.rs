@@ -15,6 +15,7 @@ use crate::client::{self, load::LoadPlan};
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::telemetry::LogFormat;
+#[cfg(feature = "tls")]
 use crate::tls::ClientTlsArgs;
 
 /// A robust tokio service: timed TCP I/O, bounded queues, a CPU pool and graceful shutdown.
@@ -77,6 +78,7 @@ pub struct CallArgs {
     #[arg(required = true, num_args = 1.., value_parser = client::request_word)]
     pub request: Vec<String>,
     /// TLS, if the server speaks it.
+    #[cfg(feature = "tls")]
     #[command(flatten)]
     pub tls: ClientTlsArgs,
 }
@@ -88,6 +90,7 @@ pub struct LoadArgs {
     #[command(flatten)]
     pub plan: LoadPlan,
     /// TLS, if the server speaks it.
+    #[cfg(feature = "tls")]
     #[command(flatten)]
     pub tls: ClientTlsArgs,
     /// Print the report as JSON.
@@ -268,6 +271,7 @@ mod tests {
         assert!(parse(&["load", "--duration", "1ms", "--timeout", "1h"]).is_ok());
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn client_tls_flags_need_tls_and_a_certificate_needs_its_key() {
         for command in ["call", "load"] {

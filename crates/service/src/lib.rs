@@ -28,6 +28,13 @@
 //! * [`cli`], `config`, [`telemetry`]: the command line, settings, logging, and the spans a
 //!   trace is made of (exported to an OpenTelemetry collector with the `otel` feature).
 //!
+//! Four parts are cargo features, all on in the template's own workspace (a generated project
+//! has the ones chosen at generation): `tls`, `redis` (the relay), `otel` (the spans and their
+//! export) and `http` (the front). A part left out is not compiled: its module and its flags are
+//! cfg'd out, or, where the code around it keeps one shape, a stand-in takes its place whose
+//! types have no values (`tls/off.rs`, `telemetry/spans_off.rs`), so the paths that would use
+//! them compile away.
+//!
 //! Imports between these modules point one way, from the wire inwards: `stats`, `metrics`,
 //! `protocol`, `backoff`, `config`, `log_throttle` and `telemetry` import none of the others
 //! (but `telemetry` its log throttle); `tls`, `shutdown`, `job_queue` and `fanout` only those;
@@ -52,7 +59,8 @@
 //! * the tests crate drives the service without a socket through [`App`], adds its own
 //!   commands, reads [`Stats`] and [`Health`], checks answers against [`protocol::ErrorCode`],
 //!   checks the README against [`cli::command`], and measures with [`load`];
-//! * a program embedding the server needs [`Config`] (and [`FanoutUrl`], a field's type),
+//! * a program embedding the server needs [`Config`] (and, with the relay, `FanoutUrl`, a
+//!   field's type),
 //!   [`Server`] and [`shutdown::Shutdown`].
 
 #![forbid(unsafe_code)]
@@ -79,11 +87,17 @@ mod stats;
 pub mod telemetry;
 #[cfg(test)]
 mod test_log;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls/off.rs"]
 pub mod tls;
 
 pub use admin::health::Health;
 pub use app::{App, StartError};
 pub use client::{Client, ClientError, load};
-pub use config::{Config, ConfigError, FanoutUrl};
+#[cfg(feature = "redis")]
+pub use config::FanoutUrl;
+pub use config::{Config, ConfigError};
 pub use server::Server;
 pub use stats::{HandshakeFailure, JobOutcome, Messages, Stats};

@@ -46,21 +46,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let context = runtime.enter();
     // Before binding: once a client can connect, a signal must find its handler installed.
     let mut signals = Signals::install().context("cannot listen for shutdown signals")?;
-    // A broker that does not answer now is a wrong address or password: refuse to start
-    // (each step bounded) rather than serve with fan-out silently broken.
-    if let Some(url) = &config.fanout_url {
-        // Its CA file is a flag's file, refused as the TLS files are: status 2.
-        let ca = config.fanout_ca.as_deref().map(|path| service::tls::read_ca("--fanout-ca", path));
-        let ca = match ca.transpose() {
-            Ok(ca) => ca,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return Ok(Exit::Usage.into());
-            }
-        };
-        runtime
-            .block_on(url.check(ca.as_deref()))
-            .map_err(|error| anyhow::anyhow!("--fanout-url {url}: {error}"))?;
+    #[cfg(feature = "redis")]
+    if let Some(exit) = check_broker(&runtime, &config)? {
+        return Ok(exit.into());
     }
     // Here, in sync code, because with TLS binding reads the certificate files. A file that
     // cannot be used is a wrong flag: status 2, as for any usage error.
@@ -91,6 +79,34 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(dropped, "log lines were dropped because stderr did not keep up");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A broker that does not answer now is a wrong address or password: refuse to start (each step
+/// bounded) rather than serve with fan-out silently broken. `Some` exit status if `serve` must
+/// stop with it.
+#[cfg(feature = "redis")]
+fn check_broker(runtime: &tokio::runtime::Runtime, config: &Config) -> anyhow::Result<Option<Exit>> {
+    let Some(url) = &config.fanout_url else { return Ok(None) };
+    // Its CA file is a flag's file, refused as the TLS files are: status 2.
+    #[cfg(feature = "tls")]
+    let ca = match config
+        .fanout_ca
+        .as_deref()
+        .map(|path| service::tls::read_ca("--fanout-ca", path))
+        .transpose()
+    {
+        Ok(ca) => ca,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(Some(Exit::Usage));
+        }
+    };
+    #[cfg(not(feature = "tls"))]
+    let ca = None::<Vec<u8>>;
+    runtime
+        .block_on(url.check(ca.as_deref()))
+        .map_err(|error| anyhow::anyhow!("--fanout-url {url}: {error}"))?;
+    Ok(None)
 }
 
 /// Serves until the server ends, or a signal stops it (a second one cuts the grace period
@@ -126,6 +142,7 @@ fn run_until_stopped(
 
 fn call(args: &CallArgs) -> Exit {
     // Before the runtime: the TLS files and the system's roots are read from disk.
+    #[cfg(feature = "tls")]
     let tls = match args.tls.load() {
         Ok(tls) => tls,
         Err(error) => {
@@ -142,10 +159,11 @@ fn call(args: &CallArgs) -> Exit {
     };
     runtime.block_on(async {
         let (addr, connect, timeout) = (args.addr.as_str(), args.connect_timeout, args.timeout);
-        match &tls {
-            None => converse(args, Client::connect(addr, connect, timeout).await).await,
-            Some(tls) => converse(args, Client::connect_tls(addr, tls, connect, timeout).await).await,
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &tls {
+            return converse(args, Client::connect_tls(addr, tls, connect, timeout).await).await;
         }
+        converse(args, Client::connect(addr, connect, timeout).await).await
     })
 }
 
@@ -211,6 +229,7 @@ fn load(args: &LoadArgs) -> anyhow::Result<Exit> {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     // Before the runtime: the TLS files and the system's roots are read from disk.
+    #[cfg(feature = "tls")]
     let plan = match args.tls.load() {
         Ok(tls) => service::load::LoadPlan { tls, ..args.plan.clone() },
         Err(error) => {
@@ -218,6 +237,8 @@ fn load(args: &LoadArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Usage);
         }
     };
+    #[cfg(not(feature = "tls"))]
+    let plan = args.plan.clone();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {

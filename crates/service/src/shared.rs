@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::fanout::{Topics, relay};
+use crate::fanout::Topics;
 use crate::job_queue::JobQueue;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -37,14 +37,14 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The core for `config` (checked) and `stats`: histograms for the commands `names`, the job
-    /// queue (its workers on `tracker`), the topics (through `relay`'s handle, with a broker) and
-    /// `pool`. Must be called inside a tokio runtime.
+    /// queue (its workers on `tracker`), `topics` (with their relay, with a broker) and `pool`.
+    /// Must be called inside a tokio runtime.
     pub(crate) fn new(
         config: Arc<Config>,
         stats: Arc<Stats>,
         names: impl IntoIterator<Item = &'static str>,
         pool: cpu::CpuPool,
-        relay: Option<relay::Handle>,
+        topics: Topics,
         tracker: &TaskTracker,
     ) -> Self {
         let metrics = Arc::new(Metrics::new(names));
@@ -56,7 +56,7 @@ impl Shared {
             &shutdown,
             tracker,
         );
-        let topics = Arc::new(Topics::new(&config, Arc::clone(&stats), relay));
+        let topics = Arc::new(topics);
         Self { config, stats, metrics, jobs, topics, pool, shutdown }
     }
 }

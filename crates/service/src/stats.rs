@@ -120,6 +120,7 @@ impl Stats {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    #[cfg(feature = "tls")]
     /// Counts a failed TLS handshake.
     pub(crate) fn count_handshake_failure(&self, reason: HandshakeFailure) {
         self.handshakes_failed[reason as usize].fetch_add(1, Ordering::Relaxed);
@@ -256,6 +257,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn every_handshake_failure_has_its_own_counter_and_stats_sums_them() {
         let stats = Stats::default();

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tls")]
 use testkit::pki::Pki;
 
 use crate::common::{Log, PATIENCE, free_port, request, required_program, signal, start, wait};
@@ -132,6 +133,7 @@ fn curl_follows_a_topic_as_server_sent_events_until_shutdown_ends_the_stream_cle
     assert!(status.success(), "curl saw the event stream cut, not ended: {status}");
 }
 
+#[cfg(feature = "tls")]
 #[test]
 fn curl_is_answered_over_tls_with_http_2_by_alpn() {
     let Some(curl) = curl() else { return };

@@ -5,9 +5,11 @@
 //! The tests that drive the service in-process (paused time, `tokio::io::duplex`) live in the
 //! tests crate; these need a child process.
 
+#[cfg(feature = "redis")]
 mod broker;
 mod common;
 mod http;
 mod otel;
 mod process;
+#[cfg(feature = "tls")]
 mod tls;

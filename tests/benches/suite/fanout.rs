@@ -36,30 +36,30 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     let delivered = service(&[alone.addr]).await;
     alone.stop().await;
     let row = "fan-out to 100 / bare; 2 replicas via Redis / 1";
+    #[cfg_attr(not(feature = "redis"), expect(unused_mut, reason = "only the two replicas' figure is added"))]
     let mut figures = vec![Figure::beside("fanout_msgs_per_s", row, delivered, "msg/s", bare, Goal::Watch)];
-    match peers::redis().await {
-        Some(redis) => {
-            let url = format!("redis://{}", redis.addr);
-            let relayed_flags = [flags.as_slice(), &["--fanout-url", &url]].concat();
-            let replicas =
-                [peers::service(binary, &relayed_flags).await, peers::service(binary, &relayed_flags).await];
-            let relayed = service(&[replicas[0].addr, replicas[1].addr]).await;
-            for replica in replicas {
-                replica.stop().await;
-            }
-            redis.stop().await;
-            figures.push(Figure::beside(
-                "fanout_two_replicas_redis_msgs_per_s",
-                row,
-                relayed,
-                "msg/s",
-                delivered,
-                Goal::Watch,
-            ));
-        }
-        None => println!("skipped fanout_two_replicas_redis_msgs_per_s: redis-server is not installed"),
-    }
+    #[cfg(feature = "redis")]
+    figures.extend(two_replicas(binary, &flags, row, delivered).await);
     figures
+}
+
+/// Two replicas through Redis, beside one process's `alone` (skipped without redis-server).
+#[cfg(feature = "redis")]
+async fn two_replicas(binary: &Path, flags: &[&str], row: &'static str, alone: f64) -> Option<Figure> {
+    let Some(redis) = peers::redis().await else {
+        println!("skipped fanout_two_replicas_redis_msgs_per_s: redis-server is not installed");
+        return None;
+    };
+    let url = format!("redis://{}", redis.addr);
+    let relayed_flags = [flags, &["--fanout-url", &url]].concat();
+    let replicas =
+        [peers::service(binary, &relayed_flags).await, peers::service(binary, &relayed_flags).await];
+    let relayed = service(&[replicas[0].addr, replicas[1].addr]).await;
+    for replica in replicas {
+        replica.stop().await;
+    }
+    redis.stop().await;
+    Some(Figure::beside("fanout_two_replicas_redis_msgs_per_s", row, relayed, "msg/s", alone, Goal::Watch))
 }
 
 /// One tokio broadcast channel, 100 receiving tasks; messages received per second.

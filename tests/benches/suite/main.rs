@@ -23,6 +23,7 @@ mod bare;
 mod fanout;
 mod http;
 mod peers;
+#[cfg(feature = "tls")]
 mod tls;
 mod traces;
 
@@ -141,6 +142,7 @@ fn plan(addr: SocketAddr, connections: usize, depth: usize, requests: &[&str]) -
         requests: requests.iter().map(|request| (*request).to_owned()).collect(),
         connect_timeout: TEST_TIMEOUT,
         timeout: TEST_TIMEOUT,
+        #[cfg(feature = "tls")]
         tls: None,
     }
 }
@@ -279,6 +281,7 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
     // Fan-out, in one process and on two replicas through Redis; TLS beside plain TCP; what one
     // publisher costs a bystander.
     figures.extend(fanout::figures(binary).await);
+    #[cfg(feature = "tls")]
     figures.extend(tls::figures(binary).await);
     figures.push(amplification::figure(binary).await);
     figures.extend(traces::figures(binary).await);

@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use tokio::runtime::Handle;
 
 use super::health::Health;
+#[cfg(feature = "redis")]
 use crate::fanout::relay::{self, Refused};
 use crate::shared::Shared;
 use crate::stats::{HandshakeFailure, JobOutcome, Messages};
@@ -216,6 +217,14 @@ impl Scrape {
             "GAP lines: messages a subscriber may have missed",
             self.shared.stats.gaps(),
         )?;
+        #[cfg(feature = "redis")]
+        self.encode_relay(encoder)?;
+        Ok(())
+    }
+
+    /// With a relay, the broker's figures.
+    #[cfg(feature = "redis")]
+    fn encode_relay(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Some(relay::Figures { up, reconnects, relayed, published, refused }) =
             self.shared.topics.relay_stats()
         else {

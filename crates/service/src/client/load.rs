@@ -40,6 +40,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{self, Instant};
 use tokio_util::codec::{FramedRead, LinesCodec};
+#[cfg(feature = "tls")]
 use tokio_util::either::Either;
 
 use clap::builder::TypedValueParser as _;
@@ -47,6 +48,7 @@ use clap::builder::TypedValueParser as _;
 use super::{ClientError, MAX_RESPONSE};
 use crate::config::{DAY, HOUR, MILLISECOND, duration};
 use crate::protocol::{is_ok, is_push};
+#[cfg(feature = "tls")]
 use crate::tls::ClientTls;
 
 /// How long a connection waits, at the end, for the server to close after its half-close.
@@ -80,6 +82,7 @@ pub struct LoadPlan {
     pub timeout: Duration,
     /// TLS, or `None` for plain TCP. (`load` fills it from its `--tls` flags, see
     /// [`crate::tls::ClientTlsArgs::load`].)
+    #[cfg(feature = "tls")]
     #[arg(skip)]
     pub tls: Option<ClientTls>,
     /// The request lines, sent in turn (quote each: `load "PING" "STATS"`).
@@ -168,6 +171,7 @@ pub async fn run(plan: &LoadPlan, progress: Arc<AtomicU64>) -> Result<LoadReport
         Err(_elapsed) => return Err(ClientError::ConnectTimeout(plan.connect_timeout).into()),
     };
     // The name the server's certificate must carry, once for every connection.
+    #[cfg(feature = "tls")]
     let tls = match &plan.tls {
         None => None,
         Some(tls) => Some((tls, tls.server_name_for(&plan.addr).map_err(ClientError::Connect)?)),
@@ -178,10 +182,12 @@ pub async fn run(plan: &LoadPlan, progress: Arc<AtomicU64>) -> Result<LoadReport
         let connect = async {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            match &tls {
-                None => Ok(Either::Left(stream)),
-                Some((tls, name)) => Ok(Either::Right(tls.handshake(stream, name.clone()).await?)),
-            }
+            #[cfg(feature = "tls")]
+            let stream = match &tls {
+                None => Either::Left(stream),
+                Some((tls, name)) => Either::Right(tls.handshake(stream, name.clone()).await?),
+            };
+            Ok::<_, std::io::Error>(stream)
         };
         match time::timeout(plan.connect_timeout, connect).await {
             Ok(Ok(stream)) => streams.push(stream),

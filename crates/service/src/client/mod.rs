@@ -23,11 +23,13 @@ use futures_util::{SinkExt, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::time;
+#[cfg(feature = "tls")]
 use tokio_rustls::client::TlsStream;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder, Framed, LinesCodec, LinesCodecError};
 
 use crate::protocol::{has_line_break, is_push};
+#[cfg(feature = "tls")]
 use crate::tls::ClientTls;
 
 pub mod load;
@@ -143,6 +145,7 @@ impl Client<TcpStream> {
     }
 }
 
+#[cfg(feature = "tls")]
 impl Client<TlsStream<TcpStream>> {
     /// Connects over TLS: TCP, then the handshake, both within `connect_timeout`. The server's
     /// certificate must carry the name `tls` gives, or the host of `addr`.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::future::{self, BoxFuture, Either, Ready};
-use opentelemetry::context::FutureExt as _;
 use tokio::time::Instant;
 
 use super::Commands;
@@ -140,14 +139,11 @@ impl Reply {
                 span.finish(response.error_code());
                 Either::Left(future::ready(response))
             }
-            Either::Right(later) => {
-                let context = span.context().clone();
-                Either::Right(Box::pin(async move {
-                    let response = later.with_context(context).await;
-                    span.finish(response.error_code());
-                    response
-                }) as BoxFuture<'static, Response>)
-            }
+            Either::Right(later) => Either::Right(Box::pin(async move {
+                let response = span.instrument(later).await;
+                span.finish(response.error_code());
+                response
+            }) as BoxFuture<'static, Response>),
         };
         Self { response, started }
     }

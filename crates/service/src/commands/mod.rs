@@ -227,9 +227,7 @@ fn start_traced(
     context: &mut Context,
     now: Instant,
 ) -> (Reply, bool) {
-    let attached = span.context().clone().attach();
-    let (mut reply, keep_reading) = started(spec, (spec.start)(argument, context));
-    drop(attached);
+    let (mut reply, keep_reading) = span.in_scope(|| started(spec, (spec.start)(argument, context)));
     reply.started = Some((index, now));
     (reply.traced(span), keep_reading)
 }
@@ -271,7 +269,8 @@ pub(crate) mod tests {
         let names = REGISTRY.iter().map(|spec| spec.name);
         // The job queue's workers end at shutdown, which these tests never start.
         let tracker = tokio_util::task::TaskTracker::new();
-        Arc::new(Shared::new(config, Arc::new(Stats::default()), names, pool, None, &tracker))
+        let topics = crate::fanout::Topics::new(&config, Arc::new(Stats::default()));
+        Arc::new(Shared::new(config, Arc::new(Stats::default()), names, pool, topics, &tracker))
     }
 
     /// The answer to one request line.

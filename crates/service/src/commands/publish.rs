@@ -12,6 +12,7 @@
 //! `relay::ANSWER_TIMEOUT` (250 ms), then is `ERR unavailable`.
 
 use super::{Context, Reply, Spec, arguments};
+#[cfg(feature = "redis")]
 use crate::fanout::relay::{ANSWER_TIMEOUT, RelayError};
 use crate::fanout::{PublishError, Published};
 use crate::protocol::{ErrorCode, Response};
@@ -38,6 +39,7 @@ fn start(argument: Option<&str>, context: &mut Context) -> Result<Reply, Respons
     let (topics, publisher) = context.topics_and_publisher();
     match topics.publish(topic, text, publisher, now).map_err(refused)? {
         Published::Here(reached) => Ok(Reply::ready(Response::ok(reached.to_string()))),
+        #[cfg(feature = "redis")]
         Published::Relayed(answer) => Ok(context.wait(async move {
             match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
                 Ok(Ok(Ok(replicas))) => Response::ok(replicas.to_string()),

@@ -25,6 +25,9 @@ impl FanoutUrl {
                 "{shown} is not a redis:// or rediss:// URL, such as redis://127.0.0.1:6379"
             ));
         }
+        if cfg!(not(feature = "tls")) && text.starts_with("rediss://") {
+            return Err(format!("{shown}: rediss:// needs TLS, and this build has none (the `tls` feature)"));
+        }
         if text.contains('#') {
             return Err(format!("{shown}: no #fragment (#insecure): give --fanout-ca for a private CA"));
         }
@@ -123,7 +126,13 @@ mod tests {
         assert!(!format!("{url:?}").contains("s3cret"));
         assert_eq!(url.default_prefix(), format!("{}:2:", env!("CARGO_PKG_NAME")));
         assert_eq!(FanoutUrl::parse("redis://127.0.0.1:6379").unwrap().to_string(), "redis://127.0.0.1:6379");
-        assert!(FanoutUrl::parse("rediss://managed.example:6380").unwrap().tls());
+        let managed = FanoutUrl::parse("rediss://u:s3cret@managed.example:6380");
+        if cfg!(feature = "tls") {
+            assert!(managed.unwrap().tls());
+        } else {
+            let refused = managed.unwrap_err();
+            assert!(refused.contains("u:***@") && refused.contains("the `tls` feature"), "{refused}");
+        }
         for bad in ["127.0.0.1:6379", "http://x", "redis://host:notaport", "rediss://host:1/#insecure"] {
             assert!(FanoutUrl::parse(bad).is_err(), "{bad} was accepted");
         }

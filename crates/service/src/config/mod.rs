@@ -18,14 +18,18 @@
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::ops::RangeInclusive;
+#[cfg(feature = "tls")]
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 
+#[cfg(feature = "redis")]
 pub use self::fanout_url::FanoutUrl;
+#[cfg(feature = "redis")]
 use self::fanout_url::FanoutUrlParser;
 
+#[cfg(feature = "redis")]
 mod fanout_url;
 
 /// Everything `serve` can be told. Each field is a bound or a timeout; none is infinite.
@@ -62,19 +66,23 @@ pub struct Config {
     /// PEM certificate chain (the server's first) to serve TLS with, with --tls-key; without
     /// them, plain TCP. SIGHUP, or a change to one of the TLS files (they are checked every
     /// minute), reads them again.
+    #[cfg(feature = "tls")]
     #[arg(long, value_name = "PATH", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key of --tls-cert.
+    #[cfg(feature = "tls")]
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// PEM CA certificates: every client must then present a certificate that chains to one
     /// (mutual TLS). Without it, any client may connect over TLS.
+    #[cfg(feature = "tls")]
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
     /// With TLS, time for a new connection's handshake, counted once it has a connection slot.
+    #[cfg(feature = "tls")]
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration(MILLISECOND..=MINUTE))]
     pub tls_handshake_timeout: Duration,
 
@@ -169,20 +177,23 @@ pub struct Config {
     pub process_publish_budget: NonZeroUsize,
 
     /// A Redis to relay topics through, so they span every replica pointed at it
-    /// (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS). Without it, topics live
-    /// in this process. The broker must answer at start; an outage later costs only PUBLISH
-    /// (`ERR unavailable`).
+    /// (`redis://[user:password@]host:port[/db]`; `rediss://` for TLS, in a build with it).
+    /// Without it, topics live in this process. The broker must answer at start; an outage later
+    /// costs only PUBLISH (`ERR unavailable`).
+    #[cfg(feature = "redis")]
     #[arg(long, value_name = "URL", value_parser = FanoutUrlParser)]
     pub fanout_url: Option<FanoutUrl>,
 
     /// PEM CA certificates that a rediss:// broker's certificate must chain to (a private CA,
     /// as managed Redis often has); without it, the system's trusted roots.
+    #[cfg(all(feature = "redis", feature = "tls"))]
     #[arg(long, value_name = "PATH")]
     pub fanout_ca: Option<PathBuf>,
 
     /// What every Redis channel starts with: deployments that share a Redis (whatever the
     /// database) hear each other only with the same prefix. Default: the program's name and
     /// the --fanout-url database (`NAME:DB:`).
+    #[cfg(feature = "redis")]
     #[arg(long, value_name = "PREFIX", value_parser = fanout_url::prefix)]
     pub fanout_prefix: Option<String>,
 
@@ -196,11 +207,13 @@ pub struct Config {
     pub cpu_threads: usize,
 
     /// With TLS, how often the files are checked for a change, which reloads them (not a flag).
+    #[cfg(feature = "tls")]
     #[arg(skip = Duration::from_secs(60))]
     pub tls_watch_period: Duration,
 
     /// With TLS, the longest a reload waits for the files to be read (not a flag): a stuck
     /// mount costs a reload this, and never shutdown.
+    #[cfg(feature = "tls")]
     #[arg(skip = Duration::from_secs(5))]
     pub tls_read_timeout: Duration,
 
@@ -221,6 +234,7 @@ pub struct Config {
 
 pub(crate) const MILLISECOND: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
+#[cfg(feature = "tls")]
 const MINUTE: Duration = Duration::from_secs(60);
 const FIVE_MINUTES: Duration = Duration::from_secs(300);
 pub(crate) const HOUR: Duration = Duration::from_secs(3600);
@@ -262,9 +276,11 @@ pub enum ConfigError {
     )]
     FanoutMemory(u64),
     /// A channel prefix without a broker to use it on.
+    #[cfg(feature = "redis")]
     #[error("--fanout-prefix needs --fanout-url")]
     PrefixWithoutBroker,
     /// A CA for a broker that does not speak TLS.
+    #[cfg(all(feature = "redis", feature = "tls"))]
     #[error("--fanout-ca needs a rediss:// --fanout-url")]
     CaWithoutTls,
     /// Fewer than `CONNECTIONS_TO_FILL_TOPICS` (64) connections could take every topic.
@@ -298,9 +314,11 @@ impl Config {
 
     /// Checks what single bounds cannot: that the settings fit together.
     pub fn check(&self) -> Result<(), ConfigError> {
+        #[cfg(feature = "redis")]
         if self.fanout_prefix.is_some() && self.fanout_url.is_none() {
             return Err(ConfigError::PrefixWithoutBroker);
         }
+        #[cfg(all(feature = "redis", feature = "tls"))]
         if self.fanout_ca.is_some() && !self.fanout_url.as_ref().is_some_and(FanoutUrl::tls) {
             return Err(ConfigError::CaWithoutTls);
         }
@@ -364,6 +382,11 @@ mod tests {
         assert!(MAX_FANOUT_MEMORY == 1 << 30 && max_message.contains("at most 1 GiB"), "{max_message}");
         let subscriptions = help("max-subscriptions");
         assert!(subscriptions.contains(&format!("/ {CONNECTIONS_TO_FILL_TOPICS}, so")), "{subscriptions}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn the_tls_help_says_how_often_the_files_are_checked() {
         let watch = help("tls-cert");
         assert!(Config::default().tls_watch_period == MINUTE && watch.contains("every minute"), "{watch}");
     }
@@ -401,6 +424,7 @@ mod tests {
         assert_eq!(parse(&["--shutdown-grace", "0s"]).unwrap().shutdown_grace, Duration::ZERO);
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn tls_takes_a_certificate_and_its_key_or_neither() {
         assert_eq!(parse(&[]).unwrap().tls_cert, None, "plain TCP by default");

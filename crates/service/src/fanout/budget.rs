@@ -18,6 +18,7 @@
 //!   message cannot wait (the broker does not), so one over budget is not delivered: its
 //!   subscribers are told `LAG` (see `fanout/mod.rs`).
 
+#[cfg(feature = "redis")]
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -28,6 +29,7 @@ use tokio::time::Instant;
 /// second's budget.
 const BURST: Duration = Duration::from_millis(100);
 
+#[cfg(feature = "redis")]
 /// Origins from the broker whose budgets are kept at once; past it, the ones that owe nothing
 /// are forgotten, and if every one still owes, newcomers share one budget.
 pub(crate) const MAX_ORIGINS: usize = 4096;
@@ -63,11 +65,13 @@ impl Gcra {
         self.used_until?.checked_sub(BURST)
     }
 
+    #[cfg(feature = "redis")]
     /// Whether more may be spent at `now`.
     pub(crate) fn open(&self, now: Instant) -> bool {
         self.resume().is_none_or(|resume| resume <= now)
     }
 
+    #[cfg(feature = "redis")]
     /// Spends `deliveries` if the allowance is open at `now`; whether it was.
     fn try_spend(&mut self, deliveries: usize, now: Instant) -> bool {
         let open = self.open(now);
@@ -77,6 +81,7 @@ impl Gcra {
         open
     }
 
+    #[cfg(feature = "redis")]
     /// Whether the allowance has nothing left to pay back at `now`: a fresh budget is the same.
     fn settled(&self, now: Instant) -> bool {
         self.used_until.is_none_or(|until| until <= now)
@@ -105,6 +110,7 @@ impl ProcessBudget {
         gcra.resume()
     }
 
+    #[cfg(feature = "redis")]
     /// Spends `deliveries` if the budget is open at `now`; whether it was.
     pub(crate) fn try_spend(&self, deliveries: usize, now: Instant) -> bool {
         self.lock().try_spend(deliveries, now)
@@ -144,6 +150,7 @@ impl PublishBudget {
     }
 }
 
+#[cfg(feature = "redis")]
 /// Who published a relayed message: a replica (a random number drawn at its start) and a
 /// connection of it. Carried with the message through the broker (see `fanout/relay.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,6 +159,7 @@ pub(crate) struct Origin {
     pub(crate) connection: u64,
 }
 
+#[cfg(feature = "redis")]
 /// The budgets of the publishers other replicas relay here, at most [`MAX_ORIGINS`] of them.
 #[derive(Debug)]
 pub(crate) struct OriginBudgets {
@@ -163,6 +171,7 @@ pub(crate) struct OriginBudgets {
     swept: Option<Instant>,
 }
 
+#[cfg(feature = "redis")]
 impl OriginBudgets {
     /// Each origin at `rate` deliveries a second.
     pub(crate) fn new(rate: usize) -> Self {
@@ -228,6 +237,7 @@ mod tests {
         let process = Arc::new(ProcessBudget::new(1));
         let mut quiet = PublishBudget::new(1000, Arc::clone(&process));
         quiet.spend(0, start);
+        #[cfg(feature = "redis")]
         assert!(process.try_spend(1, start), "the process is charged only for deliveries made");
     }
 
@@ -253,6 +263,7 @@ mod tests {
         assert!((10_000..=10_000 + 100 + 20 * 10).contains(&delivered), "{delivered}");
     }
 
+    #[cfg(feature = "redis")]
     #[test]
     fn each_origin_is_held_to_its_budget_and_forgotten_origins_share_one() {
         let mut origins = OriginBudgets::new(1000);
@@ -275,6 +286,7 @@ mod tests {
         assert!(origins.origins.len() < MAX_ORIGINS);
     }
 
+    #[cfg(feature = "redis")]
     /// With the map full, origins that owe nothing are forgotten at most once per burst: in
     /// between, a newcomer is charged to the crowd without a sweep of every origin.
     #[test]

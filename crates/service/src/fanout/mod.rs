@@ -36,24 +36,31 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+#[cfg(feature = "redis")]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
-use tokio::sync::{Notify, broadcast, oneshot};
+use tokio::sync::broadcast;
+#[cfg(feature = "redis")]
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use self::budget::{Origin, OriginBudgets, ProcessBudget, PublishBudget};
+#[cfg(feature = "redis")]
+use self::budget::{Origin, OriginBudgets};
+use self::budget::{ProcessBudget, PublishBudget};
+#[cfg(feature = "redis")]
 use self::relay::{Refused, RelayError};
 use crate::config::Config;
 use crate::protocol::{ErrorCode, Push};
 use crate::stats::Stats;
 
 pub(crate) mod budget;
+#[cfg(feature = "redis")]
 pub(crate) mod relay;
 
 /// What a topic's channel carries: cheap to clone into every subscriber's queue.
@@ -64,6 +71,7 @@ pub(crate) enum Delivery {
     /// This many messages from the broker were not delivered here (past a budget, or refused).
     Missed(u64),
     /// Messages may be missing here, and how many cannot be known: the broker was out of reach.
+    #[cfg(feature = "redis")]
     Gap,
 }
 
@@ -110,15 +118,20 @@ pub(crate) struct Topics {
     /// Every delivery this process makes.
     process_budget: Arc<ProcessBudget>,
     /// The budgets of the publishers on other replicas, for what the broker relays here.
+    #[cfg(feature = "redis")]
     origins: Mutex<OriginBudgets>,
     /// This replica, in the origin of what it publishes through the broker.
+    #[cfg(feature = "redis")]
     replica: u64,
     /// The next connection's number, in the origin of what it publishes.
+    #[cfg(feature = "redis")]
     connections: AtomicU64,
     stats: Arc<Stats>,
     /// With `--fanout-url`, the relay that PUBLISH goes through; `None`: topics live here only.
+    #[cfg(feature = "redis")]
     relay: Option<relay::Handle>,
     /// Woken when a topic is created or removed, so the relay follows (only with a relay).
+    #[cfg(feature = "redis")]
     changed: Notify,
 }
 
@@ -128,6 +141,7 @@ pub(crate) enum Published {
     /// Delivered here, to this many subscribers.
     Here(usize),
     /// Handed to the relay; the broker's count (replicas reached) comes on the receiver.
+    #[cfg(feature = "redis")]
     Relayed(oneshot::Receiver<Result<u64, RelayError>>),
 }
 
@@ -141,6 +155,7 @@ pub(crate) enum PublishError {
     #[error("a text holds no control character but tab")]
     Control,
     /// The broker is out of reach (or the relay's queue is full): refused at once.
+    #[cfg(feature = "redis")]
     #[error("{0}")]
     Relay(RelayError),
 }
@@ -150,6 +165,7 @@ impl PublishError {
     pub(crate) fn code(self) -> ErrorCode {
         match self {
             Self::TooLong(_) | Self::Control => ErrorCode::BadArgument,
+            #[cfg(feature = "redis")]
             Self::Relay(error) => error.code(),
         }
     }
@@ -182,15 +198,16 @@ pub(crate) struct TooManyTopics;
 /// and its share of the relay's queue.
 #[derive(Debug)]
 pub(crate) struct Publisher {
+    #[cfg(feature = "redis")]
     connection: u64,
     pub(crate) budget: PublishBudget,
+    #[cfg(feature = "redis")]
     share: relay::Share,
 }
 
 impl Topics {
-    /// Topics bounded as `config` says, living here only (`relay` is `None`) or spanning every
-    /// replica through the relay.
-    pub(crate) fn new(config: &Config, stats: Arc<Stats>, relay: Option<relay::Handle>) -> Self {
+    /// Topics bounded as `config` says, living here only (see [`Self::with_relay`]).
+    pub(crate) fn new(config: &Config, stats: Arc<Stats>) -> Self {
         Self {
             channels: Mutex::default(),
             capacity: config.topic_capacity.get(),
@@ -199,20 +216,33 @@ impl Topics {
             max_message: config.max_message.get(),
             publish_budget: config.publish_budget.get(),
             process_budget: Arc::new(ProcessBudget::new(config.process_publish_budget.get())),
+            #[cfg(feature = "redis")]
             origins: Mutex::new(OriginBudgets::new(config.publish_budget.get())),
+            #[cfg(feature = "redis")]
             replica: crate::backoff::random(),
+            #[cfg(feature = "redis")]
             connections: AtomicU64::new(0),
             stats,
-            relay,
+            #[cfg(feature = "redis")]
+            relay: None,
+            #[cfg(feature = "redis")]
             changed: Notify::new(),
         }
+    }
+
+    /// These topics spanning every replica through `relay` (`None`: living here only).
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_relay(self, relay: Option<relay::Handle>) -> Self {
+        Self { relay, ..self }
     }
 
     /// A new connection's publisher.
     pub(crate) fn publisher(&self) -> Publisher {
         Publisher {
+            #[cfg(feature = "redis")]
             connection: self.connections.fetch_add(1, Ordering::Relaxed),
             budget: PublishBudget::new(self.publish_budget, Arc::clone(&self.process_budget)),
+            #[cfg(feature = "redis")]
             share: relay::Share::default(),
         }
     }
@@ -230,12 +260,19 @@ impl Topics {
         now: Instant,
     ) -> Result<Published, PublishError> {
         let text = message_text(text.as_bytes(), self.max_message)?;
-        let published = match &self.relay {
+        #[cfg(feature = "redis")]
+        let relay = self.relay.as_ref();
+        #[cfg(not(feature = "redis"))]
+        let relay = None::<std::convert::Infallible>;
+        let published = match relay {
             None => {
                 let reached = self.deliver(topic, Delivery::Message(Arc::from(text)));
                 publisher.budget.spend(reached, now);
                 Published::Here(reached)
             }
+            #[cfg(not(feature = "redis"))]
+            Some(never) => match never {},
+            #[cfg(feature = "redis")]
             Some(relay) => {
                 let origin = Origin { replica: self.replica, connection: publisher.connection };
                 let answer =
@@ -261,6 +298,7 @@ impl Topics {
     /// process's are open at `now` (its own replica's messages were charged when published).
     /// Otherwise it is missed: its subscribers are told with the next message, or at once for a
     /// message refused.
+    #[cfg(feature = "redis")]
     pub(crate) fn deliver_relayed(
         &self,
         topic: &str,
@@ -302,10 +340,12 @@ impl Topics {
     }
 
     /// With a relay, its figures.
+    #[cfg(feature = "redis")]
     pub(crate) fn relay_stats(&self) -> Option<relay::Figures> {
         self.relay.as_ref().map(|relay| relay.stats().read())
     }
 
+    #[cfg(feature = "redis")]
     /// Subscribers of `topic` here.
     pub(crate) fn local_subscribers(&self, topic: &str) -> usize {
         let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
@@ -313,6 +353,7 @@ impl Topics {
     }
 
     /// Tells every subscriber of every topic that messages may be missing (after an outage).
+    #[cfg(feature = "redis")]
     pub(crate) fn gap_everywhere(&self) {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         for channel in channels.values_mut() {
@@ -321,11 +362,13 @@ impl Topics {
     }
 
     /// The topics alive now, for the relay to subscribe to.
+    #[cfg(feature = "redis")]
     pub(crate) fn names(&self) -> Vec<Arc<str>> {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
     }
 
     /// Waits until a topic is created or removed.
+    #[cfg(feature = "redis")]
     pub(crate) async fn changed(&self) {
         self.changed.notified().await;
     }
@@ -346,6 +389,7 @@ impl Topics {
         let name: Arc<str> = Arc::from(topic);
         let (sender, receiver) = broadcast::channel(self.capacity);
         channels.insert(Arc::clone(&name), Channel { sender, missed: 0 });
+        #[cfg(feature = "redis")]
         if self.relay.is_some() {
             self.changed.notify_one();
         }
@@ -357,6 +401,7 @@ impl Topics {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if channels.get(topic).is_some_and(|channel| channel.sender.receiver_count() == 0) {
             channels.remove(topic);
+            #[cfg(feature = "redis")]
             if self.relay.is_some() {
                 self.changed.notify_one();
             }
@@ -429,6 +474,7 @@ impl Stream for Subscriptions {
             next.map(|(topic, received)| match received {
                 Ok(Delivery::Message(text)) => Push::Message(topic, text),
                 Ok(Delivery::Missed(missed)) => Push::Lagged(topic, missed),
+                #[cfg(feature = "redis")]
                 Ok(Delivery::Gap) => Push::Gap(topic),
                 Err(BroadcastStreamRecvError::Lagged(missed)) => Push::Lagged(topic, missed),
             })
@@ -444,9 +490,10 @@ impl Drop for Subscriptions {
 
 #[cfg(test)]
 mod tests {
-    use futures_util::StreamExt as _;
-
+    #[cfg(feature = "redis")]
     use std::time::Duration;
+
+    use futures_util::StreamExt as _;
 
     use super::*;
 
@@ -458,7 +505,7 @@ mod tests {
             max_message: count(8),
             ..Config::default()
         };
-        Arc::new(Topics::new(&config, Arc::new(Stats::default()), None))
+        Arc::new(Topics::new(&config, Arc::new(Stats::default())))
     }
 
     /// A PUBLISH from a connection of its own.
@@ -504,6 +551,7 @@ mod tests {
         assert_eq!(slow.next().await, Some(Push::Message("t".into(), "4".into())));
     }
 
+    #[cfg(feature = "redis")]
     /// With a relay, the relay is woken when a topic gets its first local subscriber and when it
     /// loses its last, and not for the subscribers in between.
     #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -516,7 +564,7 @@ mod tests {
             "p:",
             false,
         );
-        let topics = Arc::new(Topics::new(&config, Arc::new(Stats::default()), Some(handle)));
+        let topics = Arc::new(Topics::new(&config, Arc::new(Stats::default())).with_relay(Some(handle)));
         let woken =
             || async { tokio::time::timeout(Duration::from_millis(1), topics.changed()).await.is_ok() };
         let (mut first, mut second) =
@@ -553,6 +601,7 @@ mod tests {
         assert_eq!(message_text(&[b'x'; 17], 16), Err(PublishError::TooLong(16)));
     }
 
+    #[cfg(feature = "redis")]
     /// What the broker sends is checked like a local PUBLISH and charged to its publisher: a
     /// refused message or one past the budget is missed and told as `LAG`, never passed on.
     #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -564,7 +613,7 @@ mod tests {
             publish_budget: count(10),
             ..Config::default()
         };
-        let topics = Arc::new(Topics::new(&config, Arc::new(Stats::default()), None));
+        let topics = Arc::new(Topics::new(&config, Arc::new(Stats::default())));
         let mut subscriber = Subscriptions::new(Arc::clone(&topics));
         subscriber.subscribe("t").unwrap();
         let (remote, other) = (Origin { replica: 7, connection: 1 }, Origin { replica: 7, connection: 2 });

@@ -55,7 +55,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use opentelemetry::global::BoxedSpan;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, IntoConnectionInfo as _, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -99,6 +98,7 @@ impl FanoutUrl {
             info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3).set_skip_set_lib_name();
         let info = info.set_redis_settings(resp3);
         match ca {
+            #[cfg(feature = "tls")]
             Some(ca) if self.tls() => {
                 let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) };
                 redis::Client::build_with_tls(info, certificates)
@@ -334,7 +334,7 @@ struct Publish {
     reply: oneshot::Sender<Result<u64, RelayError>>,
     _held: Held,
     /// Traced: its span, open until the broker answers.
-    span: Option<BoxedSpan>,
+    span: Option<spans::Span>,
 }
 
 /// What PUBLISH uses; clones share the relay.

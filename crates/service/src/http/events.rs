@@ -43,7 +43,7 @@ pub(super) async fn subscribe(
         return Answer(refused).into_response();
     }
     let Service { shared, commands } = service;
-    let traced = shared.config.trace_requests.then(|| Traced::new(&connection.peer));
+    let traced = Traced::for_peer(&shared.config, &connection.peer);
     let mut context = Context::new(&shared, &commands, traced);
     let (reply, _) = commands::start_named("SUBSCRIBE", Some(&topic), &mut context, Instant::now());
     let answer = answered(reply, &shared).await;

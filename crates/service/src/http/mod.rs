@@ -170,7 +170,7 @@ impl Front {
     /// Serves a new connection, after its TLS handshake if TLS is on (the same timeout, counters
     /// and log lines as the line port's).
     pub(crate) async fn accept(&self, stream: TcpStream, peer: SocketAddr) {
-        let traced = self.shared.config.trace_requests.then(|| Traced::new(&peer));
+        let traced = Traced::for_peer(&self.shared.config, &peer);
         match &self.tls {
             None => self.serve(stream, peer, traced).await,
             Some(acceptor) => {

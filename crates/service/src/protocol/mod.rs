@@ -198,6 +198,10 @@ pub(crate) enum Push {
     Lagged(Arc<str>, u64),
     /// `GAP <topic>`: messages of the topic may be missing just before this line, how many
     /// cannot be known (the fan-out broker was out of reach).
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(dead_code, reason = "only the relay sends it; the protocol keeps it")
+    )]
     Gap(Arc<str>),
 }
 

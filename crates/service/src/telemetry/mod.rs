@@ -32,6 +32,10 @@ pub(crate) use self::otel::figures;
 
 #[cfg(feature = "otel")]
 mod otel;
+#[cfg(feature = "otel")]
+pub(crate) mod spans;
+#[cfg(not(feature = "otel"))]
+#[path = "spans_off.rs"]
 pub(crate) mod spans;
 #[cfg(feature = "otel")]
 mod trace_ids;

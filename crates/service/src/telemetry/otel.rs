@@ -489,6 +489,7 @@ mod tests {
         assert!(!line.contains("trace_id"), "{line}");
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn a_tls_handshake_is_a_span_with_its_outcome_and_a_request_after_it_a_trace_of_its_own() {
         let pki = testkit::pki::Pki::new();

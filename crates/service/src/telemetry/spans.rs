@@ -3,10 +3,11 @@
 //! to the broker. Their attributes follow the OpenTelemetry semantic conventions where one fits
 //! (`network.peer.address`, `error.type`, `messaging.*`).
 //!
-//! They are made with the OpenTelemetry API, on the global tracer provider: with the `otel`
-//! feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, `telemetry::otel` installs the SDK's there;
-//! otherwise the API's no-op tracer makes spans that record nothing, and a request goes
-//! untraced. The API, not `tracing` spans through a bridge: the sampler decides when a span
+//! They are made with the OpenTelemetry API, on the global tracer provider: with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, `telemetry::otel` installs the SDK's there; otherwise the
+//! API's no-op tracer makes spans that record nothing, and a request goes untraced. (This module
+//! is the `otel` feature's; without it, `spans_off.rs` stands in: the same types, with no
+//! values.) The API, not `tracing` spans through a bridge: the sampler decides when a span
 //! starts, so a request left out of the sample costs only that decision, and no registry lookup
 //! is paid on every poll (through tracing-opentelemetry, with one request in ten sampled, a PING
 //! cost about 13,000 instructions more than untraced: the bridge builds every span in full).
@@ -26,9 +27,16 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::global::{self, BoxedSpan, BoxedTracer};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
+
+use crate::Config;
+
+/// A span under a request, a TLS handshake's or a relayed PUBLISH's: it ends when dropped, or
+/// at [`end`].
+pub(crate) type Span = BoxedSpan;
 
 /// The instrumentation scope of every span here: the program's name.
 const SCOPE: &str = env!("CARGO_PKG_NAME");
@@ -49,6 +57,11 @@ impl fmt::Debug for Traced {
 }
 
 impl Traced {
+    /// The connection from `peer`, traced if `config` says so ([`Config::trace_requests`]).
+    pub(crate) fn for_peer(config: &Config, peer: &dyn fmt::Display) -> Option<Self> {
+        config.trace_requests.then(|| Self::new(peer))
+    }
+
     /// A connection from `peer`, whose spans start on the global tracer provider's tracer.
     pub(crate) fn new(peer: &dyn fmt::Display) -> Self {
         let text = peer.to_string();
@@ -91,9 +104,15 @@ impl RequestSpan {
         Some(Self(Context::new().with_span(span)))
     }
 
-    /// The context the request's work runs in (its span the active one).
-    pub(crate) fn context(&self) -> &Context {
-        &self.0
+    /// Runs `f` in the request's context (its span the active one).
+    pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _attached = self.0.clone().attach();
+        f()
+    }
+
+    /// `work`, run in the request's context (its span the active one) at each poll.
+    pub(crate) fn instrument<F: Future>(&self, work: F) -> WithContext<F> {
+        work.with_context(self.0.clone())
     }
 
     /// Ends the span with the request's outcome: OK, or the error code it was answered with.
@@ -114,9 +133,10 @@ fn outcome(error: Option<&str>) -> (Status, Option<KeyValue>) {
     }
 }
 
+#[cfg(any(feature = "tls", feature = "redis"))]
 /// Ends a handshake's or a relayed PUBLISH's span, if there is one, with its outcome: OK, or
 /// `error` (the handshake's failure reason, the broker's error code).
-pub(crate) fn end(span: Option<BoxedSpan>, error: Option<&str>) {
+pub(crate) fn end(span: Option<Span>, error: Option<&str>) {
     let Some(mut span) = span else { return };
     let (status, error) = outcome(error);
     span.set_status(status);
@@ -149,22 +169,24 @@ impl JobSpans {
     }
 
     /// Ends the wait and opens the run (a worker took the job); it ends when dropped.
-    pub(crate) fn running(mut self) -> BoxedSpan {
+    pub(crate) fn running(mut self) -> Span {
         self.queued.end();
         global::tracer(SCOPE).start_with_context("run", &self.request)
     }
 }
 
+#[cfg(feature = "tls")]
 /// A TLS handshake with `traced`'s peer, under no request (it comes before any).
-pub(crate) fn handshake(traced: &Traced) -> BoxedSpan {
+pub(crate) fn handshake(traced: &Traced) -> Span {
     let builder =
         traced.tracer.span_builder("tls handshake").with_attributes(traced.peer().collect::<Vec<_>>());
     builder.start_with_context(&traced.tracer, &Context::new())
 }
 
+#[cfg(feature = "redis")]
 /// A PUBLISH on `topic` sent to the broker (a producer span), under the current context's span
 /// (the request's, if it is traced: `None` otherwise), open until the broker answers.
-pub(crate) fn relay_publish(topic: &str) -> Option<BoxedSpan> {
+pub(crate) fn relay_publish(topic: &str) -> Option<Span> {
     let request = request()?;
     let tracer = global::tracer(SCOPE);
     let attributes = vec![

@@ -7,6 +7,10 @@
     clippy::disallowed_methods,
     reason = "sync helpers that signal and wait on child processes, never on a runtime"
 )]
+#![cfg_attr(
+    not(all(feature = "tls", feature = "redis", feature = "otel", feature = "http")),
+    allow(dead_code, reason = "some helpers serve only the tests of a part this build leaves out")
+)]
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
