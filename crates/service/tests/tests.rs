@@ -8,7 +8,9 @@
 #[cfg(feature = "redis")]
 mod broker;
 mod common;
+#[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "otel")]
 mod otel;
 mod process;
 #[cfg(feature = "tls")]

@@ -21,10 +21,12 @@
 mod amplification;
 mod bare;
 mod fanout;
+#[cfg(feature = "http")]
 mod http;
 mod peers;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "otel")]
 mod traces;
 
 use std::net::SocketAddr;
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 use service::load::{LoadPlan, LoadReport, run};
 use service::protocol::{ErrorCode, is_ok};
 use testkit::TEST_TIMEOUT;
-use testkit::bench_report::{self, bound, shown};
+use testkit::bench_report::{self, Parts, bound, shown};
 
 /// Where a run writes its report, from the workspace's root.
 const REPORT: &str = "target/bench-report.json";
@@ -284,7 +286,9 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
     #[cfg(feature = "tls")]
     figures.extend(tls::figures(binary).await);
     figures.push(amplification::figure(binary).await);
+    #[cfg(feature = "otel")]
     figures.extend(traces::figures(binary).await);
+    #[cfg(feature = "http")]
     figures.extend(http::figures(binary).await);
     figures
 }
@@ -501,6 +505,7 @@ fn main() {
     if std::env::args().any(|arg| arg == peers::BARE_SERVER) {
         return bare::main();
     }
+    #[cfg(feature = "http")]
     if std::env::args().any(|arg| arg == http::BARE_HTTP_SERVER) {
         return http::main();
     }
@@ -565,10 +570,14 @@ fn record() {
     let text = read(&workspace.join(REPORT))
         .unwrap_or_else(|error| panic!("{REPORT}: {error}; run the bench first"));
     let report: serde_json::Value = serde_json::from_str(&text).expect("the report is JSON");
-    let table = bench_report::table(&report).expect("the report makes a table");
+    let manifest = read(&workspace.join("Cargo.toml")).expect("the workspace's Cargo.toml");
     write(&workspace.join(bench_report::RECORDED), &text);
-    for readme in ["README.md", "README.md.liquid"].map(|name| workspace.join(name)) {
+    // The README has this project's parts' rows; the template's twin, if here, every row under
+    // its part's condition.
+    for (name, parts) in [("README.md", Parts::Of(&manifest)), ("README.md.liquid", Parts::Conditioned)] {
+        let readme = workspace.join(name);
         let Ok(text) = read(&readme) else { continue };
+        let table = bench_report::table(&report, parts).expect("the report makes a table");
         write(&readme, &bench_report::with_table(&text, &table).expect("the README has a bench table"));
     }
 }

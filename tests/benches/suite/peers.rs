@@ -29,6 +29,7 @@ pub(crate) struct Process {
     /// Where it serves its protocol.
     pub(crate) addr: SocketAddr,
     /// The service with `--http-listen`: where it serves HTTP.
+    #[cfg_attr(not(feature = "http"), expect(dead_code, reason = "only the HTTP figure reads it"))]
     pub(crate) http: Option<SocketAddr>,
     /// The bare server's stdin: it ends when this closes.
     _stdin: Option<ChildStdin>,
@@ -148,6 +149,7 @@ fn address(line: &str, field: &str) -> Option<SocketAddr> {
 /// rotel's agent, the OpenTelemetry collector of the traces figure (PyPI: `pip install rotel`),
 /// taking OTLP over HTTP on a loopback port of its own and keeping nothing (`--exporter
 /// blackhole`); `None` (said once) without `rotel-agent` on the PATH. Its OTLP/HTTP endpoint.
+#[cfg(feature = "otel")]
 pub(crate) async fn collector() -> Option<(Process, String)> {
     let mut ports = Vec::new();
     for _ in 0..2 {
@@ -192,6 +194,7 @@ pub(crate) async fn bare(inline_spin: bool) -> Process {
 }
 
 /// The bare hyper server ([`crate::http`]).
+#[cfg(feature = "http")]
 pub(crate) async fn bare_http() -> Process {
     this_executable(&[crate::http::BARE_HTTP_SERVER]).await
 }
