@@ -9,6 +9,10 @@
 //! The report is one JSON object: `machine`, `date`, and `figures`, a list of objects each with
 //! `name`, `row` (its line in the table), `value`, `unit`, `baseline`, `ratio`, `goal` (text, or
 //! null for a figure to watch) and `met` (true, false, or null for a figure to watch).
+//!
+//! The figures of an optional part ([`part`]) are in the table only where the project has that
+//! part (the answers in the workspace's `Cargo.toml`, [`has_part`]); in the template's README
+//! twin, each such row is under its part's condition.
 
 use serde_json::Value;
 
@@ -49,13 +53,39 @@ pub fn shown(ratio: Option<f64>, value: f64, unit: &str) -> (f64, &str) {
     ratio.map_or((value, unit), |ratio| (ratio, "x"))
 }
 
+/// The optional part a figure measures, if any: its rows are left out of the table of a project
+/// without it. One place, by the figures' names.
+pub fn part(name: &str) -> Option<&'static str> {
+    [("tls_", "tls"), ("fanout_two_replicas", "redis"), ("trace_", "otel"), ("http_", "http")]
+        .into_iter()
+        .find_map(|(prefix, part)| name.starts_with(prefix).then_some(part))
+}
+
+/// Whether the project whose workspace manifest is `manifest` has the optional part `part`: its
+/// answer in `[workspace.metadata.template]` (`tls = "true"`).
+pub fn has_part(manifest: &str, part: &str) -> bool {
+    let table = manifest.split("\n[workspace.metadata.template]\n").nth(1).unwrap_or_default();
+    let table = table.split("\n[").next().unwrap_or_default();
+    table.lines().any(|line| line == format!("{part} = \"true\""))
+}
+
 /// A line of the table: its label, its figures' numbers, their goals (each once) and whether
 /// each figure met its goal.
-type Row = (String, Vec<String>, Vec<String>, Vec<Option<bool>>);
+type Row = (String, Option<&'static str>, Vec<String>, Vec<String>, Vec<Option<bool>>);
+
+/// Which rows a table shows: those of the parts a project has, or (for the template's README
+/// twin) every row, each of a part under that part's Liquid condition.
+#[derive(Debug, Clone, Copy)]
+pub enum Parts<'a> {
+    /// The parts whose answers `manifest` (a workspace `Cargo.toml`) gives as "true".
+    Of(&'a str),
+    /// Every row, conditioned for the twin.
+    Conditioned,
+}
 
 /// The README's table: a heading line naming the machine and the date, then one line a `row`,
-/// in the report's order, its figures' numbers joined by commas.
-pub fn table(report: &Value) -> Result<String, String> {
+/// in the report's order, its figures' numbers joined by commas; a part's rows as `parts` says.
+pub fn table(report: &Value, parts: Parts<'_>) -> Result<String, String> {
     let text = |value: &Value, what: &str| value.as_str().map(str::to_owned).ok_or(format!("no {what}"));
     let machine = text(&report["machine"], "machine")?;
     let date = text(&report["date"], "date")?;
@@ -69,21 +99,25 @@ pub fn table(report: &Value) -> Result<String, String> {
         let (number, unit) = shown(figure["ratio"].as_f64(), value, &unit);
         let goal = figure["goal"].as_str().unwrap_or("watch").to_owned();
         let met = figure["met"].as_bool();
+        let part = part(&name);
         match rows.iter_mut().find(|(existing, ..)| *existing == row) {
-            Some((_, numbers, goals, mets)) => {
+            Some((_, of, numbers, goals, mets)) => {
+                if *of != part {
+                    return Err(format!("{name} shares its row with figures of another part"));
+                }
                 numbers.push(display(number, unit));
                 if !goals.contains(&goal) {
                     goals.push(goal);
                 }
                 mets.push(met);
             }
-            None => rows.push((row, vec![display(number, unit)], vec![goal], vec![met])),
+            None => rows.push((row, part, vec![display(number, unit)], vec![goal], vec![met])),
         }
     }
     let mut table = format!(
         "On {machine}, {date}, 50 connections:\n\n| figure | measured | goal | met |\n|---|---|---|---|\n"
     );
-    for (row, numbers, goals, mets) in rows {
+    for (row, part, numbers, goals, mets) in rows {
         let met = if mets.iter().all(Option::is_none) {
             "-"
         } else if mets.iter().all(|met| *met != Some(false)) {
@@ -91,7 +125,15 @@ pub fn table(report: &Value) -> Result<String, String> {
         } else {
             "**no**"
         };
-        table.push_str(&format!("| {row} | {} | {} | {met} |\n", numbers.join(", "), goals.join(", ")));
+        let line = format!("| {row} | {} | {} | {met} |\n", numbers.join(", "), goals.join(", "));
+        match (part, parts) {
+            (None, _) => table.push_str(&line),
+            (Some(part), Parts::Of(manifest)) if has_part(manifest, part) => table.push_str(&line),
+            (Some(_), Parts::Of(_)) => {}
+            (Some(part), Parts::Conditioned) => {
+                table.push_str(&format!("{{% if {part} == \"true\" %}}{line}{{% endif %}}"));
+            }
+        }
     }
     Ok(table)
 }

@@ -35,17 +35,17 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     let alone = peers::service(binary, &flags).await;
     let delivered = service(&[alone.addr]).await;
     alone.stop().await;
-    let row = "fan-out to 100 / bare; 2 replicas via Redis / 1";
+    let row = "fan-out to 100 / bare";
     #[cfg_attr(not(feature = "redis"), expect(unused_mut, reason = "only the two replicas' figure is added"))]
     let mut figures = vec![Figure::beside("fanout_msgs_per_s", row, delivered, "msg/s", bare, Goal::Watch)];
     #[cfg(feature = "redis")]
-    figures.extend(two_replicas(binary, &flags, row, delivered).await);
+    figures.extend(two_replicas(binary, &flags, delivered).await);
     figures
 }
 
 /// Two replicas through Redis, beside one process's `alone` (skipped without redis-server).
 #[cfg(feature = "redis")]
-async fn two_replicas(binary: &Path, flags: &[&str], row: &'static str, alone: f64) -> Option<Figure> {
+async fn two_replicas(binary: &Path, flags: &[&str], alone: f64) -> Option<Figure> {
     let Some(redis) = peers::redis().await else {
         println!("skipped fanout_two_replicas_redis_msgs_per_s: redis-server is not installed");
         return None;
@@ -59,6 +59,7 @@ async fn two_replicas(binary: &Path, flags: &[&str], row: &'static str, alone: f
         replica.stop().await;
     }
     redis.stop().await;
+    let row = "fan-out, 2 replicas via Redis / 1 process";
     Some(Figure::beside("fanout_two_replicas_redis_msgs_per_s", row, relayed, "msg/s", alone, Goal::Watch))
 }
 
