@@ -228,6 +228,7 @@ pub struct Config {
     /// Whether the service makes the spans of a trace: one per request, per TLS handshake and
     /// per PUBLISH relayed to the broker, on the global OpenTelemetry tracer provider (not a
     /// flag: `main` sets it when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; see `telemetry/spans.rs`).
+    /// Without the `otel` feature nothing is traced, whatever it says.
     #[arg(skip)]
     pub trace_requests: bool,
 }

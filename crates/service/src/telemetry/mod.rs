@@ -12,7 +12,8 @@
 //!
 //! **Traces** (the `otel` feature, `otel.rs`): with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the spans
 //! of `spans.rs` (made with the OpenTelemetry API) go to an OpenTelemetry collector through the
-//! SDK, and each JSON log line inside one carries its trace ids (`trace_ids.rs`).
+//! SDK, and each JSON log line inside one carries its trace ids (`trace_ids.rs`). Without the
+//! feature, `spans_off.rs` stands in for `spans.rs`, and nothing is traced.
 //!
 //! With the `console` feature (and `RUSTFLAGS="--cfg tokio_unstable"`), a tokio-console layer is
 //! added beside the log output; it sees every task regardless of `RUST_LOG`.
