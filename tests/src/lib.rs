@@ -74,9 +74,9 @@ pub fn test_config() -> Config {
     }
 }
 
-#[cfg(feature = "tls")]
 /// [`test_config`] serving TLS with `pki`'s server certificate; when `mutual`, every client must
 /// present a certificate signed by `pki`'s CA.
+#[cfg(feature = "tls")]
 pub fn tls_config(pki: &pki::Pki, mutual: bool) -> Config {
     Config {
         tls_cert: Some(pki.server.cert.clone()),
@@ -86,8 +86,8 @@ pub fn tls_config(pki: &pki::Pki, mutual: bool) -> Config {
     }
 }
 
-#[cfg(feature = "tls")]
 /// The certificate the server showed to a TLS client (DER).
+#[cfg(feature = "tls")]
 pub fn server_certificate<S>(client: &Client<tokio_rustls::client::TlsStream<S>>) -> Vec<u8> {
     let connection = client.get_ref().expect("an open client").get_ref().1;
     let chain = connection.peer_certificates().expect("the server showed a certificate");
@@ -119,9 +119,9 @@ impl Harness {
         self.connect_with_buffer(64 * 1024)
     }
 
-    #[cfg(feature = "tls")]
     /// Opens a connection whose pipe holds `buffer` bytes each way, and shakes hands over it
     /// with `tls` (to a [`tls_config`] service), without a bound: see [`Peer`].
+    #[cfg(feature = "tls")]
     pub async fn connect_tls(
         &self,
         tls: &ClientTls,
@@ -241,9 +241,9 @@ impl TestServer {
         Client::connect(self.addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect to the test server")
     }
 
-    #[cfg(feature = "tls")]
     /// A client connected over TLS with `tls`, with [`TEST_TIMEOUT`] bounds; the server's
     /// certificate must be for `127.0.0.1`.
+    #[cfg(feature = "tls")]
     pub async fn tls_client(
         &self,
         tls: &ClientTls,

@@ -30,8 +30,8 @@ impl Backoff {
         Self { first, last, next: first, jitter: false }
     }
 
-    #[cfg(feature = "redis")]
     /// Pauses drawn at random below a bound that doubles from `first` up to `last`.
+    #[cfg(feature = "redis")]
     pub(crate) const fn jittered(first: Duration, last: Duration) -> Self {
         Self { first, last, next: first, jitter: true }
     }

@@ -120,8 +120,8 @@ impl Stats {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
-    #[cfg(feature = "tls")]
     /// Counts a failed TLS handshake.
+    #[cfg(feature = "tls")]
     pub(crate) fn count_handshake_failure(&self, reason: HandshakeFailure) {
         self.handshakes_failed[reason as usize].fetch_add(1, Ordering::Relaxed);
     }

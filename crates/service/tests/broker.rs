@@ -569,10 +569,10 @@ fn a_hung_broker_costs_a_publish_no_more_than_its_answer_timeout() {
     assert_eq!(replica.stop(), Some(0));
 }
 
-#[cfg(feature = "tls")]
 /// A managed Redis speaks TLS: `rediss://` with `--fanout-ca` for its private CA carries
 /// fan-out, on the service's own rustls and ring. Without the CA (the system's roots), or with
 /// `redis://`, the broker is refused at start; a CA file that is not PEM is a usage error.
+#[cfg(feature = "tls")]
 #[test]
 fn a_broker_over_tls_with_a_private_ca_carries_fan_out() {
     let Some(binary) = redis_server() else { return };

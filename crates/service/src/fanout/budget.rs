@@ -29,9 +29,9 @@ use tokio::time::Instant;
 /// second's budget.
 const BURST: Duration = Duration::from_millis(100);
 
-#[cfg(feature = "redis")]
 /// Origins from the broker whose budgets are kept at once; past it, the ones that owe nothing
 /// are forgotten, and if every one still owes, newcomers share one budget.
+#[cfg(feature = "redis")]
 pub(crate) const MAX_ORIGINS: usize = 4096;
 
 /// A rate of deliveries a second: each costs `1 / rate` seconds of an allowance that may run
@@ -65,14 +65,14 @@ impl Gcra {
         self.used_until?.checked_sub(BURST)
     }
 
-    #[cfg(feature = "redis")]
     /// Whether more may be spent at `now`.
+    #[cfg(feature = "redis")]
     pub(crate) fn open(&self, now: Instant) -> bool {
         self.resume().is_none_or(|resume| resume <= now)
     }
 
-    #[cfg(feature = "redis")]
     /// Spends `deliveries` if the allowance is open at `now`; whether it was.
+    #[cfg(feature = "redis")]
     fn try_spend(&mut self, deliveries: usize, now: Instant) -> bool {
         let open = self.open(now);
         if open {
@@ -81,8 +81,8 @@ impl Gcra {
         open
     }
 
-    #[cfg(feature = "redis")]
     /// Whether the allowance has nothing left to pay back at `now`: a fresh budget is the same.
+    #[cfg(feature = "redis")]
     fn settled(&self, now: Instant) -> bool {
         self.used_until.is_none_or(|until| until <= now)
     }
@@ -110,8 +110,8 @@ impl ProcessBudget {
         gcra.resume()
     }
 
-    #[cfg(feature = "redis")]
     /// Spends `deliveries` if the budget is open at `now`; whether it was.
+    #[cfg(feature = "redis")]
     pub(crate) fn try_spend(&self, deliveries: usize, now: Instant) -> bool {
         self.lock().try_spend(deliveries, now)
     }
@@ -150,17 +150,17 @@ impl PublishBudget {
     }
 }
 
-#[cfg(feature = "redis")]
 /// Who published a relayed message: a replica (a random number drawn at its start) and a
 /// connection of it. Carried with the message through the broker (see `fanout/relay.rs`).
+#[cfg(feature = "redis")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Origin {
     pub(crate) replica: u64,
     pub(crate) connection: u64,
 }
 
-#[cfg(feature = "redis")]
 /// The budgets of the publishers other replicas relay here, at most [`MAX_ORIGINS`] of them.
+#[cfg(feature = "redis")]
 #[derive(Debug)]
 pub(crate) struct OriginBudgets {
     rate: usize,
@@ -286,9 +286,9 @@ mod tests {
         assert!(origins.origins.len() < MAX_ORIGINS);
     }
 
-    #[cfg(feature = "redis")]
     /// With the map full, origins that owe nothing are forgotten at most once per burst: in
     /// between, a newcomer is charged to the crowd without a sweep of every origin.
+    #[cfg(feature = "redis")]
     #[test]
     fn a_full_map_is_swept_at_most_once_per_burst() {
         let mut origins = OriginBudgets::new(1000);

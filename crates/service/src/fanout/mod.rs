@@ -345,8 +345,8 @@ impl Topics {
         self.relay.as_ref().map(|relay| relay.stats().read())
     }
 
-    #[cfg(feature = "redis")]
     /// Subscribers of `topic` here.
+    #[cfg(feature = "redis")]
     pub(crate) fn local_subscribers(&self, topic: &str) -> usize {
         let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         channels.get(topic).map_or(0, |channel| channel.sender.receiver_count())
@@ -551,9 +551,9 @@ mod tests {
         assert_eq!(slow.next().await, Some(Push::Message("t".into(), "4".into())));
     }
 
-    #[cfg(feature = "redis")]
     /// With a relay, the relay is woken when a topic gets its first local subscriber and when it
     /// loses its last, and not for the subscribers in between.
+    #[cfg(feature = "redis")]
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn the_relay_hears_of_a_topic_s_first_and_last_local_subscriber_only() {
         let count = |n| std::num::NonZeroUsize::new(n).unwrap();
@@ -601,9 +601,9 @@ mod tests {
         assert_eq!(message_text(&[b'x'; 17], 16), Err(PublishError::TooLong(16)));
     }
 
-    #[cfg(feature = "redis")]
     /// What the broker sends is checked like a local PUBLISH and charged to its publisher: a
     /// refused message or one past the budget is missed and told as `LAG`, never passed on.
+    #[cfg(feature = "redis")]
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn the_broker_s_messages_are_checked_and_charged_to_their_publisher() {
         let count = |n| std::num::NonZeroUsize::new(n).unwrap();

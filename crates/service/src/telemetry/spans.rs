@@ -133,9 +133,9 @@ fn outcome(error: Option<&str>) -> (Status, Option<KeyValue>) {
     }
 }
 
-#[cfg(any(feature = "tls", feature = "redis"))]
 /// Ends a handshake's or a relayed PUBLISH's span, if there is one, with its outcome: OK, or
 /// `error` (the handshake's failure reason, the broker's error code).
+#[cfg(any(feature = "tls", feature = "redis"))]
 pub(crate) fn end(span: Option<Span>, error: Option<&str>) {
     let Some(mut span) = span else { return };
     let (status, error) = outcome(error);
@@ -175,17 +175,17 @@ impl JobSpans {
     }
 }
 
-#[cfg(feature = "tls")]
 /// A TLS handshake with `traced`'s peer, under no request (it comes before any).
+#[cfg(feature = "tls")]
 pub(crate) fn handshake(traced: &Traced) -> Span {
     let builder =
         traced.tracer.span_builder("tls handshake").with_attributes(traced.peer().collect::<Vec<_>>());
     builder.start_with_context(&traced.tracer, &Context::new())
 }
 
-#[cfg(feature = "redis")]
 /// A PUBLISH on `topic` sent to the broker (a producer span), under the current context's span
 /// (the request's, if it is traced: `None` otherwise), open until the broker answers.
+#[cfg(feature = "redis")]
 pub(crate) fn relay_publish(topic: &str) -> Option<Span> {
     let request = request()?;
     let tracer = global::tracer(SCOPE);
