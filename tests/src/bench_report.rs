@@ -69,6 +69,11 @@ pub fn has_part(manifest: &str, part: &str) -> bool {
     table.lines().any(|line| line == format!("{part} = \"true\""))
 }
 
+/// A Liquid tag's delimiters, for the README twin's conditions: written apart, so that no Rust
+/// source holds a Liquid tag (a generated project is checked for any left unrendered).
+const OPEN: &str = concat!("{", "%");
+const CLOSE: &str = concat!("%", "}");
+
 /// A line of the table: its label, its figures' numbers, their goals (each once) and whether
 /// each figure met its goal.
 type Row = (String, Option<&'static str>, Vec<String>, Vec<String>, Vec<Option<bool>>);
@@ -131,7 +136,7 @@ pub fn table(report: &Value, parts: Parts<'_>) -> Result<String, String> {
             (Some(part), Parts::Of(manifest)) if has_part(manifest, part) => table.push_str(&line),
             (Some(_), Parts::Of(_)) => {}
             (Some(part), Parts::Conditioned) => {
-                table.push_str(&format!("{{% if {part} == \"true\" %}}{line}{{% endif %}}"));
+                table.push_str(&format!("{OPEN} if {part} == \"true\" {CLOSE}{line}{OPEN} endif {CLOSE}"));
             }
         }
     }
