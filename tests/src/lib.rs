@@ -26,6 +26,7 @@
 pub mod bench_report;
 pub mod commands;
 #[cfg(feature = "tls")]
+#[cfg_attr(not(feature = "tls"), path = "part_left_out.rs")]
 pub mod pki;
 
 use std::net::SocketAddr;

@@ -13,4 +13,5 @@ mod fanout;
 mod paused;
 mod readme;
 #[cfg(feature = "tls")]
+#[cfg_attr(not(feature = "tls"), path = "../src/part_left_out.rs")]
 mod tls;

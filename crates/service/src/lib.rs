@@ -33,7 +33,7 @@
 //! export) and `http` (the front). A part left out is not compiled: its module and its flags are
 //! cfg'd out, or, where the code around it keeps one shape, a stand-in takes its place whose
 //! types have no values (`tls/off.rs`, `telemetry/spans_off.rs`), so the paths that would use
-//! them compile away.
+//! them compile away. (`part_left_out.rs` is for rustfmt: it says why.)
 //!
 //! Imports between these modules point one way, from the wire inwards: `stats`, `metrics`,
 //! `protocol`, `backoff`, `config`, `log_throttle` and `telemetry` import none of the others
@@ -75,6 +75,7 @@ mod config;
 mod connection;
 mod fanout;
 #[cfg(feature = "http")]
+#[cfg_attr(not(feature = "http"), path = "part_left_out.rs")]
 mod http;
 mod job_queue;
 mod log_throttle;
@@ -87,10 +88,7 @@ mod stats;
 pub mod telemetry;
 #[cfg(test)]
 mod test_log;
-#[cfg(feature = "tls")]
-pub mod tls;
-#[cfg(not(feature = "tls"))]
-#[path = "tls/off.rs"]
+#[cfg_attr(not(feature = "tls"), path = "tls/off.rs")]
 pub mod tls;
 
 pub use admin::health::Health;

@@ -22,11 +22,14 @@ mod amplification;
 mod bare;
 mod fanout;
 #[cfg(feature = "http")]
+#[cfg_attr(not(feature = "http"), path = "../../src/part_left_out.rs")]
 mod http;
 mod peers;
 #[cfg(feature = "tls")]
+#[cfg_attr(not(feature = "tls"), path = "../../src/part_left_out.rs")]
 mod tls;
 #[cfg(feature = "otel")]
+#[cfg_attr(not(feature = "otel"), path = "../../src/part_left_out.rs")]
 mod traces;
 
 use std::net::SocketAddr;

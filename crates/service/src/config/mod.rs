@@ -30,6 +30,7 @@ pub use self::fanout_url::FanoutUrl;
 use self::fanout_url::FanoutUrlParser;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(not(feature = "redis"), path = "../part_left_out.rs")]
 mod fanout_url;
 
 /// Everything `serve` can be told. Each field is a bound or a timeout; none is infinite.

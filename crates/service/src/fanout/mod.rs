@@ -61,6 +61,7 @@ use crate::stats::Stats;
 
 pub(crate) mod budget;
 #[cfg(feature = "redis")]
+#[cfg_attr(not(feature = "redis"), path = "../part_left_out.rs")]
 pub(crate) mod relay;
 
 /// What a topic's channel carries: cheap to clone into every subscriber's queue.

@@ -13,6 +13,7 @@ use prometheus_client::encoding::NoLabelSet;
 use tokio::time::Instant;
 
 #[cfg(feature = "http")]
+#[cfg_attr(not(feature = "http"), path = "../part_left_out.rs")]
 pub(crate) mod http;
 
 /// Upper bounds of the latency buckets, in seconds: 100 µs to a minute (the longest job

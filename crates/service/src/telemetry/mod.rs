@@ -32,13 +32,12 @@ use self::otel::Exporting;
 pub(crate) use self::otel::figures;
 
 #[cfg(feature = "otel")]
+#[cfg_attr(not(feature = "otel"), path = "../part_left_out.rs")]
 mod otel;
-#[cfg(feature = "otel")]
-pub(crate) mod spans;
-#[cfg(not(feature = "otel"))]
-#[path = "spans_off.rs"]
+#[cfg_attr(not(feature = "otel"), path = "spans_off.rs")]
 pub(crate) mod spans;
 #[cfg(feature = "otel")]
+#[cfg_attr(not(feature = "otel"), path = "../part_left_out.rs")]
 mod trace_ids;
 
 /// Log lines that may wait for stderr; past this, lines are dropped and counted. At a few
