@@ -116,8 +116,15 @@ fn spans_reach_a_real_collector_and_join_the_json_logs_by_trace_id() {
         // The example PRIMES logs a line at debug level inside its request's span.
         ("RUST_LOG", "info,service::commands=debug"),
     ];
-    let (mut child, addr, _) = start_with(&args, &env);
+    let (mut child, addr, admin) = start_with(&args, &env);
     let log = Log::of(&mut child);
+    // Ready is not relayed: the relay's own connection may still be on its way (start-up only
+    // checked that the broker answers), and a PUBLISH before it is `ERR unavailable`.
+    let deadline = Instant::now() + PATIENCE;
+    while fanout.is_some() && metric(admin, "fanout_broker_up") != 1.0 {
+        assert!(Instant::now() < deadline, "the relay did not connect within {PATIENCE:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(request(addr, "PING"), "OK PONG\n");
     assert_eq!(request(addr, "PUBLISH news hello"), "OK 0\n");
     // The example that computes on the pool and logs, unless the project removed it.
