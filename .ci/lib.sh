@@ -6,10 +6,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Copies the files git would commit (tracked, plus untracked files that are not ignored) into DIR.
 # cargo-generate copies its whole source directory before applying `ignore`, target/ included,
-# which costs gigabytes and breaks while a build writes there; a snapshot avoids both.
+# which costs gigabytes and breaks while a build writes there; a snapshot avoids both. A tree
+# that is not a git checkout (check-update's copies of a snapshot) is copied whole, but target/.
 snapshot() {
     local dir=$1
     mkdir -p "$dir"
+    if ! git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        (cd "$ROOT" && tar --exclude=./target -cf - .) | tar -xf - -C "$dir"
+        return
+    fi
     (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
         | while IFS= read -r -d '' file; do [ -e "$file" ] && printf '%s\0' "$file"; done \
         | tar --null -T - -cf -) | tar -xf - -C "$dir"
