@@ -262,30 +262,19 @@ impl Topics {
     ) -> Result<Published, PublishError> {
         let text = message_text(text.as_bytes(), self.max_message)?;
         #[cfg(feature = "redis")]
-        let relay = self.relay.as_ref();
-        #[cfg(not(feature = "redis"))]
-        let relay = None::<std::convert::Infallible>;
-        let published = match relay {
-            None => {
-                let reached = self.deliver(topic, Delivery::Message(Arc::from(text)));
-                publisher.budget.spend(reached, now);
-                Published::Here(reached)
-            }
-            #[cfg(not(feature = "redis"))]
-            Some(never) => match never {},
-            #[cfg(feature = "redis")]
-            Some(relay) => {
-                let origin = Origin { replica: self.replica, connection: publisher.connection };
-                let answer =
-                    relay.publish(topic, origin, text, &publisher.share).map_err(PublishError::Relay)?;
-                // This replica's own subscribers are charged now: its deliveries of its own
-                // messages are not charged again when the broker sends them back.
-                publisher.budget.spend(self.local_subscribers(topic), now);
-                Published::Relayed(answer)
-            }
-        };
+        if let Some(relay) = &self.relay {
+            let origin = Origin { replica: self.replica, connection: publisher.connection };
+            let answer = relay.publish(topic, origin, text, &publisher.share).map_err(PublishError::Relay)?;
+            // This replica's own subscribers are charged now: its deliveries of its own messages
+            // are not charged again when the broker sends them back.
+            publisher.budget.spend(self.local_subscribers(topic), now);
+            self.stats.count_published();
+            return Ok(Published::Relayed(answer));
+        }
+        let reached = self.deliver(topic, Delivery::Message(Arc::from(text)));
+        publisher.budget.spend(reached, now);
         self.stats.count_published();
-        Ok(published)
+        Ok(Published::Here(reached))
     }
 
     /// Sends `delivery` to every subscriber of `topic` here; returns how many it reached.
