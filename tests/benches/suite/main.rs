@@ -5,7 +5,8 @@
 //! little. The servers run as users run them, each in a process of its own ([`peers`]): the
 //! service's release binary, the bare tokio line server, redis-server, rotel's collector for
 //! the traces figures, and the bare hyper server for the HTTP figure. This process is the load
-//! client, but for HTTP, which `wrk` loads.
+//! client, but for HTTP, which `wrk` loads. The figures of an optional part (TLS, the relay,
+//! traces, HTTP) are built only with that part's feature, as its rows of the README's table.
 //!
 //! Every answer is checked: a load that gets an `ERR` stops the run, and a figure whose command
 //! the service no longer has (an example removed, as the README shows) is skipped with one line
