@@ -247,6 +247,35 @@ async fn a_draining_connection_reads_no_new_requests() {
     harness.stop().await;
 }
 
+/// A peer that never stops sending is drained all the same: it keeps the connection's read
+/// ready, and the drain branch after it would never be polled, so each read looks at the drain
+/// too (`connection.rs`). The connection stops taking requests, answers what it took and closes.
+/// (Time does not pass while the flood runs, so a starved drain would never end it: the count of
+/// answers after the drain is the test's bound.)
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_peer_that_never_stops_sending_is_drained_all_the_same() {
+    let harness =
+        Harness::start(&Config { shutdown_grace: secs(10), idle_timeout: secs(60), ..test_config() });
+    let (mut answers, mut writer) = harness.connect().split();
+    let burst = "PING\n".repeat(1000);
+    let flood = async { while writer.write_all(burst.as_bytes()).await.is_ok() {} };
+    let drained = async {
+        for _ in 0..10_000 {
+            assert_eq!(answers.next().await.transpose().unwrap().as_deref(), Some("OK PONG"));
+        }
+        let start = Instant::now();
+        harness.app.shutdown().drain.cancel();
+        let mut after = 0;
+        while let Some(Ok(_)) = answers.next().await {
+            after += 1;
+            assert!(after < 100_000, "{after} answers after the drain: the drain is starved");
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "closed at once, not at the end of the grace period");
+    };
+    tokio::join!(flood, drained);
+    harness.stop().await;
+}
+
 /// A peer that never reads blocks the server's writes. Shutdown still ends when the grace period
 /// does, not a write timeout later: the stuck write is abandoned and the connection closed.
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -1,14 +1,20 @@
-//! Framing: newline-delimited UTF-8 with a bound on the line length.
+//! Framing: newline-delimited lines with a bound on their length, read in place.
 //!
-//! [`RequestCodec`] splits lines with tokio-util's `AnyDelimiterCodec`, given a maximum length
-//! (without one, a codec buffers whatever a peer sends until it sends a newline: a memory DoS,
-//! as the `LinesCodec::new` docs warn). On top of it, the protocol's small print:
+//! [`RequestCodec::next_line`] finds the next complete line in the connection's read buffer
+//! and says where it lies; the connection reads it there and then advances the buffer past it.
+//! No line is copied or split off (tokio-util's `AnyDelimiterCodec`, used before, hands each one
+//! out as `Bytes`, an atomic reference count taken and dropped per request, and looks for the
+//! delimiter one byte at a time: together about 300 of a pipelined PING's 1,000 instructions,
+//! as `.ci/count-instructions` counts them). `memchr` finds the newline. The bound is the one
+//! the `LinesCodec::new` docs warn about: without it, a decoder buffers whatever a peer sends
+//! until it sends a newline, a memory DoS. The protocol's small print:
 //!
 //! * `\n` ends a line; one `\r` before it is dropped, and does not count toward `max_line`.
-//! * A line over `max_line` bytes is [`FrameError::LineTooLong`]: the connection answers and
-//!   closes, and the codec never holds more than the limit plus one read of the peer's bytes.
-//! * A line that is not UTF-8 is a line all the same, not an error: [`Line::text`] says so, and
-//!   the connection answers `ERR bad-request` and goes on with the next line.
+//! * A line over `max_line` bytes is [`LineTooLong`]: the connection answers and closes, and
+//!   the buffer never holds more than the limit plus one read of the peer's bytes.
+//! * A line that is not UTF-8 is a line all the same, not an error: `commands::start` answers
+//!   `ERR bad-request` and the connection goes on with the next line.
+//! * At EOF, bytes after the last newline are one more line.
 //!
 //! Answers and pushed lines are encoded straight into the write buffer, from the words that
 //! [`Response::words`] and [`Push::words`] give (their form is written there once), with a
@@ -16,96 +22,60 @@
 
 use std::io;
 
-use tokio_util::bytes::{Bytes, BytesMut};
-use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, Encoder};
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::Encoder;
 
 use super::{Push, Response};
 
-/// A complete request line, without its line ending. It shares the read buffer's memory: no
-/// copy, no `String` per request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Line(Bytes);
-
-impl Line {
-    /// The line's text, or `None` if it is not UTF-8.
-    ///
-    /// Checked here, where the text is read, and not when the line is decoded too: the check
-    /// of a short line costs more than its framing, and a `&str` kept from decoding would need
-    /// `unsafe` (`from_utf8_unchecked`), which the workspace forbids.
-    pub(crate) fn text(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0).ok()
-    }
+/// Where the next complete line lies in the read buffer: its text is `buffer[..text]`, and with
+/// its line ending it takes the first `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Frame {
+    pub(crate) text: usize,
+    pub(crate) len: usize,
 }
 
-#[cfg(test)]
-impl From<&'static str> for Line {
-    fn from(text: &'static str) -> Self {
-        Self(Bytes::from_static(text.as_bytes()))
-    }
-}
-
-/// Why decoding stopped. After it, the stream yields no more frames.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum FrameError {
-    /// A line longer than the limit.
-    #[error("request line longer than {0} bytes")]
-    LineTooLong(usize),
-    /// Reading from the peer failed.
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
+/// A line longer than the limit; after it, the connection reads no more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("request line longer than {0} bytes")]
+pub(crate) struct LineTooLong(pub(crate) usize);
 
 /// The protocol's codec; see the module docs.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestCodec {
-    lines: AnyDelimiterCodec,
     max_line: usize,
+    /// How much of the buffer's start is known to hold no newline: a line that arrives in many
+    /// reads is searched once, not once per read.
+    searched: usize,
 }
 
 impl RequestCodec {
     /// A codec that refuses lines longer than `max_line` bytes (not counting `\r\n`).
     pub(crate) fn new(max_line: usize) -> Self {
-        // One more byte for a `\r`; a longer line without one is refused in `frame`.
-        let lines = AnyDelimiterCodec::new_with_max_length(
-            b"\n".to_vec(),
-            b"\n".to_vec(),
-            max_line.saturating_add(1),
-        );
-        Self { lines, max_line }
+        Self { max_line, searched: 0 }
     }
 
-    fn frame(
-        &self,
-        decoded: Result<Option<Bytes>, AnyDelimiterCodecError>,
-    ) -> Result<Option<Line>, FrameError> {
-        let line = match decoded {
-            Ok(Some(line)) => line,
-            Ok(None) => return Ok(None),
-            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => {
-                return Err(FrameError::LineTooLong(self.max_line));
+    /// The first complete line in `buffer`, which the caller takes off it (`frame.len` bytes)
+    /// before asking for the next. With `eof`, what follows the last newline is a line too.
+    pub(crate) fn next_line(&mut self, buffer: &[u8], eof: bool) -> Result<Option<Frame>, LineTooLong> {
+        // The longest a line may take with its `\r\n`: no need to look further for the newline.
+        let window = buffer.len().min(self.max_line.saturating_add(2));
+        let from = self.searched.min(window);
+        let (end, len) = match memchr::memchr(b'\n', &buffer[from..window]) {
+            Some(at) => (from + at, from + at + 1),
+            None if window > self.max_line.saturating_add(1) => return Err(LineTooLong(self.max_line)),
+            None if eof && !buffer.is_empty() => (buffer.len(), buffer.len()),
+            None => {
+                self.searched = window;
+                return Ok(None);
             }
-            Err(AnyDelimiterCodecError::Io(error)) => return Err(FrameError::Io(error)),
         };
-        let line = if line.ends_with(b"\r") { line.slice(..line.len() - 1) } else { line };
-        if line.len() > self.max_line {
-            return Err(FrameError::LineTooLong(self.max_line));
+        self.searched = 0;
+        let text = if end > 0 && buffer[end - 1] == b'\r' { end - 1 } else { end };
+        if text > self.max_line {
+            return Err(LineTooLong(self.max_line));
         }
-        Ok(Some(Line(line)))
-    }
-}
-
-impl Decoder for RequestCodec {
-    type Item = Line;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Line>, FrameError> {
-        let decoded = self.lines.decode(src);
-        self.frame(decoded)
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Line>, FrameError> {
-        let decoded = self.lines.decode_eof(src);
-        self.frame(decoded)
+        Ok(Some(Frame { text, len }))
     }
 }
 
@@ -148,54 +118,81 @@ fn line(dst: &mut BytesMut, words: &[&str]) {
 mod tests {
     use super::*;
 
-    fn decode_all(codec: &mut RequestCodec, input: &[u8]) -> Vec<Result<Line, String>> {
+    /// Every line `input` holds (and, with `eof`, its last unterminated one), taken off one
+    /// after the other as the connection does; an error ends the list.
+    fn lines(codec: &mut RequestCodec, input: &[u8], eof: bool) -> Vec<Result<Vec<u8>, String>> {
         let mut buffer = BytesMut::from(input);
-        let mut frames = Vec::new();
+        let mut lines = Vec::new();
         loop {
-            match codec.decode(&mut buffer) {
-                Ok(Some(frame)) => frames.push(Ok(frame)),
-                Ok(None) => return frames,
+            match codec.next_line(&buffer, eof) {
+                Ok(Some(frame)) => {
+                    lines.push(Ok(buffer[..frame.text].to_vec()));
+                    let _taken = buffer.split_to(frame.len);
+                }
+                Ok(None) => return lines,
                 Err(error) => {
-                    frames.push(Err(error.to_string()));
-                    return frames;
+                    lines.push(Err(error.to_string()));
+                    return lines;
                 }
             }
         }
     }
 
+    fn ok(line: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(line.to_vec())
+    }
+
     #[test]
     fn splits_lines_and_accepts_crlf() {
-        let mut codec = RequestCodec::new(16);
-        let frames = decode_all(&mut codec, b"PING\r\nPUBLISH t a b\nPAR");
-        assert_eq!(frames, [Ok("PING".into()), Ok("PUBLISH t a b".into())]);
+        let frames = lines(&mut RequestCodec::new(16), b"PING\r\nPUBLISH t a b\nPAR", false);
+        assert_eq!(frames, [ok(b"PING"), ok(b"PUBLISH t a b")]);
+        let at_eof = lines(&mut RequestCodec::new(16), b"PING\r\nPAR\r", true);
+        assert_eq!(at_eof, [ok(b"PING"), ok(b"PAR")], "at EOF, the rest is a line");
     }
 
     #[test]
     fn only_one_carriage_return_is_part_of_the_line_ending() {
-        let mut codec = RequestCodec::new(16);
-        let frames = decode_all(&mut codec, b"A\r\r\nB\rC\n");
-        assert_eq!(frames, [Ok("A\r".into()), Ok("B\rC".into())]);
+        let frames = lines(&mut RequestCodec::new(16), b"A\r\r\nB\rC\n", false);
+        assert_eq!(frames, [ok(b"A\r"), ok(b"B\rC")]);
     }
 
     #[test]
     fn a_line_that_is_not_utf8_is_a_line_and_the_next_line_still_decodes() {
+        let frames = lines(&mut RequestCodec::new(16), b"\xff\xfe\nPING\n", false);
+        assert_eq!(frames, [ok(b"\xff\xfe"), ok(b"PING")]);
+    }
+
+    #[test]
+    fn a_line_in_pieces_is_found_when_its_newline_comes() {
         let mut codec = RequestCodec::new(16);
-        let frames = decode_all(&mut codec, b"\xff\xfe\nPING\n");
-        let texts: Vec<_> = frames.iter().map(|line| line.as_ref().unwrap().text()).collect();
-        assert_eq!(texts, [None, Some("PING")]);
+        let mut buffer = BytesMut::new();
+        for piece in [&b"PUB"[..], b"LISH t", b" a b"] {
+            buffer.extend_from_slice(piece);
+            assert_eq!(codec.next_line(&buffer, false), Ok(None));
+        }
+        buffer.extend_from_slice(b"\r\nPING\n");
+        assert_eq!(codec.next_line(&buffer, false), Ok(Some(Frame { text: 13, len: 15 })));
+        let _taken = buffer.split_to(15);
+        assert_eq!(
+            codec.next_line(&buffer, false),
+            Ok(Some(Frame { text: 4, len: 5 })),
+            "searched from the start again"
+        );
     }
 
     #[test]
     fn the_limit_counts_the_line_without_its_crlf() {
-        let exactly = decode_all(&mut RequestCodec::new(8), b"01234567\r\n");
-        assert_eq!(exactly, [Ok("01234567".into())]);
-        let over = decode_all(&mut RequestCodec::new(8), b"012345678\n");
-        assert_eq!(over, [Err("request line longer than 8 bytes".into())]);
-        let over_invalid = decode_all(&mut RequestCodec::new(8), b"\xff12345678\n");
-        assert_eq!(over_invalid, [Err("request line longer than 8 bytes".into())], "length is checked first");
+        let refused = [Err("request line longer than 8 bytes".to_owned())];
+        assert_eq!(lines(&mut RequestCodec::new(8), b"01234567\r\n", false), [ok(b"01234567")]);
+        assert_eq!(lines(&mut RequestCodec::new(8), b"012345678\n", false), refused);
+        assert_eq!(lines(&mut RequestCodec::new(8), b"\xff12345678\n", false), refused);
+        assert_eq!(lines(&mut RequestCodec::new(8), b"012345678", true), refused, "the last line too");
         // No newline in sight: refused once the buffer passes the limit, without waiting for one.
-        let mut buffer = BytesMut::from(&b"0123456789"[..]);
-        assert!(matches!(RequestCodec::new(8).decode(&mut buffer), Err(FrameError::LineTooLong(8))));
+        assert_eq!(lines(&mut RequestCodec::new(8), b"01234567\r", false), [], "its newline may still come");
+        assert_eq!(lines(&mut RequestCodec::new(8), b"0123456789", false), refused);
+        let mut codec = RequestCodec::new(8);
+        assert_eq!(codec.next_line(b"0123", false), Ok(None));
+        assert_eq!(codec.next_line(b"0123456789", false), Err(LineTooLong(8)), "in pieces too");
     }
 
     #[test]
