@@ -4,8 +4,8 @@
 //! and says where it lies; the connection reads it there and then advances the buffer past it.
 //! No line is copied or split off (tokio-util's `AnyDelimiterCodec`, used before, hands each one
 //! out as `Bytes`, an atomic reference count taken and dropped per request, and looks for the
-//! delimiter one byte at a time: together about 300 of a pipelined PING's 1,000 instructions,
-//! as `.ci/count-instructions` counts them). `memchr` finds the newline. The bound is the one
+//! delimiter one byte at a time: together about 200 of a pipelined PING's 1,000 instructions,
+//! as `.ci/count-instructions` counts them at depth 16). `memchr` finds the newline. The bound is the one
 //! the `LinesCodec::new` docs warn about: without it, a decoder buffers whatever a peer sends
 //! until it sends a newline, a memory DoS. The protocol's small print:
 //!
