@@ -1,13 +1,14 @@
 //! Framing: newline-delimited lines with a bound on their length, read in place.
 //!
 //! [`RequestCodec::next_line`] finds the next complete line in the connection's read buffer
-//! and says where it lies; the connection reads it there and then advances the buffer past it.
-//! No line is copied or split off (tokio-util's `AnyDelimiterCodec`, used before, hands each one
-//! out as `Bytes`, an atomic reference count taken and dropped per request, and looks for the
-//! delimiter one byte at a time: together about 200 of a pipelined PING's 1,000 instructions,
-//! as `.ci/count-instructions` counts them at depth 16). `memchr` finds the newline. The bound is the one
-//! the `LinesCodec::new` docs warn about: without it, a decoder buffers whatever a peer sends
-//! until it sends a newline, a memory DoS. The protocol's small print:
+//! and says where it lies; the connection reads it there, and takes the lines of a burst off
+//! the buffer together. No line is copied or split off (tokio-util's `AnyDelimiterCodec`, used
+//! before, hands each one out as `Bytes`, an atomic reference count taken and dropped per
+//! request, and looks for the delimiter one byte at a time: together about 200 of a pipelined
+//! PING's 1,000 instructions, by the template's instruction count under callgrind, at depth 16).
+//! `memchr` finds the newline. The bound is the one the `LinesCodec::new` docs warn about:
+//! without it, a decoder buffers whatever a peer sends until it sends a newline, a memory DoS.
+//! The protocol's small print:
 //!
 //! * `\n` ends a line; one `\r` before it is dropped, and does not count toward `max_line`.
 //! * A line over `max_line` bytes is [`LineTooLong`]: the connection answers and closes, and
