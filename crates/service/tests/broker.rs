@@ -49,16 +49,22 @@ impl Redis {
     fn with_settings(
         binary: PathBuf,
         password: Option<&'static str>,
-        settings: impl FnOnce(u16) -> Vec<Vec<String>>,
+        settings: impl Fn(u16) -> Vec<Vec<String>>,
     ) -> Self {
-        let port = free_port();
-        let settings = settings(port);
-        let dir = std::env::temp_dir().join(format!("broker-test-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a directory for redis-server");
-        let child = Self::spawn(&binary, port, &dir, password, &settings);
-        let redis = Self { child, port, dir, binary, password, settings };
-        redis.wait_until_up();
-        redis
+        // Another test may take the free port before redis-server binds it; that redis-server
+        // exits at once (and a connect may reach the other test's listener), so another port.
+        for _ in 0..3 {
+            let port = free_port();
+            let settings = settings(port);
+            let dir = std::env::temp_dir().join(format!("broker-test-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+            let child = Self::spawn(&binary, port, &dir, password, &settings);
+            let mut redis = Self { child, port, dir, binary: binary.clone(), password, settings };
+            if redis.wait_until_up() {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of three free ports");
     }
 
     fn spawn(
@@ -96,13 +102,24 @@ impl Redis {
         }
     }
 
-    /// Waits until the server takes connections.
-    fn wait_until_up(&self) {
+    /// Waits until the server takes connections; false if it exited instead (its port was
+    /// taken). It must still run a moment after the port answers: one that lost the port exits
+    /// as soon as it finds so.
+    fn wait_until_up(&mut self) -> bool {
         let deadline = Instant::now() + PATIENCE;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if self.exited() {
+                return false;
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
+        std::thread::sleep(Duration::from_millis(100));
+        !self.exited()
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.try_wait().expect("redis-server's status").is_some()
     }
 
     /// Sends it one command as `user` (RESP, by hand: the tests need no Redis client) and
@@ -149,7 +166,7 @@ impl Redis {
     /// Starts it again on the same port.
     fn restart(&mut self) {
         self.child = Self::spawn(&self.binary, self.port, &self.dir, self.password, &self.settings);
-        self.wait_until_up();
+        assert!(self.wait_until_up(), "redis-server did not start again on its port");
     }
 }
 
@@ -476,7 +493,7 @@ fn deployments_on_one_redis_hear_only_their_own_channels() {
     let Some(binary) = redis_server() else { return };
     let other =
         ["--user", "other", "on", ">pw2", "resetchannels", "&other:*", "+@all"].map(str::to_owned).to_vec();
-    let redis = Redis::with_settings(binary, None, |_| vec![acl_user("pw1"), other]);
+    let redis = Redis::with_settings(binary, None, |_| vec![acl_user("pw1"), other.clone()]);
     let url = |user: &str, db: u32| format!("redis://{user}@127.0.0.1:{}/{db}", redis.port);
     let ours = Replica::start(&url("service:pw1", 1));
     let theirs = Replica::start(&url("other:pw2", 2));
