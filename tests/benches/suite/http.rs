@@ -1,16 +1,23 @@
-//! The HTTP front beside a bare hyper server: `POST /v1/commands/PING` over 50 keep-alive
-//! connections, loaded by `wrk` (Debian's package: a load generator nobody here wrote), rounds
-//! alternating between the two. The bare server is hyper's HTTP/1.1 connection and nothing else
-//! (no router, no limits, no timeouts, no metrics), answering every request with the bytes the
-//! service answers PING with. Without `wrk`, or without the `http` feature, the figure is
-//! skipped with one line.
+//! The HTTP front beside a bare hyper server and a bare axum router: `POST /v1/commands/PING`
+//! over 50 keep-alive connections, loaded by `wrk` (Debian's package: a load generator nobody
+//! here wrote), rounds alternating between the three. The bare hyper server is hyper's HTTP/1.1
+//! connection and nothing else (no router, no limits, no timeouts, no metrics); the bare axum
+//! server is the same connection with an axum router and the front's one route in front of it,
+//! its handler taking the name from the path (no bounds, no command, no metrics). Both answer
+//! every request with the bytes the service answers PING with. So the first ratio is what the
+//! front costs in all, and the second what it costs above the framework it is written in.
+//! Without `wrk`, or without the `http` feature, the figures are skipped with one line.
 //!
-//! The bare server runs in a process of its own: this bench's executable, started with
-//! [`BARE_HTTP_SERVER`]. It prints its address on stdout and serves until its stdin closes.
+//! The bare servers run in processes of their own: this bench's executable, started with
+//! [`BARE_HTTP_SERVER`] or [`BARE_AXUM_SERVER`]. Each prints its address on stdout and serves
+//! until its stdin closes.
 
 use std::convert::Infallible;
 use std::path::Path;
 
+use axum::Router;
+use axum::extract::Path as Segment;
+use axum::routing::post;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
@@ -19,17 +26,20 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::process::Command;
+use tower::ServiceExt as _;
 
 use crate::{CONNECTIONS, Figure, Goal, ROUNDS, SERVICE_FLAGS, paired, peers};
 
-/// The argument that makes this executable the bare HTTP server.
+/// The argument that makes this executable the bare hyper server.
 pub(crate) const BARE_HTTP_SERVER: &str = "--bare-http-server";
+/// The argument that makes this executable the bare axum server.
+pub(crate) const BARE_AXUM_SERVER: &str = "--bare-axum-server";
 /// What both servers answer: the service's answer to PING.
 const PONG: &str = "{\"answer\":\"PONG\"}\n";
 /// wrk's script: every request a POST (an empty body: PING takes no argument).
 const POST: &str = "wrk.method = \"POST\"\n";
 
-/// Serves until stdin closes.
+/// The bare hyper server: serves until stdin closes.
 pub(crate) fn main() {
     crate::bare::serve_until_stdin_closes(|stream| async move {
         let _ = stream.set_nodelay(true);
@@ -42,7 +52,27 @@ pub(crate) fn main() {
     });
 }
 
-/// HTTP PING throughput of the service's front beside the bare hyper server.
+/// The bare axum server: the front's route on the same hyper connection, served as the front
+/// serves its router (cloned for each request, as `TowerToHyperService` does). Until stdin
+/// closes.
+pub(crate) fn axum_main() {
+    let router = Router::new().route(
+        "/v1/commands/{name}",
+        post(|Segment(_name): Segment<String>| async { ([(CONTENT_TYPE, "application/json")], PONG) }),
+    );
+    crate::bare::serve_until_stdin_closes(move |stream| {
+        let router = router.clone();
+        async move {
+            let _ = stream.set_nodelay(true);
+            let service = service_fn(move |request: Request<Incoming>| {
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        }
+    });
+}
+
+/// HTTP PING throughput of the service's front beside the bare hyper and axum servers.
 pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     // A service built without the `http` feature has no `--http-listen` to start it with.
     let help = Command::new(binary).args(["serve", "--help"]).output().await.expect("run serve --help");
@@ -57,13 +87,13 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     let flags = [SERVICE_FLAGS, &["--http-listen", "127.0.0.1:0"]].concat();
     let service = peers::service(binary, &flags).await;
     let front = service.http.expect("the service logs where its HTTP front listens");
-    let bare = peers::bare_http().await;
+    let (bare, bare_axum) = (peers::bare_http().await, peers::bare_axum().await);
     let script = std::env::temp_dir().join(format!("bench-post-{}.lua", std::process::id()));
     tokio::fs::write(&script, POST).await.expect("write wrk's script");
     let mut rounds = Vec::new();
     for _ in 0..ROUNDS {
         let mut round = Vec::new();
-        for addr in [front, bare.addr] {
+        for addr in [front, bare.addr, bare_axum.addr] {
             round.push(wrk(&script, &format!("http://{addr}/v1/commands/PING")).await);
         }
         rounds.push(round);
@@ -71,8 +101,12 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     let _ = tokio::fs::remove_file(&script).await;
     service.stop().await;
     bare.stop().await;
-    let row = "HTTP PING / bare hyper, keep-alive";
-    vec![Figure::rounds("http_vs_bare_hyper", row, paired(&rounds, 1), "req/s", Goal::AtLeast(0.9))]
+    bare_axum.stop().await;
+    let (row, axum_row) = ("HTTP PING / bare hyper, keep-alive", "HTTP PING / bare axum router");
+    vec![
+        Figure::rounds("http_vs_bare_hyper", row, paired(&rounds, 1), "req/s", Goal::AtLeast(0.9)),
+        Figure::rounds("http_vs_bare_axum", axum_row, paired(&rounds, 2), "req/s", Goal::Watch),
+    ]
 }
 
 /// One round of wrk on `url`: its requests a second, after checking that every answer was a 2xx

@@ -513,6 +513,10 @@ fn main() {
     if std::env::args().any(|arg| arg == http::BARE_HTTP_SERVER) {
         return http::main();
     }
+    #[cfg(feature = "http")]
+    if std::env::args().any(|arg| arg == http::BARE_AXUM_SERVER) {
+        return http::axum_main();
+    }
     if std::env::args().any(|arg| arg == "--record") {
         return record();
     }

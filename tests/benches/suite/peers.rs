@@ -1,7 +1,8 @@
 //! The servers that the throughput and latency figures measure, each in a process of its own, as
 //! users run them: the service's release binary, the bare tokio line server and the bare hyper
-//! server (this bench's own executable started again with [`BARE_SERVER`] or
-//! [`crate::http::BARE_HTTP_SERVER`], see [`crate::bare`] and [`crate::http`]) and redis-server.
+//! and axum servers (this bench's own executable started again with [`BARE_SERVER`],
+//! [`crate::http::BARE_HTTP_SERVER`] or [`crate::http::BARE_AXUM_SERVER`], see [`crate::bare`]
+//! and [`crate::http`]) and redis-server.
 //! The bench process is the load client and nothing else (but `wrk`, for HTTP), so the figures do
 //! not move with how one runtime shares its workers between a server and its client.
 //!
@@ -197,6 +198,12 @@ pub(crate) async fn bare(inline_spin: bool) -> Process {
 #[cfg(feature = "http")]
 pub(crate) async fn bare_http() -> Process {
     this_executable(&[crate::http::BARE_HTTP_SERVER]).await
+}
+
+/// The bare axum server ([`crate::http`]).
+#[cfg(feature = "http")]
+pub(crate) async fn bare_axum() -> Process {
+    this_executable(&[crate::http::BARE_AXUM_SERVER]).await
 }
 
 /// This bench's executable started with `args`, as one of the bare servers: it prints its
