@@ -117,6 +117,10 @@ async fn run(service: &Service, connection: &Connection, name: &str, argument: O
 /// The body as a command's argument; see the module docs.
 async fn argument(body: Body, max: usize) -> Result<Option<String>, Response> {
     let too_large = || Response::err_with(ErrorCode::LineTooLong, format!("max {max} bytes"));
+    // No body (PING's): nothing to collect, or to allocate for.
+    if body.is_end_stream() {
+        return Ok(None);
+    }
     if body.size_hint().lower() > max as u64 {
         return Err(too_large());
     }
@@ -180,15 +184,29 @@ pub(super) struct Answer(pub(super) Response);
 
 impl IntoResponse for Answer {
     fn into_response(self) -> axum::response::Response {
-        // Written out, not built as a `serde_json::Value` (a map and its keys, allocated per
-        // answer); serde_json escapes the text.
-        let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
-        let (status, body, retry) = match self.0 {
-            Response::Ok(text) => (StatusCode::OK, format!("{{\"answer\":{}}}\n", quoted(&text)), false),
+        // Written out into one buffer, not built as a `serde_json::Value` (a map and its keys,
+        // allocated per answer); serde_json escapes the text. (A `Vec` takes every write.)
+        let quoted = |body: &mut Vec<u8>, text: &str| {
+            let _ = serde_json::to_writer(&mut *body, text);
+        };
+        let mut body = Vec::with_capacity(64);
+        let (status, retry) = match &self.0 {
+            Response::Ok(text) => {
+                body.extend_from_slice(b"{\"answer\":");
+                quoted(&mut body, text);
+                body.extend_from_slice(b"}\n");
+                (StatusCode::OK, false)
+            }
             Response::Err(code, detail) => {
-                let detail = detail.as_deref().map_or_else(|| "null".to_owned(), quoted);
-                let error = format!("{{\"error\":{{\"code\":\"{}\",\"detail\":{detail}}}}}\n", code.as_str());
-                (status(code), error, matches!(code, ErrorCode::Busy | ErrorCode::Unavailable))
+                body.extend_from_slice(b"{\"error\":{\"code\":\"");
+                body.extend_from_slice(code.as_str().as_bytes());
+                body.extend_from_slice(b"\",\"detail\":");
+                match detail {
+                    Some(detail) => quoted(&mut body, detail),
+                    None => body.extend_from_slice(b"null"),
+                }
+                body.extend_from_slice(b"}}\n");
+                (status(*code), matches!(code, ErrorCode::Busy | ErrorCode::Unavailable))
             }
         };
         let mut response = axum::response::Response::new(Body::from(body));
