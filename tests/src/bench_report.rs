@@ -101,7 +101,13 @@ pub fn table(report: &Value, parts: Parts<'_>) -> Result<String, String> {
         let row = text(&figure["row"], &format!("row for {name}"))?;
         let value = figure["value"].as_f64().ok_or(format!("no value for {name}"))?;
         let unit = text(&figure["unit"], &format!("unit for {name}"))?;
-        let (number, unit) = shown(figure["ratio"].as_f64(), value, &unit);
+        let (number, shown_unit) = shown(figure["ratio"].as_f64(), value, &unit);
+        let mut number = display(number, shown_unit);
+        // A count of instructions shows beside its ratio: the goal bounds the ratio, and the
+        // count is what a profile is compared with.
+        if unit == "instructions" {
+            number = format!("{number} ({value:.0})");
+        }
         let goal = figure["goal"].as_str().unwrap_or("watch").to_owned();
         let met = figure["met"].as_bool();
         let part = part(&name);
@@ -110,13 +116,13 @@ pub fn table(report: &Value, parts: Parts<'_>) -> Result<String, String> {
                 if *of != part {
                     return Err(format!("{name} shares its row with figures of another part"));
                 }
-                numbers.push(display(number, unit));
+                numbers.push(number);
                 if !goals.contains(&goal) {
                     goals.push(goal);
                 }
                 mets.push(met);
             }
-            None => rows.push((row, part, vec![display(number, unit)], vec![goal], vec![met])),
+            None => rows.push((row, part, vec![number], vec![goal], vec![met])),
         }
     }
     let mut table = format!(
@@ -148,4 +154,36 @@ pub fn with_table(readme: &str, table: &str) -> Result<String, String> {
     let start = readme.find(BEGIN).ok_or("no bench table's first line")? + BEGIN.len();
     let end = readme[start..].find(END).ok_or("no bench table's last line")? + start;
     Ok(format!("{}\n{table}{}", &readme[..start], &readme[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_shows_each_figures_ratio_and_an_instruction_count_beside_its_ratio() {
+        let figure = |name: &str, row: &str, value: f64, unit: &str, ratio: f64, met: bool| {
+            serde_json::json!({
+                "name": name, "row": row, "value": value, "unit": unit, "baseline": value / ratio,
+                "ratio": ratio, "goal": "<= 2", "met": met,
+            })
+        };
+        let report = serde_json::json!({
+            "machine": "2 x CPU", "date": "2026-12-07",
+            "figures": [
+                figure("instructions_per_ping_depth1", "PING instructions", 3189.0, "instructions", 1.8, true),
+                figure("instructions_per_ping_depth16", "PING instructions", 674.0, "instructions", 2.41, false),
+                figure("throughput", "PING / bare", 1e5, "req/s", 0.99, true),
+            ],
+        });
+        let table = table(&report, Parts::Conditioned).expect("a table");
+        let rows: Vec<&str> = table.lines().skip(4).collect();
+        assert_eq!(
+            rows,
+            [
+                "| PING instructions | 1.80 (3189), 2.41 (674) | <= 2 | **no** |",
+                "| PING / bare | 0.99 | <= 2 | yes |"
+            ]
+        );
+    }
 }

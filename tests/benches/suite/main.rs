@@ -4,8 +4,9 @@
 //! (`service::load`), alternating the sides round by round, so a noisy machine moves the ratio
 //! little. The servers run as users run them, each in a process of its own ([`peers`]): the
 //! service's release binary, the bare tokio line server, redis-server, rotel's collector for
-//! the traces figures, and the bare hyper server for the HTTP figure. This process is the load
-//! client, but for HTTP, which `wrk` loads. The figures of an optional part (TLS, the relay,
+//! the traces figures, and the bare hyper server and a bare axum router for the HTTP figures.
+//! This process is the load client, but for HTTP, which `wrk` loads. The instruction counts
+//! run the service and the bare server under callgrind ([`instructions`]). The figures of an optional part (TLS, the relay,
 //! traces, HTTP) are built only with that part's feature, as its rows of the README's table.
 //!
 //! Every answer is checked: a load that gets an `ERR` stops the run, and a figure whose command
@@ -25,6 +26,7 @@ mod fanout;
 #[cfg(feature = "http")]
 #[cfg_attr(not(feature = "http"), path = "../../src/part_left_out.rs")]
 mod http;
+mod instructions;
 mod peers;
 #[cfg(feature = "tls")]
 #[cfg_attr(not(feature = "tls"), path = "../../src/part_left_out.rs")]
@@ -284,6 +286,7 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
     }
     figures.push(memory_per_connection(&service).await);
     service.stop().await;
+    figures.extend(instructions::figures(binary).await);
     // Fan-out, in one process and on two replicas through Redis; TLS beside plain TCP; what one
     // publisher costs a bystander.
     figures.extend(fanout::figures(binary).await);

@@ -19,6 +19,8 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
 
+use crate::SERVICE_FLAGS;
+
 /// The argument that makes this executable the bare server.
 pub(crate) const BARE_SERVER: &str = "--bare-server";
 /// With [`BARE_SERVER`]: `SPIN <ms>` spins inline (the negative control).
@@ -33,17 +35,24 @@ pub(crate) struct Process {
     #[cfg_attr(not(feature = "http"), expect(dead_code, reason = "only the HTTP figure reads it"))]
     pub(crate) http: Option<SocketAddr>,
     /// The bare server's stdin: it ends when this closes.
-    _stdin: Option<ChildStdin>,
+    stdin: Option<ChildStdin>,
     /// The service only: reads its log to the end, passing on warnings and errors, so a full
     /// pipe never stops it. It ends when the service does.
     log: Option<JoinHandle<()>>,
 }
 
 impl Process {
-    /// Stops the child: the service by SIGTERM, then waiting for its graceful shutdown; the
-    /// others by killing them.
+    /// Stops the child: the service by SIGTERM, then waiting for its graceful shutdown; a bare
+    /// server by closing its stdin, then waiting for it to end (so that a tool it runs under,
+    /// callgrind, writes its count); the others by killing them.
     pub(crate) async fn stop(mut self) {
-        if self.log.is_some() {
+        if self.stdin.take().is_some() {
+            let status = tokio::time::timeout(TEST_TIMEOUT, self.child.wait())
+                .await
+                .expect("the bare server ends in time when its stdin closes")
+                .expect("wait for the bare server");
+            assert!(status.success(), "the bare server ended with {status}");
+        } else if self.log.is_some() {
             let pid = self.child.id().expect("the service is running").to_string();
             let sent = Command::new("kill").args(["-TERM", &pid]).status().await.expect("run kill");
             assert!(sent.success(), "kill -TERM {pid}");
@@ -98,7 +107,29 @@ pub(crate) async fn service(binary: &Path, flags: &[&str]) -> Process {
 
 /// [`service`] with more environment variables (`OTEL_*`, for the traces figure).
 pub(crate) async fn service_with_env(binary: &Path, flags: &[&str], env: &[(&str, &str)]) -> Process {
-    let mut child = Command::new(binary)
+    start_service(Command::new(binary), flags, env).await
+}
+
+/// [`service`] under callgrind (`valgrind --tool=callgrind`), which writes its count to `out`
+/// when the service exits (the instructions figures).
+pub(crate) async fn service_counted(binary: &Path, out: &Path) -> Process {
+    start_service(callgrind(binary, out), SERVICE_FLAGS, &[]).await
+}
+
+/// `valgrind --tool=callgrind --callgrind-out-file=OUT PROGRAM`, the program's arguments to add.
+fn callgrind(program: &Path, out: &Path) -> Command {
+    let mut command = Command::new("valgrind");
+    command
+        .args(["-q", "--tool=callgrind"])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(program);
+    command
+}
+
+/// Starts the service that `command` runs (its binary, or a tool that runs it), with `flags`
+/// and `env`, and waits until it says where it listens.
+async fn start_service(mut command: Command, flags: &[&str], env: &[(&str, &str)]) -> Process {
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(flags)
         .envs(env.iter().copied())
@@ -136,7 +167,7 @@ pub(crate) async fn service_with_env(binary: &Path, flags: &[&str], env: &[(&str
             }
         }
     });
-    Process { child, addr, http, _stdin: None, log: Some(log) }
+    Process { child, addr, http, stdin: None, log: Some(log) }
 }
 
 /// The address after `field` in a text log line.
@@ -170,7 +201,7 @@ pub(crate) async fn collector() -> Option<(Process, String)> {
         return None;
     };
     listening(http).await.then(|| {
-        (Process { child, addr: http, http: None, _stdin: None, log: None }, format!("http://{http}"))
+        (Process { child, addr: http, http: None, stdin: None, log: None }, format!("http://{http}"))
     })
 }
 
@@ -206,10 +237,22 @@ pub(crate) async fn bare_axum() -> Process {
     this_executable(&[crate::http::BARE_AXUM_SERVER]).await
 }
 
+/// The bare tokio line server under callgrind, which writes its count to `out` when the server
+/// exits (the instructions figures).
+pub(crate) async fn bare_counted(out: &Path) -> Process {
+    start_bare(callgrind(&std::env::current_exe().expect("this bench's executable"), out), &[BARE_SERVER])
+        .await
+}
+
 /// This bench's executable started with `args`, as one of the bare servers: it prints its
 /// address and serves until its stdin closes.
 async fn this_executable(args: &[&str]) -> Process {
-    let mut child = Command::new(std::env::current_exe().expect("this bench's executable"))
+    start_bare(Command::new(std::env::current_exe().expect("this bench's executable")), args).await
+}
+
+/// Starts the bare server that `command` runs with `args`, and reads where it listens.
+async fn start_bare(mut command: Command, args: &[&str]) -> Process {
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -224,7 +267,7 @@ async fn this_executable(args: &[&str]) -> Process {
         .expect("read the bare server's stdout")
         .expect("the bare server says where it listens");
     let addr = line.parse().unwrap_or_else(|_| panic!("no address in {line:?}"));
-    Process { child, addr, http: None, _stdin: stdin, log: None }
+    Process { child, addr, http: None, stdin, log: None }
 }
 
 /// redis-server on a free loopback port, without persistence, if one is installed.
@@ -237,5 +280,5 @@ pub(crate) async fn redis() -> Option<Process> {
         .spawn()
         .ok()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    listening(addr).await.then(|| Process { child, addr, http: None, _stdin: None, log: None })
+    listening(addr).await.then(|| Process { child, addr, http: None, stdin: None, log: None })
 }
