@@ -40,12 +40,20 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Before the runtime: with traces, the exporter's HTTP client is built now.
     let mut logging = telemetry::init(args.log_format)?;
     let config = Config { trace_requests: logging.traced(), ..args.config.clone() };
+    // Before binding: once a client can connect, a signal must find its handler installed. And
+    // before the service's runtime: see `Signals::install` for why.
+    let mut signals = {
+        let quiet = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .context("cannot start tokio")?;
+        let _context = quiet.enter();
+        Signals::install().context("cannot listen for shutdown signals")?
+    };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
-    // Signals, sockets and tasks need a runtime's context; nothing runs until `block_on`.
+    // Sockets and tasks need a runtime's context; nothing runs until `block_on`.
     let context = runtime.enter();
-    // Before binding: once a client can connect, a signal must find its handler installed.
-    let mut signals = Signals::install().context("cannot listen for shutdown signals")?;
     #[cfg(feature = "redis")]
     if let Some(exit) = check_broker(&runtime, &config)? {
         return Ok(exit.into());

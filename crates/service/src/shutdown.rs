@@ -60,17 +60,24 @@ pub enum Signal {
 
 /// The signals the service handles, installed as one: see [`Signal`] for what each does.
 ///
-/// Install them before binding the listener: from then on a signal is caught and counted, never
+/// Install them before binding the listener, and before any runtime runs that is not the one
+/// installing them (see [`Signals::install`]): from then on a signal is caught and counted, never
 /// lost (before a handler exists, SIGTERM kills the process outright; after it, tokio queues the
-/// signal for the next [`Signals::recv`], however late that call comes).
+/// signal for the next [`Signals::recv`], however late that call comes, on any runtime).
 pub struct Signals {
     #[cfg(unix)]
     handlers: Vec<(tokio::signal::unix::Signal, Signal)>,
 }
 
 impl Signals {
-    /// Installs the handlers. Must be called inside a tokio runtime. An error means the service
-    /// could not be stopped gracefully, so the caller should refuse to start.
+    /// Installs the handlers. Must be called inside a tokio runtime with IO enabled, while no
+    /// other runtime runs: tokio turns a signal's handler on before it adds the listener, and a
+    /// signal that comes in between is lost if a runtime's driver, on another thread, hands it
+    /// out first, to no listener (tokio 1.54, `signal::unix::signal_with_handle`; seen as a
+    /// SIGTERM at start-up that never stopped the service). `main` installs them on a
+    /// current-thread runtime of their own, which runs nothing, before the service's runtime
+    /// exists. An error means the service could not be stopped gracefully, so the caller should
+    /// refuse to start.
     pub fn install() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
