@@ -103,8 +103,21 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
 impl Encoder<Response> for RequestCodec {
     type Error = io::Error;
 
+    #[inline]
     fn encode(&mut self, response: Response, dst: &mut BytesMut) -> Result<(), io::Error> {
-        response.words(|words| line(dst, words));
+        match &response {
+            // Most answers (`OK PONG`), written without the words' slice: the pieces of known
+            // length are copied inline, and only the text by `memcpy` (about 50 of a pipelined
+            // PING's instructions, by callgrind). The line is `words`' `[OK, text]`, which the
+            // test below holds it to.
+            Response::Ok(text) if !text.is_empty() => {
+                dst.reserve(text.len() + 4);
+                dst.extend_from_slice(b"OK ");
+                dst.extend_from_slice(text.as_bytes());
+                dst.extend_from_slice(b"\n");
+            }
+            _ => response.words(|words| line(dst, words)),
+        }
         Ok(())
     }
 }
