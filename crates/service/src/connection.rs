@@ -394,7 +394,10 @@ impl State {
     }
 
     /// Encodes `reply` at once if it is ready and nothing is in flight before it (answers go
-    /// out in request order); queues it otherwise.
+    /// out in request order); queues it otherwise. Inlined, with the encoder, into the loop
+    /// over a burst's lines: as calls, their entries and exits cost a pipelined PING about 30
+    /// instructions (by callgrind, the template's instruction count).
+    #[inline(always)]
     fn answer(&mut self, handler: &Handler, reply: Reply, now: Instant) -> Result<(), ConnectionError> {
         if !self.in_flight.is_empty() {
             self.in_flight.push_back(reply);
