@@ -6,8 +6,9 @@
 //! before, hands each one out as `Bytes`, an atomic reference count taken and dropped per
 //! request, and looks for the delimiter one byte at a time: together about 200 of a pipelined
 //! PING's 1,000 instructions, by the template's instruction count under callgrind, at depth 16).
-//! A byte loop, then `memchr`, finds the newline ([`SHORT_LINE`]). The bound is the one the `LinesCodec::new` docs warn about:
-//! without it, a decoder buffers whatever a peer sends until it sends a newline, a memory DoS.
+//! A byte loop, then `memchr`, finds the newline ([`SHORT_LINE`]). The bound is the one the
+//! `LinesCodec::new` docs warn about: without it, a decoder buffers whatever a peer sends until
+//! it sends a newline, a memory DoS.
 //! The protocol's small print:
 //!
 //! * `\n` ends a line; one `\r` before it is dropped, and does not count toward `max_line`.
@@ -19,7 +20,8 @@
 //!
 //! Answers and pushed lines are encoded straight into the write buffer, from the words that
 //! [`Response::words`] and [`Push::words`] give (their form is written there once), with a
-//! trailing `\n`.
+//! trailing `\n`; the most common line, `OK <text>`, is written by the encoder itself, and a
+//! test holds every encoded line to `Display`.
 
 use std::io;
 

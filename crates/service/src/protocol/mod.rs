@@ -109,7 +109,8 @@ impl Response {
     }
 
     /// Calls `line` with the answer's words: the line is them with one space between each two.
-    /// The one place an answer's form is written, for `Display` and the codec alike.
+    /// The one place an answer's form is written, for `Display` and the codec alike (but for
+    /// `OK <text>`, which the codec writes itself, held to this by a test of its own).
     pub(crate) fn words<R>(&self, line: impl FnOnce(&[&str]) -> R) -> R {
         match self {
             Self::Ok(text) if text.is_empty() => line(&[OK]),
