@@ -185,15 +185,13 @@ pub(super) struct Answer(pub(super) Response);
 impl IntoResponse for Answer {
     fn into_response(self) -> axum::response::Response {
         // Written out into one buffer, not built as a `serde_json::Value` (a map and its keys,
-        // allocated per answer); serde_json escapes the text. (A `Vec` takes every write.)
-        let quoted = |body: &mut Vec<u8>, text: &str| {
-            let _ = serde_json::to_writer(&mut *body, text);
-        };
+        // allocated per answer); serde_json escapes the text, and writes a missing detail as
+        // `null`. (A `Vec` takes every write.)
         let mut body = Vec::with_capacity(64);
         let (status, retry) = match &self.0 {
             Response::Ok(text) => {
                 body.extend_from_slice(b"{\"answer\":");
-                quoted(&mut body, text);
+                let _ = serde_json::to_writer(&mut body, text);
                 body.extend_from_slice(b"}\n");
                 (StatusCode::OK, false)
             }
@@ -201,10 +199,7 @@ impl IntoResponse for Answer {
                 body.extend_from_slice(b"{\"error\":{\"code\":\"");
                 body.extend_from_slice(code.as_str().as_bytes());
                 body.extend_from_slice(b"\",\"detail\":");
-                match detail {
-                    Some(detail) => quoted(&mut body, detail),
-                    None => body.extend_from_slice(b"null"),
-                }
+                let _ = serde_json::to_writer(&mut body, detail);
                 body.extend_from_slice(b"}}\n");
                 (status(*code), matches!(code, ErrorCode::Busy | ErrorCode::Unavailable))
             }

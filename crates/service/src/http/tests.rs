@@ -1,5 +1,5 @@
 //! The routes in process, through `tower::ServiceExt::oneshot`: routing, the status of each
-//! error code, the body limit, the request timeout at its exact instant (paused time), load
+//! error code, an answer's JSON, the body limit, the request timeout at its exact instant (paused time), load
 //! shedding, and the event stream. A command of the tests' own (`WAIT`, on a tokio timer) stands
 //! for a slow one, so removing the examples keeps these green.
 
@@ -153,6 +153,24 @@ fn every_error_code_has_its_status_and_busy_says_when_to_retry() {
         let told = matches!(code, ErrorCode::Busy | ErrorCode::Unavailable).then_some("1");
         assert_eq!(retry, told, "{code:?}");
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_answer_is_json_with_its_text_escaped_and_a_missing_detail_null() {
+    let body = |response: Response| async move {
+        let bytes =
+            Answer(response).into_response().into_body().collect().await.expect("the body").to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("UTF-8")
+    };
+    assert_eq!(body(Response::ok("say \"hi\"\t\\")).await, "{\"answer\":\"say \\\"hi\\\"\\t\\\\\"}\n");
+    assert_eq!(
+        body(Response::err(ErrorCode::Busy)).await,
+        "{\"error\":{\"code\":\"busy\",\"detail\":null}}\n"
+    );
+    assert_eq!(
+        body(Response::err_with(ErrorCode::BadArgument, "a \"b\"")).await,
+        "{\"error\":{\"code\":\"bad-argument\",\"detail\":\"a \\\"b\\\"\"}}\n"
+    );
 }
 
 /// The README's table of statuses (section "HTTP") is the one the front answers with.
