@@ -89,7 +89,8 @@ pub enum Parts<'a> {
 }
 
 /// The README's table: a heading line naming the machine and the date, then one line a `row`,
-/// in the report's order, its figures' numbers joined by commas; a part's rows as `parts` says.
+/// in the report's order, its figures' numbers joined by commas (a count of instructions with
+/// its ratio); a part's rows as `parts` says.
 pub fn table(report: &Value, parts: Parts<'_>) -> Result<String, String> {
     let text = |value: &Value, what: &str| value.as_str().map(str::to_owned).ok_or(format!("no {what}"));
     let machine = text(&report["machine"], "machine")?;

@@ -34,7 +34,7 @@ use crate::{CONNECTIONS, Figure, Goal, ROUNDS, SERVICE_FLAGS, paired, peers};
 pub(crate) const BARE_HTTP_SERVER: &str = "--bare-http-server";
 /// The argument that makes this executable the bare axum server.
 pub(crate) const BARE_AXUM_SERVER: &str = "--bare-axum-server";
-/// What both servers answer: the service's answer to PING.
+/// What the bare servers answer: the service's answer to PING.
 const PONG: &str = "{\"answer\":\"PONG\"}\n";
 /// wrk's script: every request a POST (an empty body: PING takes no argument).
 const POST: &str = "wrk.method = \"POST\"\n";

@@ -7,9 +7,10 @@
 //! taken off. Valgrind runs a server about 50 times slower, so a few seconds of load give
 //! thousands of answers. Without valgrind, the figures are skipped with one line.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use service::load::LoadPlan;
 use tokio::process::Command;
 
 use crate::{CONNECTIONS, Figure, Goal, load, peers, plan};
@@ -54,19 +55,16 @@ async fn per_ping(dir: &Path, binary: Option<&Path>) -> [f64; 2] {
 /// Runs the server under callgrind, loaded at `depth` for [`COUNTED_FOR`] (or left alone as
 /// long), stops it, and returns the instructions it ran and the answers it gave.
 async fn count(dir: &Path, binary: Option<&Path>, depth: Option<usize>) -> (u64, u64) {
-    let out: PathBuf =
-        dir.join(format!("{}-{depth:?}.out", if binary.is_some() { "service" } else { "bare" }));
+    let out = dir.join(format!("{}-{depth:?}.out", if binary.is_some() { "service" } else { "bare" }));
     let server = match binary {
         Some(binary) => peers::service_counted(binary, &out).await,
         None => peers::bare_counted(&out).await,
     };
     let answers = match depth {
         Some(depth) => {
-            let report = load(&crate::LoadPlan {
-                duration: COUNTED_FOR,
-                ..plan(server.addr, CONNECTIONS, depth, &["PING"])
-            })
-            .await;
+            let report =
+                load(&LoadPlan { duration: COUNTED_FOR, ..plan(server.addr, CONNECTIONS, depth, &["PING"]) })
+                    .await;
             report.answers
         }
         None => {

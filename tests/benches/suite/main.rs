@@ -6,8 +6,9 @@
 //! service's release binary, the bare tokio line server, redis-server, rotel's collector for
 //! the traces figures, and the bare hyper server and a bare axum router for the HTTP figures.
 //! This process is the load client, but for HTTP, which `wrk` loads. The instruction counts
-//! run the service and the bare server under callgrind ([`instructions`]). The figures of an optional part (TLS, the relay,
-//! traces, HTTP) are built only with that part's feature, as its rows of the README's table.
+//! run the service and the bare server under callgrind ([`instructions`]). The figures of an
+//! optional part (TLS, the relay, traces, HTTP) are built only with that part's feature, as its
+//! rows of the README's table.
 //!
 //! Every answer is checked: a load that gets an `ERR` stops the run, and a figure whose command
 //! the service no longer has (an example removed, as the README shows) is skipped with one line
