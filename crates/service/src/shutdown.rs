@@ -60,8 +60,8 @@ pub enum Signal {
 
 /// The signals the service handles, installed as one: see [`Signal`] for what each does.
 ///
-/// Install them before binding the listener, and before any runtime runs (see
-/// [`Signals::install`]): from then on a signal is caught and counted, never
+/// Install them before binding the listener, and before any runtime runs that is not the one
+/// installing them (see [`Signals::install`]): from then on a signal is caught and counted, never
 /// lost (before a handler exists, SIGTERM kills the process outright; after it, tokio queues the
 /// signal for the next [`Signals::recv`], however late that call comes, on any runtime).
 pub struct Signals {
@@ -70,20 +70,18 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Installs the handlers, on a current-thread runtime of their own that runs nothing. Call
-    /// it before any other runtime runs: tokio turns a signal's handler on before it adds the
-    /// listener, and a signal that comes in between is lost if a runtime's driver, on another
-    /// thread, hands it out first, to no listener (tokio 1.54,
-    /// `signal::unix::signal_with_handle`; seen as a SIGTERM at start-up that never stopped the
-    /// service). A signal that comes later waits in tokio's pipe until a runtime's driver reads
-    /// it; the handlers then work on any runtime. An error means the service could not be
-    /// stopped gracefully, so the caller should refuse to start.
+    /// Installs the handlers. Must be called inside a tokio runtime with IO enabled, while no
+    /// other runtime runs: tokio turns a signal's handler on before it adds the listener, and a
+    /// signal that comes in between is lost if a runtime's driver, on another thread, hands it
+    /// out first, to no listener (tokio 1.54, `signal::unix::signal_with_handle`; seen as a
+    /// SIGTERM at start-up that never stopped the service). `main` installs them on a
+    /// current-thread runtime of their own, which runs nothing, before the service's runtime
+    /// exists. An error means the service could not be stopped gracefully, so the caller should
+    /// refuse to start.
     pub fn install() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::SignalKind;
-            let quiet = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
-            let _context = quiet.enter();
             let kinds = [
                 (SignalKind::terminate(), Signal::Stop("SIGTERM")),
                 (SignalKind::interrupt(), Signal::Stop("SIGINT")),
