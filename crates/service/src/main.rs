@@ -1,9 +1,8 @@
 //! The binary: parse the command line, then `serve`, `call` or `load`.
 //!
 //! Each subcommand builds the runtime it needs: `serve` a multi-threaded one (many connections
-//! across the cores), after a `current_thread` one that only installs the signal handlers (see
-//! `Signals::install` for why), `call` a `current_thread` one (one connection; no threads to
-//! start), `load` a multi-threaded one (the client must not be the bottleneck).
+//! across the cores), `call` a `current_thread` one (one connection; no threads to start), `load`
+//! a multi-threaded one (the client must not be the bottleneck).
 //!
 //! Exit status: `serve` exits 0 after a graceful shutdown, 1 if it cannot start (a port it
 //! cannot bind, a fan-out broker that does not answer) and 2 for a TLS file it cannot use (a
@@ -38,23 +37,17 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    // First, while this is the only thread: see `Signals::hold_back` for why.
+    let held = Signals::hold_back().context("cannot hold back signals")?;
     // Before the runtime: with traces, the exporter's HTTP client is built now.
     let mut logging = telemetry::init(args.log_format)?;
     let config = Config { trace_requests: logging.traced(), ..args.config.clone() };
-    // Before binding: once a client can connect, a signal must find its handler installed. And
-    // before the service's runtime: see `Signals::install` for why.
-    let mut signals = {
-        let quiet = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .context("cannot start tokio")?;
-        let _context = quiet.enter();
-        Signals::install().context("cannot listen for shutdown signals")?
-    };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     // Sockets and tasks need a runtime's context; nothing runs until `block_on`.
     let context = runtime.enter();
+    // Before binding: once a client can connect, a signal must find its handler installed.
+    let mut signals = Signals::install(held).context("cannot listen for shutdown signals")?;
     #[cfg(feature = "redis")]
     if let Some(exit) = check_broker(&runtime, &config)? {
         return Ok(exit.into());

@@ -60,44 +60,93 @@ pub enum Signal {
 
 /// The signals the service handles, installed as one: see [`Signal`] for what each does.
 ///
-/// Install them before binding the listener, and before any runtime runs that is not the one
-/// installing them (see [`Signals::install`]): from then on a signal is caught and counted, never
-/// lost (before a handler exists, SIGTERM kills the process outright; after it, tokio queues the
-/// signal for the next [`Signals::recv`], however late that call comes, on any runtime).
+/// Hold them back first ([`Signals::hold_back`]), before any thread starts, then install them
+/// ([`Signals::install`]) before binding the listener: from then on a signal is caught and
+/// counted, never lost. One that comes while they are held back waits in the kernel and is taken
+/// once they are installed; after that, tokio keeps it for the next [`Signals::recv`], however
+/// late that call comes.
 pub struct Signals {
     #[cfg(unix)]
     handlers: Vec<(tokio::signal::unix::Signal, Signal)>,
 }
 
+/// The handled signals, blocked in the thread that called [`Signals::hold_back`] and in every
+/// thread it starts from then on (a thread inherits its creator's signal mask), until
+/// [`Signals::install`] unblocks them in that thread alone, its handlers ready. Dropped without
+/// `install`, it unblocks them all the same.
+#[must_use = "the signals stay held back until this is given to `Signals::install` or dropped"]
+pub struct HeldBack {
+    /// The calling thread's mask before: what `install` (or the drop) puts back.
+    #[cfg(unix)]
+    previous: nix::sys::signal::SigSet,
+}
+
+/// SIGTERM and the other signals [`Signals`] handles, with what each means to the service.
+#[cfg(unix)]
+const HANDLED: [(tokio::signal::unix::SignalKind, Signal); 6] = {
+    use tokio::signal::unix::SignalKind;
+    [
+        (SignalKind::terminate(), Signal::Stop("SIGTERM")),
+        (SignalKind::interrupt(), Signal::Stop("SIGINT")),
+        (SignalKind::hangup(), Signal::Reload),
+        (SignalKind::user_defined1(), Signal::Ignored("SIGUSR1")),
+        (SignalKind::user_defined2(), Signal::Ignored("SIGUSR2")),
+        (SignalKind::alarm(), Signal::Ignored("SIGALRM")),
+    ]
+};
+
 impl Signals {
-    /// Installs the handlers. Must be called inside a tokio runtime with IO enabled, while no
-    /// other runtime runs: tokio turns a signal's handler on before it adds the listener, and a
-    /// signal that comes in between is lost if a runtime's driver, on another thread, hands it
-    /// out first, to no listener (tokio 1.54, `signal::unix::signal_with_handle`; seen as a
-    /// SIGTERM at start-up that never stopped the service). `main` installs them on a
-    /// current-thread runtime of their own, which runs nothing, before the service's runtime
-    /// exists. An error means the service could not be stopped gracefully, so the caller should
-    /// refuse to start.
-    pub fn install() -> std::io::Result<Self> {
+    /// Blocks the handled signals in this thread, and so in every thread started from it after
+    /// this call. Call it first, before anything starts a thread (the log's writer, a runtime).
+    ///
+    /// Why: installing a handler is not atomic, and a signal that comes in the middle is lost,
+    /// so the service runs on after a SIGTERM. signal-hook-registry (under tokio) turns the OS
+    /// handler on before it stores the action that handler runs, and a signal in between finds
+    /// no action and is dropped (its `register_unchecked_impl`, "a short race condition"); tokio
+    /// then turns delivery on before it adds the listener, and a signal that a runtime's driver
+    /// hands out in between goes to no listener (tokio 1.54, `signal::unix::signal_with_handle`).
+    /// Either loses a SIGTERM at start-up, and the service never stops (seen under load, about
+    /// once in 3,000 start-then-SIGTERM cycles). A blocked signal is not delivered at all, only
+    /// kept pending, so none can land in those gaps.
+    pub fn hold_back() -> std::io::Result<HeldBack> {
         #[cfg(unix)]
         {
-            use tokio::signal::unix::SignalKind;
-            let kinds = [
-                (SignalKind::terminate(), Signal::Stop("SIGTERM")),
-                (SignalKind::interrupt(), Signal::Stop("SIGINT")),
-                (SignalKind::hangup(), Signal::Reload),
-                (SignalKind::user_defined1(), Signal::Ignored("SIGUSR1")),
-                (SignalKind::user_defined2(), Signal::Ignored("SIGUSR2")),
-                (SignalKind::alarm(), Signal::Ignored("SIGALRM")),
-            ];
-            let handlers = kinds
-                .into_iter()
-                .map(|(kind, signal)| Ok((tokio::signal::unix::signal(kind)?, signal)))
-                .collect::<std::io::Result<_>>()?;
-            Ok(Self { handlers })
+            use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+            let mut handled = SigSet::empty();
+            for (kind, _) in HANDLED {
+                let number = nix::sys::signal::Signal::try_from(kind.as_raw_value())?;
+                handled.add(number);
+            }
+            let mut previous = SigSet::empty();
+            pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled), Some(&mut previous))?;
+            Ok(HeldBack { previous })
         }
         #[cfg(not(unix))]
         {
+            Ok(HeldBack {})
+        }
+    }
+
+    /// Installs the handlers, then unblocks the signals [`Signals::hold_back`] held back, in
+    /// this thread only: the threads started meanwhile (the log's writer, a runtime's workers)
+    /// keep them blocked, and the kernel hands a signal to a thread that does not block it. One
+    /// that came meanwhile is handed out now, to handlers that are ready.
+    /// Must be called inside a tokio runtime with IO enabled. An error means the service could
+    /// not be stopped gracefully, so the caller should refuse to start.
+    pub fn install(held: HeldBack) -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            let handlers = HANDLED
+                .into_iter()
+                .map(|(kind, signal)| Ok((tokio::signal::unix::signal(kind)?, signal)))
+                .collect::<std::io::Result<_>>();
+            // Unblocked here, whether or not every handler could be installed.
+            drop(held);
+            Ok(Self { handlers: handlers? })
+        }
+        #[cfg(not(unix))]
+        {
+            drop(held);
             Ok(Self {})
         }
     }
@@ -153,6 +202,15 @@ impl Signals {
                 _ = &mut reloading, if !reloading.is_terminated() => {}
             }
         }
+    }
+}
+
+impl Drop for HeldBack {
+    fn drop(&mut self) {
+        // Putting back a mask this thread had cannot fail: pthread_sigmask fails only for an
+        // unknown `how` (EINVAL), and SIG_SETMASK is known.
+        #[cfg(unix)]
+        let _ = self.previous.thread_set_mask();
     }
 }
 

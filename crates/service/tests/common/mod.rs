@@ -68,7 +68,12 @@ pub(crate) fn wait(child: &mut Child) -> ExitStatus {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the server did not end within {PATIENCE:?}");
+            // What it logged says which step of start-up or shutdown it was stuck in.
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            panic!("the server did not end within {PATIENCE:?}; its stderr:\n{stderr}");
         }
         std::thread::sleep(Duration::from_millis(5));
     }
