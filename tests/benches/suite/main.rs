@@ -1,8 +1,8 @@
 //! The benchmark suite: `cargo bench -p NAME-tests` (release mode, a few minutes on two cores).
 //!
 //! Each figure is measured beside its baseline in the same run, with the same client
-//! (`service::load`), alternating the sides round by round, so a noisy machine moves the ratio
-//! little. The servers run as users run them, each in a process of its own ([`peers`]): the
+//! (`service::load`; for fan-out, one that speaks both the service's lines and redis-server's
+//! RESP), alternating the sides round by round, so a noisy machine moves the ratio little. The servers run as users run them, each in a process of its own ([`peers`]): the
 //! service's release binary, the bare tokio line server, redis-server, rotel's collector for
 //! the traces figures, and the bare hyper server and a bare axum router for the HTTP figures.
 //! This process is the load client, but for HTTP, which `wrk` loads. The instruction counts
@@ -27,6 +27,7 @@ mod fanout;
 #[cfg(feature = "http")]
 #[cfg_attr(not(feature = "http"), path = "../../src/part_left_out.rs")]
 mod http;
+mod idle;
 mod instructions;
 mod peers;
 #[cfg(feature = "tls")]
@@ -269,13 +270,18 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// The 1 ms jobs in each round of the bridge's figure: about 10 ms a side.
+const JOBS_PER_ROUND: usize = 10;
+
 /// About 1 ms of CPU work on this machine (a single-threaded count: the pool has one job).
 fn one_millisecond_of_work() -> u64 {
     cpu::primes::count_below(3_000_000)
 }
 
 /// The figures of the servers in their own processes: throughput beside the bare server and
-/// redis-server, isolation, timer lateness, memory, fan-out and TLS.
+/// redis-server, isolation, timer lateness, memory, throughput beside thousands of idle
+/// connections, instructions per request, fan-out beside redis-server's pub/sub, TLS, what a
+/// publisher costs a bystander, traces and HTTP.
 async fn server_figures(binary: &Path) -> Vec<Figure> {
     let service = peers::service(binary, SERVICE_FLAGS).await;
     let mut figures = throughput(service.addr).await;
@@ -287,6 +293,7 @@ async fn server_figures(binary: &Path) -> Vec<Figure> {
     }
     figures.push(memory_per_connection(&service).await);
     service.stop().await;
+    figures.extend(idle::figures(binary).await);
     figures.extend(instructions::figures(binary).await);
     // Fan-out, in one process and on two replicas through Redis; TLS beside plain TCP; what one
     // publisher costs a bystander.
@@ -441,53 +448,65 @@ async fn cpu_figures() -> Vec<Figure> {
         "us",
         Goal::Watch,
     ));
-    let (mut bridged, mut inline_runs) = (Vec::new(), Vec::new());
-    for _ in 0..200 {
-        let start = Instant::now();
-        std::hint::black_box(pool.spawn(one_millisecond_of_work).await.expect("work"));
-        bridged.push(start.elapsed());
-        let start = Instant::now();
-        std::hint::black_box(one_millisecond_of_work());
-        inline_runs.push(start.elapsed());
-    }
-    let (bridged, inline_run) = (median(bridged), median(inline_runs));
-    figures.push(Figure::beside(
-        "offload_1ms_ratio",
-        "1 ms job via the bridge / inline",
-        bridged.as_secs_f64() * 1e3,
-        "ms",
-        inline_run.as_secs_f64() * 1e3,
-        Goal::AtMost(1.1),
-    ));
-
-    // The parallel speed-up of the sieve: the median of the ratios of paired rounds (one on two
-    // threads, then one on one), so a VM core that changes speed between rounds moves one
-    // ratio, not the figure.
+    // The bridge's cost on a 1 ms job, and the sieve's speed-up on two threads, each from paired
+    // rounds that alternate which side goes first ([`alternating`]); each round is long enough
+    // (tens of ms) that a timer tick or a context switch is a small part of it.
+    let jobs = alternating(
+        4 * ROUNDS + 1,
+        || async {
+            let start = Instant::now();
+            for _ in 0..JOBS_PER_ROUND {
+                std::hint::black_box(pool.spawn(one_millisecond_of_work).await.expect("work"));
+            }
+            start.elapsed().as_secs_f64() * 1e3 / JOBS_PER_ROUND as f64
+        },
+        || async {
+            let start = Instant::now();
+            for _ in 0..JOBS_PER_ROUND {
+                std::hint::black_box(one_millisecond_of_work());
+            }
+            start.elapsed().as_secs_f64() * 1e3 / JOBS_PER_ROUND as f64
+        },
+    )
+    .await;
+    let row = "1 ms job via the bridge / inline";
+    figures.push(Figure::rounds("offload_1ms_ratio", row, paired(&jobs, 1), "ms", Goal::AtMost(1.1)));
     let single = cpu::CpuPool::new(1).expect("a pool");
-    let (mut speedups, mut on_one) = (Vec::new(), Vec::new());
-    for _ in 0..2 * ROUNDS + 1 {
-        let start = Instant::now();
-        std::hint::black_box(pool.spawn(|| cpu::primes::count_below(100_000_000)).await.expect("a count"));
-        let on_pool = start.elapsed();
-        let start = Instant::now();
-        std::hint::black_box(single.spawn(|| cpu::primes::count_below(100_000_000)).await.expect("a count"));
-        let one = start.elapsed();
-        on_one.push(one);
-        speedups.push(one.as_secs_f64() / on_pool.as_secs_f64());
-    }
-    let speedup = median_of(speedups);
-    figures.push(Figure {
-        ratio: Some(speedup),
-        ..Figure::beside(
-            "parallel_speedup",
-            "sieve on 2 threads / 1",
-            speedup,
-            "x",
-            median(on_one).as_secs_f64(),
-            Goal::AtLeast(1.7),
-        )
-    });
+    // [one thread, two]: the ratio is the speed-up.
+    let sieves = alternating(2 * ROUNDS + 1, || sieve_seconds(&single), || sieve_seconds(&pool)).await;
+    let row = "sieve time on 1 thread / on 2";
+    figures.push(Figure::rounds("parallel_speedup", row, paired(&sieves, 1), "s", Goal::AtLeast(1.7)));
     figures
+}
+
+/// Seconds to count the primes below 100,000,000 on `pool`.
+async fn sieve_seconds(pool: &cpu::CpuPool) -> f64 {
+    let start = Instant::now();
+    std::hint::black_box(pool.spawn(|| cpu::primes::count_below(100_000_000)).await.expect("a count"));
+    start.elapsed().as_secs_f64()
+}
+
+/// `rounds` paired rounds of `first` and `second`, in turn first in a round, each round as
+/// [`paired`] takes them: `[first, second]`.
+async fn alternating<F, S, FF, SF>(rounds: usize, first: F, second: S) -> Vec<Vec<f64>>
+where
+    F: Fn() -> FF,
+    S: Fn() -> SF,
+    FF: Future<Output = f64>,
+    SF: Future<Output = f64>,
+{
+    let mut measured = Vec::new();
+    for round in 0..rounds {
+        let (a, b) = if round % 2 == 0 {
+            let a = first().await;
+            (a, second().await)
+        } else {
+            let b = second().await;
+            (first().await, b)
+        };
+        measured.push(vec![a, b]);
+    }
+    measured
 }
 
 /// The machine, for the report: CPUs, their model and the memory.

@@ -83,8 +83,22 @@ pub(crate) fn build_service() -> PathBuf {
     // The tests package is `NAME-tests`; the service's package and binary are `NAME`.
     let package = env!("CARGO_PKG_NAME").strip_suffix("-tests").expect("the tests package is NAME-tests");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Not with the variables cargo set for this bench (`CARGO_PKG_NAME=NAME-tests`, ...): ring's
+    // build script reruns when one of them changes, so a build with them, then one without
+    // (`cargo build`, or the next `cargo bench`), rebuilt ring and all above it every time.
+    let set_for_this_bench = std::env::vars_os().filter_map(|(name, _)| {
+        let text = name.to_str()?;
+        let set = ["CARGO_PKG_", "CARGO_MANIFEST_"].iter().any(|prefix| text.starts_with(prefix))
+            || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"]
+                .contains(&text);
+        set.then_some(name)
+    });
+    let mut command = std::process::Command::new(cargo);
+    for name in set_for_this_bench {
+        command.env_remove(name);
+    }
     #[expect(clippy::disallowed_methods, reason = "no runtime runs yet")]
-    let output = std::process::Command::new(cargo)
+    let output = command
         .args(["build", "--release", "--package", package, "--bin", package])
         .args(["--message-format", "json-render-diagnostics"])
         .stderr(Stdio::inherit())
