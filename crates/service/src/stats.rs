@@ -141,9 +141,9 @@ impl Stats {
         self.messages_published.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a message written to a subscriber.
-    pub(crate) fn count_delivered(&self) {
-        self.messages_delivered.fetch_add(1, Ordering::Relaxed);
+    /// Counts `messages` written to subscribers.
+    pub(crate) fn count_delivered(&self, messages: u64) {
+        self.messages_delivered.fetch_add(messages, Ordering::Relaxed);
     }
 
     /// Counts messages a lagging subscriber missed (each `LAG` line's figure).

@@ -368,22 +368,21 @@ impl Topics {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
-    fn subscribe(&self, topic: &str) -> Result<(Arc<str>, broadcast::Receiver<Delivery>), TooManyTopics> {
+    fn subscribe(&self, topic: &str) -> Result<broadcast::Receiver<Delivery>, TooManyTopics> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((name, channel)) = channels.get_key_value(topic) {
-            return Ok((Arc::clone(name), channel.sender.subscribe()));
+        if let Some(channel) = channels.get(topic) {
+            return Ok(channel.sender.subscribe());
         }
         if channels.len() >= self.max_topics {
             return Err(TooManyTopics);
         }
-        let name: Arc<str> = Arc::from(topic);
         let (sender, receiver) = broadcast::channel(self.capacity);
-        channels.insert(Arc::clone(&name), Channel { sender, missed: 0 });
+        channels.insert(Arc::from(topic), Channel { sender, missed: 0 });
         #[cfg(feature = "redis")]
         if self.relay.is_some() {
             self.changed.notify_one();
         }
-        Ok((name, receiver))
+        Ok(receiver)
     }
 
     /// Removes `topic` if nobody subscribes to it any more.
@@ -433,8 +432,10 @@ impl Subscriptions {
     /// Subscribes to `topic` (nothing happens if it already is).
     pub(crate) fn subscribe(&mut self, topic: &str) -> Result<(), TooManyTopics> {
         if !self.streams.contains_key(topic) {
-            let (name, receiver) = self.topics.subscribe(topic)?;
-            self.streams.insert(name, BroadcastStream::new(receiver));
+            let receiver = self.topics.subscribe(topic)?;
+            // The connection's own copy of the name: each pushed line carries a clone of it,
+            // and clones of one shared `Arc` bounced its count's cache line between the cores.
+            self.streams.insert(Arc::from(topic), BroadcastStream::new(receiver));
         }
         Ok(())
     }

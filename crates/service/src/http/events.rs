@@ -55,7 +55,7 @@ pub(super) async fn subscribe(
         .map(move |push| {
             let event = match &push {
                 Push::Message(_, text) => {
-                    shared.stats.count_delivered();
+                    shared.stats.count_delivered(1);
                     Event::default().event("MSG").data(&**text)
                 }
                 Push::Lagged(_, missed) => {
