@@ -67,8 +67,9 @@ pub(crate) mod relay;
 /// What a topic's channel carries: cheap to clone into every subscriber's queue.
 #[derive(Debug, Clone)]
 pub(crate) enum Delivery {
-    /// A published message's text.
-    Message(Arc<str>),
+    /// A published message's text: cloned for each subscriber, so inline when short (see the
+    /// workspace manifest's `smol_str`).
+    Message(smol_str::SmolStr),
     /// This many messages from the broker were not delivered here (past a budget, or refused).
     Missed(u64),
     /// Messages may be missing here, and how many cannot be known: the broker was out of reach.
@@ -271,7 +272,7 @@ impl Topics {
             self.stats.count_published();
             return Ok(Published::Relayed(answer));
         }
-        let reached = self.deliver(topic, Delivery::Message(Arc::from(text)));
+        let reached = self.deliver(topic, Delivery::Message(smol_str::SmolStr::new(text)));
         publisher.budget.spend(reached, now);
         self.stats.count_published();
         Ok(Published::Here(reached))
@@ -325,7 +326,7 @@ impl Topics {
                 return Err(Refused::OverBudget);
             }
         }
-        channel.send(Delivery::Message(Arc::from(text)));
+        channel.send(Delivery::Message(smol_str::SmolStr::new(text)));
         Ok(())
     }
 

@@ -194,7 +194,7 @@ fn write_words(f: &mut fmt::Formatter<'_>, words: &[&str]) -> fmt::Result {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Push {
     /// `MSG <topic> <text>`.
-    Message(Arc<str>, Arc<str>),
+    Message(Arc<str>, smol_str::SmolStr),
     /// `LAG <topic> <missed>`: the subscriber fell behind and this many messages are gone.
     Lagged(Arc<str>, u64),
     /// `GAP <topic>`: messages of the topic may be missing just before this line, how many
