@@ -24,7 +24,7 @@ pub const BEGIN: &str = "<!-- made by `cargo bench -p NAME-tests -- --record`: d
 pub const END: &str = "<!-- end of the bench table -->";
 
 /// A figure's number as the table shows it, in its unit: a ratio as it is, a latency in ms, a
-/// size in KiB, a rate in thousands or millions a second.
+/// size in KiB, a rate in thousands or millions a second, millions of instructions with an M.
 pub fn display(number: f64, unit: &str) -> String {
     match unit {
         "ms" => format!("{number:.1} ms"),
@@ -32,6 +32,7 @@ pub fn display(number: f64, unit: &str) -> String {
         "bytes" => format!("{:.1} KiB", number / 1024.0),
         "hs/s" => format!("{:.1}k/s", number / 1e3),
         "req/s" | "msg/s" => format!("{:.2}M/s", number / 1e6),
+        "instructions" if number >= 1e6 => format!("{:.2}M", number / 1e6),
         _ if number >= 100.0 => format!("{number:.0}"),
         _ if number >= 10.0 => format!("{number:.1}"),
         _ => format!("{number:.2}"),
@@ -106,7 +107,7 @@ pub fn table(report: &Value, parts: Parts<'_>) -> Result<String, String> {
         let mut number = display(number, shown_unit);
         // A count of instructions shows beside its ratio: the goal bounds the ratio, and the
         // count is what a profile is compared with.
-        if unit == "instructions" {
+        if unit == "instructions" && figure["ratio"].is_number() {
             number = format!("{number} ({value:.0})");
         }
         let goal = figure["goal"].as_str().unwrap_or("watch").to_owned();
@@ -162,7 +163,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_row_shows_each_figures_ratio_and_an_instruction_count_beside_its_ratio() {
+    fn a_row_shows_each_figures_ratio_an_instruction_count_beside_its_ratio_and_one_alone_in_millions() {
         let figure = |name: &str, row: &str, value: f64, unit: &str, ratio: f64, met: bool| {
             serde_json::json!({
                 "name": name, "row": row, "value": value, "unit": unit, "baseline": value / ratio,
@@ -175,6 +176,10 @@ mod tests {
                 figure("instructions_per_ping_depth1", "PING instructions", 3189.0, "instructions", 1.8, true),
                 figure("instructions_per_ping_depth16", "PING instructions", 674.0, "instructions", 2.41, false),
                 figure("throughput", "PING / bare", 1e5, "req/s", 0.99, true),
+                serde_json::json!({
+                    "name": "instructions_per_handshake", "row": "handshakes", "value": 2_345_678.0,
+                    "unit": "instructions", "baseline": null, "ratio": null, "goal": null, "met": null,
+                }),
             ],
         });
         let table = table(&report, Parts::Conditioned).expect("a table");
@@ -183,7 +188,8 @@ mod tests {
             rows,
             [
                 "| PING instructions | 1.80 (3189), 2.41 (674) | <= 2 | **no** |",
-                "| PING / bare | 0.99 | <= 2 | yes |"
+                "| PING / bare | 0.99 | <= 2 | yes |",
+                "| handshakes | 2.35M | watch | - |",
             ]
         );
     }

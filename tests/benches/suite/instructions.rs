@@ -13,19 +13,14 @@ use std::time::Duration;
 use service::load::LoadPlan;
 use tokio::process::Command;
 
-use crate::{CONNECTIONS, Figure, Goal, load, peers, plan};
+use crate::{CONNECTIONS, Figure, Goal, SERVICE_FLAGS, load, peers, plan};
 
 /// How long each count loads its server (or, for the unloaded count, waits).
 const COUNTED_FOR: Duration = Duration::from_secs(5);
 
 /// Instructions per PING at depth 1 and 16, beside the bare server's.
 pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
-    if Command::new("valgrind").arg("--version").output().await.is_err() {
-        println!("skipped instructions_per_ping: valgrind is not installed (apt-get install valgrind)");
-        return Vec::new();
-    }
-    let dir = std::env::temp_dir().join(format!("bench-callgrind-{}", std::process::id()));
-    tokio::fs::create_dir_all(&dir).await.expect("a directory for callgrind's counts");
+    let Some(dir) = counts_dir("instructions_per_ping").await else { return Vec::new() };
     let service = per_ping(&dir, Some(binary)).await;
     let bare = per_ping(&dir, None).await;
     let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -38,6 +33,18 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
             Figure::beside(name, row, service, "instructions", bare, Goal::AtMost(2.0))
         })
         .collect()
+}
+
+/// A fresh directory for callgrind's counts, if valgrind is installed; else `None`, and the
+/// figure named is said to be skipped.
+pub(crate) async fn counts_dir(figure: &str) -> Option<std::path::PathBuf> {
+    if Command::new("valgrind").arg("--version").output().await.is_err() {
+        println!("skipped {figure}: valgrind is not installed (apt-get install valgrind)");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("bench-callgrind-{}-{figure}", std::process::id()));
+    tokio::fs::create_dir_all(&dir).await.expect("a directory for callgrind's counts");
+    Some(dir)
 }
 
 /// The service's (`binary`) or else the bare server's instructions per PING at depth 1 and 16.
@@ -57,7 +64,7 @@ async fn per_ping(dir: &Path, binary: Option<&Path>) -> [f64; 2] {
 async fn count(dir: &Path, binary: Option<&Path>, depth: Option<usize>) -> (u64, u64) {
     let out = dir.join(format!("{}-{depth:?}.out", if binary.is_some() { "service" } else { "bare" }));
     let server = match binary {
-        Some(binary) => peers::service_counted(binary, &out).await,
+        Some(binary) => peers::service_counted(binary, SERVICE_FLAGS, &out).await,
         None => peers::bare_counted(&out).await,
     };
     let answers = match depth {
@@ -73,11 +80,14 @@ async fn count(dir: &Path, binary: Option<&Path>, depth: Option<usize>) -> (u64,
         }
     };
     server.stop().await;
-    let text = tokio::fs::read_to_string(&out).await.expect("callgrind wrote its count");
-    let total = text
-        .lines()
+    (total(&out).await, answers)
+}
+
+/// The instructions callgrind counted in `out`, written when its program ended.
+pub(crate) async fn total(out: &Path) -> u64 {
+    let text = tokio::fs::read_to_string(out).await.expect("callgrind wrote its count");
+    text.lines()
         .find_map(|line| line.strip_prefix("summary:").or_else(|| line.strip_prefix("totals:")))
         .and_then(|count| count.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no instruction count in {}", out.display()));
-    (total, answers)
+        .unwrap_or_else(|| panic!("no instruction count in {}", out.display()))
 }

@@ -19,8 +19,6 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
 
-use crate::SERVICE_FLAGS;
-
 /// The argument that makes this executable the bare server.
 pub(crate) const BARE_SERVER: &str = "--bare-server";
 /// With [`BARE_SERVER`]: `SPIN <ms>` spins inline (the negative control).
@@ -126,8 +124,8 @@ pub(crate) async fn service_with_env(binary: &Path, flags: &[&str], env: &[(&str
 
 /// [`service`] under callgrind (`valgrind --tool=callgrind`), which writes its count to `out`
 /// when the service exits (the instructions figures).
-pub(crate) async fn service_counted(binary: &Path, out: &Path) -> Process {
-    start_service(callgrind(binary, out), SERVICE_FLAGS, &[]).await
+pub(crate) async fn service_counted(binary: &Path, flags: &[&str], out: &Path) -> Process {
+    start_service(callgrind(binary, out), flags, &[]).await
 }
 
 /// `valgrind --tool=callgrind --callgrind-out-file=OUT PROGRAM`, the program's arguments to add.

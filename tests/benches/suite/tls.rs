@@ -1,6 +1,7 @@
 //! TLS beside plain TCP: PING throughput at depth 1 and 16 (the same service flags, the same
 //! client, rounds alternating), and full handshakes a second (no session resumption), each
-//! connection shaking hands, answering one PING and closing.
+//! connection shaking hands, answering one PING and closing; and, under callgrind, the
+//! instructions the server runs for each such handshake.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,10 +12,14 @@ use service::tls::ClientTls;
 use testkit::TEST_TIMEOUT;
 use tokio::task::JoinSet;
 
-use crate::{CONNECTIONS, Figure, Goal, ROUND, ROUNDS, SERVICE_FLAGS, load, paired, peers, plan};
+use crate::{
+    CONNECTIONS, Figure, Goal, ROUND, ROUNDS, SERVICE_FLAGS, instructions, load, paired, peers, plan,
+};
 
 /// Connections opening and closing at once in the handshake figure.
 const HANDSHAKERS: usize = 8;
+/// Full handshakes counted under callgrind (about 50 times slower there).
+const COUNTED_HANDSHAKES: u64 = 50;
 
 pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     let pki = testkit::pki::Pki::new();
@@ -37,17 +42,47 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
         }
         figures.push(Figure::rounds(name, row, paired(&rounds, 1), "req/s", Goal::Watch));
     }
-    let handshakes = handshakes_per_second(secure.addr, &client.without_resumption()).await;
-    figures.push(Figure::alone(
-        "tls_full_handshakes_per_s",
-        "full TLS handshakes",
-        handshakes,
-        "hs/s",
-        Goal::Watch,
-    ));
+    let full = client.without_resumption();
+    let handshakes = handshakes_per_second(secure.addr, &full).await;
+    let row = "full TLS handshakes; server instructions each";
+    figures.push(Figure::alone("tls_full_handshakes_per_s", row, handshakes, "hs/s", Goal::Watch));
     plain.stop().await;
     secure.stop().await;
+    let tls_flags = [SERVICE_FLAGS, &["--tls-cert", cert, "--tls-key", key]].concat();
+    if let Some(count) = instructions_per_handshake(binary, &tls_flags, &full).await {
+        figures.push(Figure::alone(
+            "tls_instructions_per_handshake",
+            row,
+            count,
+            "instructions",
+            Goal::Watch,
+        ));
+    }
     figures
+}
+
+/// The instructions the server runs per full handshake (and the one PING after it), under
+/// callgrind: [`COUNTED_HANDSHAKES`] in turn, less a run without them as long (start-up,
+/// reading the certificate, shutdown). `None` without valgrind, said once.
+async fn instructions_per_handshake(binary: &Path, flags: &[&str], client: &ClientTls) -> Option<f64> {
+    let dir = instructions::counts_dir("tls_instructions_per_handshake").await?;
+    let (loaded, idle) = (dir.join("handshakes.out"), dir.join("idle.out"));
+    let server = peers::service_counted(binary, flags, &loaded).await;
+    let (addr, started) = (server.addr.to_string(), Instant::now());
+    for _ in 0..COUNTED_HANDSHAKES {
+        let connected = service::Client::connect_tls(&addr, client, TEST_TIMEOUT, TEST_TIMEOUT);
+        let mut connection = connected.await.expect("a TLS connection");
+        assert_eq!(connection.request("PING").await.expect("an answer"), "OK PONG");
+    }
+    let took = started.elapsed();
+    server.stop().await;
+    let server = peers::service_counted(binary, flags, &idle).await;
+    tokio::time::sleep(took).await;
+    server.stop().await;
+    let per_handshake = instructions::total(&loaded).await.saturating_sub(instructions::total(&idle).await)
+        / COUNTED_HANDSHAKES;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    Some(per_handshake as f64)
 }
 
 /// Full handshakes a second, each followed by one PING (under TLS 1.3 the client is done first;
