@@ -81,7 +81,7 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
         .await;
         let figure = paired(&rounds, 1);
         let goal = if subscribers == SUBSCRIBERS[0] { Goal::AtLeast(1.2) } else { Goal::AtLeast(2.0) };
-        let row = "fan-out / redis-server pub/sub, 100, 1,000 subscribers";
+        let row = "fan-out / redis-server, 100, 1,000 subscribers";
         figures.push(Figure::rounds(name, row, figure, "msg/s", goal));
         if subscribers == SUBSCRIBERS[0] {
             alone = figure.value;

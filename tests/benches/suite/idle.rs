@@ -32,7 +32,7 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     let bare = peers::bare(false).await;
     let (mut at_service, mut at_bare) = (Vec::new(), Vec::new());
     let mut figures = Vec::new();
-    let row = "PING / bare tokio, + 1,000, 5,000 idle";
+    let row = "PING / bare tokio, 1,000, 5,000 idle open";
     let mut per_connection = 0;
     for (count, name) in
         IDLE.into_iter().zip(["throughput_1000_idle_vs_bare", "throughput_5000_idle_vs_bare"])
@@ -48,7 +48,7 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     }
     figures.push(Figure::alone(
         "bytes_per_idle_connection_5000",
-        "memory per idle connection, at 5,000",
+        crate::MEMORY_ROW,
         per_connection as f64,
         "bytes",
         Goal::AtMost(16384.0),

@@ -68,6 +68,8 @@ const SIEVE: &str = "PRIMES 30000000";
 /// ([`SIEVE`]) and the timer figure (`SLEEP 10`) send.
 const PRIMES_PROBE: &str = "PRIMES 10";
 const SLEEP_PROBE: &str = "SLEEP 0";
+/// The row of the memory figures: per idle connection among 1,000, and among 5,000 ([`idle`]).
+const MEMORY_ROW: &str = "memory per idle connection, 1,000, 5,000";
 /// The argument of [`probe`].
 const PROBE: &str = "--probe";
 
@@ -414,13 +416,7 @@ async fn memory_per_connection(service: &peers::Process) -> Figure {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let per_connection = service.resident_bytes().await.saturating_sub(before) as f64 / 1000.0;
-    Figure::alone(
-        "bytes_per_idle_connection",
-        "memory per idle connection",
-        per_connection,
-        "bytes",
-        Goal::AtMost(16384.0),
-    )
+    Figure::alone("bytes_per_idle_connection", MEMORY_ROW, per_connection, "bytes", Goal::AtMost(16384.0))
 }
 
 /// The figures of the CPU crate's bridges, in this process: no server is involved.
@@ -474,7 +470,7 @@ async fn cpu_figures() -> Vec<Figure> {
     let single = cpu::CpuPool::new(1).expect("a pool");
     // [one thread, two]: the ratio is the speed-up.
     let sieves = alternating(2 * ROUNDS + 1, || sieve_seconds(&single), || sieve_seconds(&pool)).await;
-    let row = "sieve time on 1 thread / on 2";
+    let row = "sieve time, 1 thread / 2";
     figures.push(Figure::rounds("parallel_speedup", row, paired(&sieves, 1), "s", Goal::AtLeast(1.7)));
     figures
 }

@@ -44,7 +44,7 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     }
     let full = client.without_resumption();
     let handshakes = handshakes_per_second(secure.addr, &full).await;
-    let row = "full TLS handshakes; server instructions each";
+    let row = "full TLS handshakes, instructions each";
     figures.push(Figure::alone("tls_full_handshakes_per_s", row, handshakes, "hs/s", Goal::Watch));
     plain.stop().await;
     secure.stop().await;
