@@ -5,6 +5,9 @@
 //! `cargo bench -p NAME-tests -- --record` keeps it as [`RECORDED`] and writes the table into
 //! `README.md` (and its twin) between [`BEGIN`] and [`END`], measuring nothing. A test
 //! (`tests/readme.rs`) checks that the README holds the table made from the recorded report.
+//! In the template's repository, `--record` also writes this version's row of instructions per
+//! PING into the maintainer's page (`.ci/README.md`, [`release_row`]), which keeps a row per
+//! release; the same test checks it.
 //!
 //! The report is one JSON object: `machine`, `date`, and `figures`, a list of objects each with
 //! `name`, `row` (its line in the table), `value`, `unit`, `baseline`, `ratio`, `goal` (text, or
@@ -65,9 +68,19 @@ pub fn part(name: &str) -> Option<&'static str> {
 /// Whether the project whose workspace manifest is `manifest` has the optional part `part`: its
 /// answer in `[workspace.metadata.template]` (`tls = "true"`).
 pub fn has_part(manifest: &str, part: &str) -> bool {
+    template_table(manifest).lines().any(|line| line == format!("{part} = \"true\""))
+}
+
+/// The template's version the project whose workspace manifest is `manifest` was rendered from
+/// (`version` in `[workspace.metadata.template]`): the release a row of instructions is for.
+pub fn template_version(manifest: &str) -> Option<&str> {
+    template_table(manifest).lines().find_map(|line| line.strip_prefix("version = \"")?.strip_suffix('"'))
+}
+
+/// The lines of `[workspace.metadata.template]` in `manifest`.
+fn template_table(manifest: &str) -> &str {
     let table = manifest.split("\n[workspace.metadata.template]\n").nth(1).unwrap_or_default();
-    let table = table.split("\n[").next().unwrap_or_default();
-    table.lines().any(|line| line == format!("{part} = \"true\""))
+    table.split("\n[").next().unwrap_or_default()
 }
 
 /// A Liquid tag's delimiters, for the README twin's conditions: written apart, so that no Rust
@@ -158,9 +171,106 @@ pub fn with_table(readme: &str, table: &str) -> Result<String, String> {
     Ok(format!("{}\n{table}{}", &readme[..start], &readme[end..]))
 }
 
+/// The line before the maintainer's table of instructions per release (`.ci/README.md`, in the
+/// template's repository only).
+pub const RELEASES_BEGIN: &str = "<!-- instructions per release: `-- --record` writes this version's row -->";
+/// The line after it.
+pub const RELEASES_END: &str = "<!-- end of the instructions per release -->";
+
+/// The row of `version` in the table of instructions per release: the service's and the bare
+/// server's instructions per PING at depth 1 and 16, from `report`, and its date. `None` if the
+/// report has no counts (valgrind was not installed).
+pub fn release_row(report: &Value, version: &str) -> Option<String> {
+    let count = |name: &str, field: &str| -> Option<String> {
+        let figures = report["figures"].as_array()?;
+        let figure = figures.iter().find(|figure| figure["name"] == name)?;
+        figure[field].as_f64().map(thousands)
+    };
+    let (depth1, depth16) = ("instructions_per_ping_depth1", "instructions_per_ping_depth16");
+    let date = report["date"].as_str()?;
+    Some(format!(
+        "| {version} | {} | {} | {} | {} | {date} |",
+        count(depth1, "value")?,
+        count(depth16, "value")?,
+        count(depth1, "baseline")?,
+        count(depth16, "baseline")?,
+    ))
+}
+
+/// `page` with `row` in its table of releases (between [`RELEASES_BEGIN`] and [`RELEASES_END`]):
+/// in place of the row of the same version, or else after the last row, so that the rows of
+/// earlier releases stay and a regression shows in a diff.
+pub fn with_release_row(page: &str, row: &str) -> Result<String, String> {
+    let start = page.find(RELEASES_BEGIN).ok_or("no table of releases' first line")? + RELEASES_BEGIN.len();
+    let end = page[start..].find(RELEASES_END).ok_or("no table of releases' last line")? + start;
+    let key = |line: &str| line.split('|').nth(1).map(str::trim).map(str::to_owned);
+    let mut lines: Vec<&str> = page[start..end].lines().filter(|line| !line.is_empty()).collect();
+    match lines.iter().position(|line| key(line) == key(row)) {
+        Some(index) => lines[index] = row,
+        None => lines.push(row),
+    }
+    Ok(format!(
+        "{}
+{}
+{}",
+        &page[..start],
+        lines.join("\n"),
+        &page[end..]
+    ))
+}
+
+/// `1234.6` as `1,235`.
+fn thousands(number: f64) -> String {
+    let digits = format!("{number:.0}");
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_release_row_replaces_its_versions_row_and_keeps_the_others() {
+        let figure = |name: &str, value: f64, baseline: f64| serde_json::json!({ "name": name, "value": value, "baseline": baseline });
+        let report = serde_json::json!({
+            "date": "2026-12-07",
+            "figures": [
+                figure("instructions_per_ping_depth1", 3087.4, 1775.0),
+                figure("instructions_per_ping_depth16", 547.0, 280.2),
+            ],
+        });
+        let row = release_row(&report, "0.4.0").expect("the report has counts");
+        assert_eq!(row, "| 0.4.0 | 3,087 | 547 | 1,775 | 280 | 2026-12-07 |");
+        let header = "| release | depth 1 | depth 16 | bare, depth 1 | bare, depth 16 | date |\n|---|---|---|---|---|---|";
+        let page = format!(
+            "text\n{RELEASES_BEGIN}\n{header}\n| 0.3.0 | 5,172 | 1,092 | 1,796 | 280 | 2026-01-01 |\n| 0.4.0 | 1 | 1 | 1 | 1 | 2026-12-01 |\n{RELEASES_END}\nmore\n"
+        );
+        let written = with_release_row(&page, &row).expect("the page has the table");
+        assert!(
+            written.contains(&format!(
+                "| 0.3.0 | 5,172 | 1,092 | 1,796 | 280 | 2026-01-01 |\n{row}\n{RELEASES_END}\nmore\n"
+            )),
+            "{written}"
+        );
+        assert_eq!(
+            with_release_row(&written, &row).as_deref(),
+            Ok(written.as_str()),
+            "recording twice changes nothing"
+        );
+        let next = row.replace("0.4.0", "0.5.0");
+        let appended = with_release_row(&written, &next).expect("the page has the table");
+        assert!(appended.contains(&format!("{row}\n{next}\n{RELEASES_END}")), "{appended}");
+        assert_eq!(release_row(&serde_json::json!({"date": "2026-12-07", "figures": []}), "0.4.0"), None);
+        let manifest = "[workspace]\nmembers = []\n\n[workspace.metadata.template]\nversion = \"0.4.0\"\nname = \"x\"\n\n[workspace.dependencies]\nversion = \"9\"\n";
+        assert_eq!(template_version(manifest), Some("0.4.0"));
+    }
 
     #[test]
     fn a_row_shows_each_figures_ratio_an_instruction_count_beside_its_ratio_and_one_alone_in_millions() {

@@ -1,6 +1,6 @@
-//! Cost as the work grows: PING throughput of [`CONNECTIONS`] loading connections while 1,000,
-//! then 5,000 more stay open and idle, beside the bare tokio server holding as many; and the
-//! service's memory per idle connection among those thousands.
+//! Cost as the work grows: PING throughput of [`CONNECTIONS`] loading connections while 1,000
+//! other connections stay open and idle, then 5,000, beside the bare tokio server holding as
+//! many; and the service's memory per idle connection among those thousands.
 //!
 //! Thousands of sockets need more open files than the 1,024 many systems allow a process by
 //! default: the bench raises its own soft limit to the hard one first ([`raise_open_files`]), as
@@ -32,7 +32,7 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     let bare = peers::bare(false).await;
     let (mut at_service, mut at_bare) = (Vec::new(), Vec::new());
     let mut figures = Vec::new();
-    let row = "PING / bare tokio, 1,000, 5,000 idle open";
+    let row = crate::BARE_ROW;
     let mut per_connection = 0;
     for (count, name) in
         IDLE.into_iter().zip(["throughput_1000_idle_vs_bare", "throughput_5000_idle_vs_bare"])

@@ -68,6 +68,9 @@ const SIEVE: &str = "PRIMES 30000000";
 /// ([`SIEVE`]) and the timer figure (`SLEEP 10`) send.
 const PRIMES_PROBE: &str = "PRIMES 10";
 const SLEEP_PROBE: &str = "SLEEP 0";
+/// The row of PING throughput beside the bare server: at depth 1 and 16, then at depth 1 with
+/// 1,000 and 5,000 idle connections held ([`idle`]).
+const BARE_ROW: &str = "PING / bare tokio, depth 1, 16; 1,000, 5,000 idle";
 /// The row of the memory figures: per idle connection among 1,000, and among 5,000 ([`idle`]).
 const MEMORY_ROW: &str = "memory per idle connection, 1,000, 5,000";
 /// The argument of [`probe`].
@@ -321,7 +324,7 @@ async fn throughput(service: SocketAddr) -> Vec<Figure> {
     let servers = [service, bare.addr];
     let redis_addr = redis.as_ref().map(|redis| redis.addr);
     let (depth1, depth16) = (rounds(&servers, redis_addr, 1).await, rounds(&servers, redis_addr, 16).await);
-    let bare_row = "PING / bare tokio, depth 1, 16";
+    let bare_row = BARE_ROW;
     let (at_1, at_16) = (paired(&depth1, 1), paired(&depth16, 1));
     for (name, figure) in [("throughput_vs_bare_depth1", at_1), ("throughput_vs_bare_depth16", at_16)] {
         figures.push(Figure::rounds(name, bare_row, figure, "req/s", Goal::AtLeast(0.9)));
@@ -589,7 +592,8 @@ fn probe() {
 }
 
 /// `-- --record`: keeps the last report ([`REPORT`]) as the recorded one and writes the README's
-/// table from it (and its twin's, in the template), measuring nothing.
+/// table from it (and its twin's, and the maintainer's row of this release, in the template),
+/// measuring nothing.
 fn record() {
     let workspace = workspace();
     #[expect(clippy::disallowed_methods, reason = "no runtime runs: this is all the bench does")]
@@ -606,6 +610,13 @@ fn record() {
         let Ok(text) = read(&readme) else { continue };
         let table = bench_report::table(&report, parts).expect("the report makes a table");
         write(&readme, &bench_report::with_table(&text, &table).expect("the README has a bench table"));
+    }
+    // The maintainer's page, in the template's repository only: this version's row of
+    // instructions per PING (none without valgrind's counts).
+    let page = workspace.join(".ci/README.md");
+    let release = bench_report::template_version(&manifest).expect("the template's version in Cargo.toml");
+    if let (Ok(text), Some(row)) = (read(&page), bench_report::release_row(&report, release)) {
+        write(&page, &bench_report::with_release_row(&text, &row).expect("the page has a table of releases"));
     }
 }
 

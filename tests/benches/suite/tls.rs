@@ -1,11 +1,11 @@
 //! TLS beside plain TCP: PING throughput at depth 1 and 16 (the same service flags, the same
 //! client, rounds alternating), and full handshakes a second (no session resumption), each
 //! connection shaking hands, answering one PING and closing; and, under callgrind, the
-//! instructions the server runs for each such handshake.
+//! instructions the server runs for each such handshake; and memory per idle TLS connection.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use service::load::LoadPlan;
 use service::tls::ClientTls;
@@ -18,6 +18,8 @@ use crate::{
 
 /// Connections opening and closing at once in the handshake figure.
 const HANDSHAKERS: usize = 8;
+/// Idle TLS connections held for the memory figure.
+const IDLE_CONNECTIONS: usize = 1000;
 /// Full handshakes counted under callgrind (about 50 times slower there).
 const COUNTED_HANDSHAKES: u64 = 50;
 
@@ -42,10 +44,19 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
         }
         figures.push(Figure::rounds(name, row, paired(&rounds, 1), "req/s", Goal::AtLeast(0.9)));
     }
-    let full = client.without_resumption();
+    let full = client.clone().without_resumption();
     let handshakes = handshakes_per_second(secure.addr, &full).await;
     let row = "full TLS handshakes, instructions each";
     figures.push(Figure::alone("tls_full_handshakes_per_s", row, handshakes, "hs/s", Goal::Watch));
+    let per_connection = memory_per_connection(&secure, &client).await;
+    let memory_row = "memory per idle TLS connection";
+    figures.push(Figure::alone(
+        "tls_bytes_per_idle_connection",
+        memory_row,
+        per_connection,
+        "bytes",
+        Goal::Watch,
+    ));
     plain.stop().await;
     secure.stop().await;
     let tls_flags = [SERVICE_FLAGS, &["--tls-cert", cert, "--tls-key", key]].concat();
@@ -83,6 +94,23 @@ async fn instructions_per_handshake(binary: &Path, flags: &[&str], client: &Clie
         / COUNTED_HANDSHAKES;
     let _ = tokio::fs::remove_dir_all(&dir).await;
     Some(per_handshake as f64)
+}
+
+/// The service's resident memory per idle TLS connection: before and after
+/// [`IDLE_CONNECTIONS`] that each shook hands and answered one PING (as the plain figure is
+/// taken, in `main.rs`).
+async fn memory_per_connection(service: &peers::Process, client: &ClientTls) -> f64 {
+    let before = service.resident_bytes().await;
+    let addr = service.addr.to_string();
+    let mut idle = Vec::new();
+    for _ in 0..IDLE_CONNECTIONS {
+        let connected = service::Client::connect_tls(&addr, client, TEST_TIMEOUT, TEST_TIMEOUT);
+        let mut connection = connected.await.expect("a TLS connection");
+        assert_eq!(connection.request("PING").await.expect("an answer"), "OK PONG");
+        idle.push(connection);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    service.resident_bytes().await.saturating_sub(before) as f64 / IDLE_CONNECTIONS as f64
 }
 
 /// Full handshakes a second, each followed by one PING (under TLS 1.3 the client is done first;
