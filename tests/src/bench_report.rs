@@ -5,9 +5,9 @@
 //! `cargo bench -p NAME-tests -- --record` keeps it as [`RECORDED`] and writes the table into
 //! `README.md` (and its twin) between [`BEGIN`] and [`END`], measuring nothing. A test
 //! (`tests/readme.rs`) checks that the README holds the table made from the recorded report.
-//! In the template's repository, `--record` also writes this version's row of instructions per
-//! PING into the maintainer's page (`.ci/README.md`, [`release_row`]), which keeps a row per
-//! release; the same test checks it.
+//! `--record` also writes the row of this release (the template's version) into the table of
+//! instructions per PING per release, [`RELEASES`] ([`release_row`]), which keeps the rows of
+//! earlier releases so that a regression shows in a diff; the same test checks it.
 //!
 //! The report is one JSON object: `machine`, `date`, and `figures`, a list of objects each with
 //! `name`, `row` (its line in the table), `value`, `unit`, `baseline`, `ratio`, `goal` (text, or
@@ -171,8 +171,9 @@ pub fn with_table(readme: &str, table: &str) -> Result<String, String> {
     Ok(format!("{}\n{table}{}", &readme[..start], &readme[end..]))
 }
 
-/// The line before the maintainer's table of instructions per release (`.ci/README.md`, in the
-/// template's repository only).
+/// The table of instructions per PING per release, from the workspace's root.
+pub const RELEASES: &str = "tests/benches/instructions.md";
+/// The line before its rows.
 pub const RELEASES_BEGIN: &str = "<!-- instructions per release: `-- --record` writes this version's row -->";
 /// The line after it.
 pub const RELEASES_END: &str = "<!-- end of the instructions per release -->";

@@ -131,14 +131,11 @@ fn the_bench_table_is_the_one_made_from_the_recorded_report() {
     );
 }
 
-/// In the template's repository, the maintainer's page (`.ci/README.md`) holds the row of
-/// instructions per PING of this release (the template's version in `Cargo.toml`), made from the
-/// recorded report: `-- --record` writes it. A generated project has no such page.
+/// The table of instructions per PING per release holds this release's row (the template's
+/// version in `Cargo.toml`) made from the recorded report: `-- --record` writes it.
 #[test]
-fn the_maintainers_row_for_this_release_is_the_one_made_from_the_recorded_report() {
-    let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/README.md");
-    #[expect(clippy::disallowed_methods, reason = "a sync test; no runtime here")]
-    let Ok(page) = std::fs::read_to_string(page) else { return };
+fn this_releases_row_of_instructions_is_the_one_made_from_the_recorded_report() {
+    let page = include_str!("../benches/instructions.md");
     let report = include_str!("../benches/report.json");
     let report: serde_json::Value = serde_json::from_str(report).expect("the recorded report is JSON");
     let release = testkit::bench_report::template_version(include_str!("../../Cargo.toml"))
@@ -146,9 +143,9 @@ fn the_maintainers_row_for_this_release_is_the_one_made_from_the_recorded_report
     let row =
         testkit::bench_report::release_row(&report, release).expect("the recorded report has the counts");
     let rewritten =
-        testkit::bench_report::with_release_row(&page, &row).expect("the page has a table of releases");
+        testkit::bench_report::with_release_row(page, &row).expect("the page has a table of releases");
     assert!(
         rewritten == page,
-        "the maintainer's row for {release} is not the recorded report's: run `cargo bench -p NAME-tests -- --record`"
+        "the row of instructions for {release} is not the recorded report's: run `cargo bench -p NAME-tests -- --record`"
     );
 }

@@ -79,6 +79,9 @@ pub struct HeldBack {
     /// The calling thread's mask before: what `install` (or the drop) puts back.
     #[cfg(unix)]
     previous: nix::sys::signal::SigSet,
+    /// A signal mask is a thread's: not `Send`, so this is put back on the thread it was taken
+    /// from.
+    _this_thread: std::marker::PhantomData<*const ()>,
 }
 
 /// SIGTERM and the other signals [`Signals`] handles, with what each means to the service.
@@ -119,11 +122,11 @@ impl Signals {
             }
             let mut previous = SigSet::empty();
             pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled), Some(&mut previous))?;
-            Ok(HeldBack { previous })
+            Ok(HeldBack { previous, _this_thread: std::marker::PhantomData })
         }
         #[cfg(not(unix))]
         {
-            Ok(HeldBack {})
+            Ok(HeldBack { _this_thread: std::marker::PhantomData })
         }
     }
 

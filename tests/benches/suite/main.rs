@@ -592,8 +592,8 @@ fn probe() {
 }
 
 /// `-- --record`: keeps the last report ([`REPORT`]) as the recorded one and writes the README's
-/// table from it (and its twin's, and the maintainer's row of this release, in the template),
-/// measuring nothing.
+/// table from it (and its twin's, in the template) and this release's row of instructions per
+/// PING, measuring nothing.
 fn record() {
     let workspace = workspace();
     #[expect(clippy::disallowed_methods, reason = "no runtime runs: this is all the bench does")]
@@ -611,11 +611,11 @@ fn record() {
         let table = bench_report::table(&report, parts).expect("the report makes a table");
         write(&readme, &bench_report::with_table(&text, &table).expect("the README has a bench table"));
     }
-    // The maintainer's page, in the template's repository only: this version's row of
-    // instructions per PING (none without valgrind's counts).
-    let page = workspace.join(".ci/README.md");
+    // This release's row of instructions per PING (none without valgrind's counts).
+    let page = workspace.join(bench_report::RELEASES);
     let release = bench_report::template_version(&manifest).expect("the template's version in Cargo.toml");
-    if let (Ok(text), Some(row)) = (read(&page), bench_report::release_row(&report, release)) {
+    if let Some(row) = bench_report::release_row(&report, release) {
+        let text = read(&page).unwrap_or_else(|error| panic!("{}: {error}", bench_report::RELEASES));
         write(&page, &bench_report::with_release_row(&text, &row).expect("the page has a table of releases"));
     }
 }
