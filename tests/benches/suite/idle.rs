@@ -61,7 +61,11 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
 
 /// Opens connections to `addr` until `held` has `count`, each answering one PING (so the server
 /// has set the connection up: buffers, timers), and keeps them open.
-async fn hold(held: &mut Vec<service::Client<tokio::net::TcpStream>>, addr: SocketAddr, count: usize) {
+pub(crate) async fn hold(
+    held: &mut Vec<service::Client<tokio::net::TcpStream>>,
+    addr: SocketAddr,
+    count: usize,
+) {
     while held.len() < count {
         let mut client = service::Client::connect(addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect");
         assert_eq!(client.request("PING").await.expect("an answer"), "OK PONG");

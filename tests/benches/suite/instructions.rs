@@ -5,7 +5,8 @@
 //! share (a read and a write per burst, the same for both servers) is not in them. Each server
 //! also runs once without load for as long, and that count (start, idle timers, shutdown) is
 //! taken off. Valgrind runs a server about 50 times slower, so a few seconds of load give
-//! thousands of answers. Without valgrind, the figures are skipped with one line.
+//! thousands of answers. Without valgrind, the figures are skipped with one line. The TLS
+//! figures count a full handshake the same way, with [`counts_dir`] and [`total`].
 
 use std::path::Path;
 use std::time::Duration;

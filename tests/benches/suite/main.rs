@@ -411,12 +411,7 @@ async fn timer_overshoot(service: SocketAddr) -> Figure {
 async fn memory_per_connection(service: &peers::Process) -> Figure {
     let before = service.resident_bytes().await;
     let mut idle = Vec::new();
-    for _ in 0..1000 {
-        let mut client =
-            service::Client::connect(service.addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect");
-        assert_eq!(client.request("PING").await.expect("an answer"), "OK PONG");
-        idle.push(client);
-    }
+    idle::hold(&mut idle, service.addr, 1000).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let per_connection = service.resident_bytes().await.saturating_sub(before) as f64 / 1000.0;
     Figure::alone("bytes_per_idle_connection", MEMORY_ROW, per_connection, "bytes", Goal::AtMost(16384.0))

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use service::load::LoadPlan;
 use service::tls::ClientTls;
 use testkit::TEST_TIMEOUT;
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tokio_rustls::client::TlsStream;
 
 use crate::{
     CONNECTIONS, Figure, Goal, ROUND, ROUNDS, SERVICE_FLAGS, instructions, load, paired, peers, plan,
@@ -81,9 +83,7 @@ async fn instructions_per_handshake(binary: &Path, flags: &[&str], client: &Clie
     let server = peers::service_counted(binary, flags, &loaded).await;
     let (addr, started) = (server.addr.to_string(), Instant::now());
     for _ in 0..COUNTED_HANDSHAKES {
-        let connected = service::Client::connect_tls(&addr, client, TEST_TIMEOUT, TEST_TIMEOUT);
-        let mut connection = connected.await.expect("a TLS connection");
-        assert_eq!(connection.request("PING").await.expect("an answer"), "OK PONG");
+        shake_hands(&addr, client).await;
     }
     let took = started.elapsed();
     server.stop().await;
@@ -104,17 +104,14 @@ async fn memory_per_connection(service: &peers::Process, client: &ClientTls) -> 
     let addr = service.addr.to_string();
     let mut idle = Vec::new();
     for _ in 0..IDLE_CONNECTIONS {
-        let connected = service::Client::connect_tls(&addr, client, TEST_TIMEOUT, TEST_TIMEOUT);
-        let mut connection = connected.await.expect("a TLS connection");
-        assert_eq!(connection.request("PING").await.expect("an answer"), "OK PONG");
-        idle.push(connection);
+        idle.push(shake_hands(&addr, client).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     service.resident_bytes().await.saturating_sub(before) as f64 / IDLE_CONNECTIONS as f64
 }
 
-/// Full handshakes a second, each followed by one PING (under TLS 1.3 the client is done first;
-/// the answer says the server is too), from [`HANDSHAKERS`] loops for [`ROUND`] x 2.
+/// Full handshakes a second, each followed by one PING ([`shake_hands`]), from [`HANDSHAKERS`]
+/// loops for [`ROUND`] x 2.
 async fn handshakes_per_second(addr: SocketAddr, client: &ClientTls) -> f64 {
     let started = Instant::now();
     let deadline = started + 2 * ROUND;
@@ -124,9 +121,7 @@ async fn handshakes_per_second(addr: SocketAddr, client: &ClientTls) -> f64 {
         loops.spawn(async move {
             let (addr, mut done) = (addr.to_string(), 0_u64);
             while Instant::now() < deadline {
-                let connected = service::Client::connect_tls(&addr, &client, TEST_TIMEOUT, TEST_TIMEOUT);
-                let mut connection = connected.await.expect("a TLS connection");
-                assert_eq!(connection.request("PING").await.expect("an answer"), "OK PONG");
+                shake_hands(&addr, &client).await;
                 done += 1;
             }
             done
@@ -134,4 +129,13 @@ async fn handshakes_per_second(addr: SocketAddr, client: &ClientTls) -> f64 {
     }
     let done: u64 = loops.join_all().await.into_iter().sum();
     done as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A TLS connection to `addr` that has shaken hands and answered one PING: under TLS 1.3 the
+/// client is done first, and the answer says the server is too.
+async fn shake_hands(addr: &str, client: &ClientTls) -> service::Client<TlsStream<TcpStream>> {
+    let connected = service::Client::connect_tls(addr, client, TEST_TIMEOUT, TEST_TIMEOUT);
+    let mut connection = connected.await.expect("a TLS connection");
+    assert_eq!(connection.request("PING").await.expect("an answer"), "OK PONG");
+    connection
 }
