@@ -54,5 +54,5 @@ mod stop;
 pub use blocking_bridge::BlockingPool;
 pub use error::JobError;
 pub use rayon::ThreadPoolBuildError;
-pub use rayon_bridge::{CpuPool, CpuTask};
+pub use rayon_bridge::{CpuPool, CpuTask, lower_priority};
 pub use stop::{Stop, Stopped};

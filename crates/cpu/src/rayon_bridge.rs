@@ -18,10 +18,12 @@ use crate::stop::Stop;
 /// saturated (the bench's `isolation_p99`). A job still gets every core nobody else wants.
 pub(crate) const NICENESS: i32 = 10;
 
-/// Lowers the calling thread's priority by [`NICENESS`]. Linux keeps a nice value per thread
-/// (nice(2), "NOTES"); POSIX systems that keep one per process would lower the whole service,
-/// so elsewhere this does nothing. A failure leaves the thread as it was: it only costs latency.
-fn lower_priority() {
+/// Lowers the calling thread's priority by ten `nice` steps, as the pool's threads do at their
+/// start: for threads of bulk work that should not delay a runtime's (the service's subscriber
+/// threads call it too). Linux keeps a nice value per thread (nice(2), "NOTES"); POSIX systems
+/// that keep one per process would lower the whole service, so elsewhere this does nothing. A
+/// failure leaves the thread as it was: it only costs latency.
+pub fn lower_priority() {
     #[cfg(target_os = "linux")]
     let _ = rustix::process::nice(NICENESS);
 }

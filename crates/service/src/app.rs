@@ -29,6 +29,7 @@ use crate::connection::Handler;
 use crate::fanout::Topics;
 #[cfg(feature = "redis")]
 use crate::fanout::relay;
+use crate::fanout::subscriber_threads::SubscriberThreads;
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -45,6 +46,9 @@ pub enum StartError {
     /// `{:#}` prints it once.)
     #[error("cannot start the CPU pool")]
     CpuPool(#[from] cpu::ThreadPoolBuildError),
+    /// The subscriber threads could not be started.
+    #[error("cannot start the subscriber threads")]
+    SubscriberThreads(#[source] std::io::Error),
     /// A TLS file cannot be used (`main` exits 2 for it: the flag is wrong).
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -85,6 +89,9 @@ pub struct App {
     /// shutdown while it happens. They end when `background_stop` is cancelled, last.
     background: TaskTracker,
     background_stop: CancellationToken,
+    /// Where subscribed connections move (see `fanout/subscriber_threads.rs`); `None` on a
+    /// `current_thread` runtime.
+    subscriber_threads: Option<SubscriberThreads>,
 }
 
 impl App {
@@ -107,6 +114,9 @@ impl App {
         let (tracker, background, background_stop) =
             (TaskTracker::new(), TaskTracker::new(), CancellationToken::new());
         let tls = tls::start(&config, Arc::clone(&stats))?;
+        let (subscriber_threads, mover) = SubscriberThreads::start(config.subscriber_threads, &tracker)
+            .map_err(StartError::SubscriberThreads)?
+            .unzip();
         let topics = Topics::new(&config, Arc::clone(&stats));
         // With a broker, the relay: its handle goes to the topics, its task is started below.
         #[cfg(feature = "redis")]
@@ -134,8 +144,8 @@ impl App {
         if let Some(relay) = relay {
             tracker.spawn(relay.run(Arc::clone(&shared.topics), shared.shutdown.drain.clone()));
         }
-        let handler = Handler::new(Arc::clone(&shared), commands);
-        Ok(Self { shared, handler, tls, health, tracker, background, background_stop })
+        let handler = Handler::new(Arc::clone(&shared), commands, mover);
+        Ok(Self { shared, handler, tls, health, tracker, background, background_stop, subscriber_threads })
     }
 
     /// The service's counters.
@@ -293,7 +303,9 @@ impl App {
     /// `abort` is cancelled) for in-flight work, then abort what is left and wait for every task;
     /// the watchdog and the admin endpoints last.
     pub async fn stop(self) {
-        let Self { shared, health, tracker, background, background_stop, tls, .. } = self;
+        let Self {
+            shared, health, tracker, background, background_stop, tls, mut subscriber_threads, ..
+        } = self;
         let Shared { shutdown, config, .. } = &*shared;
         shutdown.begin.cancel();
         health.send_modify(|health| health.shutting_down = true);
@@ -309,6 +321,9 @@ impl App {
             tracing::warn!(?grace, "grace period over; answering what is left with ERR shutting-down");
             shutdown.abort.cancel();
             tracker.wait().await;
+        }
+        if let Some(threads) = &mut subscriber_threads {
+            threads.stop();
         }
         if let Some((acceptor, _)) = &tls {
             acceptor.flush_log();
@@ -354,5 +369,33 @@ mod tests {
                 "no {event:?} line in the connection's span:\n{logs}"
             );
         }
+    }
+
+    /// On a multi-threaded runtime, a connection that subscribes goes on on the subscriber
+    /// threads: it gets what is published, is answered, and ends at shutdown like any other.
+    #[test]
+    fn a_subscribed_connection_moves_and_is_served_until_shutdown() {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        runtime.block_on(async {
+            let config = Config { cpu_threads: 1, subscriber_threads: 1, ..Config::default() };
+            let app = App::start(&config).unwrap();
+            let moved = || app.subscriber_threads.as_ref().expect("subscriber threads").connections();
+            let connect = |peer| {
+                let (client, server) = tokio::io::duplex(1024);
+                app.spawn_connection(server, peer, None);
+                Client::new(client, Duration::from_secs(5))
+            };
+            let (mut subscriber, mut publisher) = (connect("subscriber"), connect("publisher"));
+            assert_eq!(subscriber.request("PING").await.unwrap(), "OK PONG");
+            assert_eq!(moved(), 0, "not subscribed: not moved");
+            assert_eq!(subscriber.request("SUBSCRIBE news").await.unwrap(), "OK 1");
+            assert_eq!(publisher.request("PUBLISH news hello").await.unwrap(), "OK 1");
+            assert_eq!(subscriber.next_push(None).await.unwrap(), "MSG news hello");
+            assert_eq!(subscriber.request("PING").await.unwrap(), "OK PONG", "still answered");
+            assert_eq!(moved(), 1, "the subscriber moved, the publisher did not");
+            app.stop().await;
+            assert!(subscriber.request("PING").await.is_err(), "closed at shutdown");
+        });
     }
 }

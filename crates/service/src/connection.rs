@@ -23,6 +23,12 @@
 //! decodes with the codec itself, rather than through `Framed`: `Framed` reads only when it
 //! decodes, so it cannot watch the socket without taking in new requests.
 //!
+//! # Subscribers
+//!
+//! A connection that subscribes goes on on the subscriber threads, its state and its replies
+//! in flight with it, and this task waits for it there (see `fanout/subscriber_threads.rs`):
+//! the turn of the loop that finds it subscribed returns, and the same loop goes on there.
+//!
 //! A peer that half-closes (sends FIN, as `nc` does when its input ends) still gets every answer
 //! to what it sent; the connection closes after the last one.
 //!
@@ -60,8 +66,10 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::{self, Instant};
 use tokio_util::bytes::{Buf as _, BufMut as _, BytesMut};
 use tokio_util::codec::Encoder as _;
+use tracing::Instrument as _;
 
 use crate::commands::{self, Commands, Context, Reply};
+use crate::fanout::subscriber_threads::Mover;
 use crate::protocol::codec::{LineTooLong, RequestCodec};
 use crate::protocol::{ErrorCode, Push, Response};
 use crate::shared::Shared;
@@ -109,12 +117,24 @@ pub(crate) struct Handler {
     shared: Arc<Shared>,
     /// What requests are looked up in.
     commands: Commands,
+    /// What moves a connection to the subscriber threads when it subscribes; `None` keeps it
+    /// where it is (see `fanout/subscriber_threads.rs`).
+    mover: Option<Mover>,
+}
+
+/// How [`Handler::serve`] ended.
+enum Served {
+    /// Everything is answered: the connection closes.
+    Done,
+    /// The connection has subscribed, and moves to the subscriber threads.
+    Subscribed,
 }
 
 impl Handler {
-    /// A handler bounded by `shared`'s settings, answering `commands`.
-    pub(crate) fn new(shared: Arc<Shared>, commands: Commands) -> Self {
-        Self { shared, commands }
+    /// A handler bounded by `shared`'s settings, answering `commands`; with `mover`, a connection
+    /// that subscribes goes on on the subscriber threads.
+    pub(crate) fn new(shared: Arc<Shared>, commands: Commands, mover: Option<Mover>) -> Self {
+        Self { shared, commands, mover }
     }
 
     /// The commands it answers.
@@ -126,8 +146,38 @@ impl Handler {
     /// Serves one connection until the peer leaves, it sends `QUIT` or a line over the limit, a
     /// timeout fires, or shutdown drains it. Every answer due is written before a clean return.
     /// With `traced`, each request the sampler keeps is a span naming that peer (see
-    /// `telemetry/spans.rs`).
+    /// `telemetry/spans.rs`). Once it subscribes, the rest of its life runs on the subscriber
+    /// threads, if the handler has them, with this task waiting for it.
     pub(crate) async fn run<S>(&self, mut stream: S, traced: Option<Traced>) -> Result<(), ConnectionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut state = State::new(
+            RequestCodec::new(self.shared.config.max_line.get()),
+            Context::new(&self.shared, &self.commands, traced),
+            self.shared.config.idle_timeout,
+        );
+        let served = self.serve(&mut stream, &mut state, self.mover.is_some()).await?;
+        if let (Served::Subscribed, Some(mover)) = (served, &self.mover) {
+            tracing::debug!("subscribed: served on the subscriber threads from now");
+            let handler = self.clone();
+            let rest = async move {
+                handler.serve(&mut stream, &mut state, false).await?;
+                handler.bounded(stream.shutdown()).await
+            };
+            return mover.serve(rest.in_current_span()).await;
+        }
+        // Everything is answered and flushed: send EOF so the peer sees a clean close.
+        self.bounded(stream.shutdown()).await
+    }
+
+    /// The connection's loop: until it ends, or, with `may_move`, until it has subscribed.
+    async fn serve<S>(
+        &self,
+        stream: &mut S,
+        state: &mut State,
+        may_move: bool,
+    ) -> Result<Served, ConnectionError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -135,11 +185,6 @@ impl Handler {
         // Bounded: a line, its `\r\n`, and the read-ahead.
         let read_limit = self.shared.config.max_line.get().saturating_add(2 + READ_AHEAD);
         let idle_timeout = self.shared.config.idle_timeout;
-        let mut state = State::new(
-            RequestCodec::new(self.shared.config.max_line.get()),
-            Context::new(&self.shared, &self.commands, traced),
-            idle_timeout,
-        );
         // Set to `state.idle_at` only when it fires (see `State::idle_at`).
         let idle = time::sleep_until(state.idle_at);
         // One waiter on the drain token for the whole connection: a fresh `cancelled()` each
@@ -152,11 +197,14 @@ impl Handler {
             // Answers that were ready at once are in the buffer already: out they go, in one
             // write for the whole burst.
             if !state.output.is_empty() {
-                self.write_out(&mut stream, &mut state.output).await?;
+                self.write_out(stream, &mut state.output).await?;
                 state.answered(idle_timeout);
             }
             if !state.taking && state.in_flight.is_empty() {
-                break;
+                return Ok(Served::Done);
+            }
+            if may_move && !state.context.subscriptions.is_empty() {
+                return Ok(Served::Subscribed);
             }
             let throttled = state.context.publisher.budget.wait_until(now);
             let room = state.make_room(read_limit);
@@ -166,14 +214,14 @@ impl Handler {
                 biased;
                 Some(answer) = state.in_flight.next(), if !state.in_flight.is_empty() => {
                     state.encode_answers(self, answer)?;
-                    self.write_out(&mut stream, &mut state.output).await?;
+                    self.write_out(stream, &mut state.output).await?;
                     state.answered(idle_timeout);
                 }
                 // Messages for this connection's subscriptions, between the answers. They stop
                 // at drain, with the reading.
                 Some(push) = state.context.subscriptions.next(), if state.taking && !state.context.subscriptions.is_empty() => {
                     state.encode_pushes(self, push).await?;
-                    self.write_out(&mut stream, &mut state.output).await?;
+                    self.write_out(stream, &mut state.output).await?;
                 }
                 // Read even at the in-flight bound (up to `read_limit`): see the module docs.
                 read = async { stream.read_buf(&mut (&mut state.input).limit(room)).await }, if state.taking && !state.eof && room > 0 => {
@@ -203,8 +251,6 @@ impl Handler {
                 }
             }
         }
-        // Everything is answered and flushed: send EOF so the peer sees a clean close.
-        self.bounded(stream.shutdown()).await
     }
 
     /// Records the answer's latency and adds it to the write buffer.

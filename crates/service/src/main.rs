@@ -1,8 +1,9 @@
 //! The binary: parse the command line, then `serve`, `call` or `load`.
 //!
 //! Each subcommand builds the runtime it needs: `serve` a multi-threaded one (many connections
-//! across the cores), `call` a `current_thread` one (one connection; no threads to start), `load`
-//! a multi-threaded one (the client must not be the bottleneck).
+//! across the cores; the service adds one of its own for subscribed connections, see
+//! `fanout/subscriber_threads.rs`), `call` a `current_thread` one (one connection; no threads to
+//! start), `load` a multi-threaded one (the client must not be the bottleneck).
 //!
 //! Exit status: `serve` exits 0 after a graceful shutdown, 1 if it cannot start (a port it
 //! cannot bind, a fan-out broker that does not answer) and 2 for a TLS file it cannot use (a

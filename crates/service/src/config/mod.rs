@@ -207,6 +207,11 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value = "0", value_parser = clap::value_parser!(u16).range(0..=1024).map(usize::from))]
     pub cpu_threads: usize,
 
+    /// Threads that serve subscribed connections, at a lower priority than those that answer
+    /// requests, so that deliveries do not delay other clients' answers; 0 means one per core.
+    #[arg(long, value_name = "N", default_value = "0", value_parser = clap::value_parser!(u16).range(0..=1024).map(usize::from))]
+    pub subscriber_threads: usize,
+
     /// With TLS, how often the files are checked for a change, which reloads them (not a flag).
     #[cfg(feature = "tls")]
     #[arg(skip = Duration::from_secs(60))]

@@ -63,6 +63,7 @@ pub(crate) mod budget;
 #[cfg(feature = "redis")]
 #[cfg_attr(not(feature = "redis"), path = "../part_left_out.rs")]
 pub(crate) mod relay;
+pub(crate) mod subscriber_threads;
 
 /// What a topic's channel carries: cheap to clone into every subscriber's queue.
 #[derive(Debug, Clone)]
