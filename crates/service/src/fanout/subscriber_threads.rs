@@ -47,7 +47,8 @@ pub(crate) struct Mover {
 }
 
 impl SubscriberThreads {
-    /// `threads` threads (0: one per core) named `subscribers`, unless the current runtime
+    /// `threads` threads named `subscribers` (0: tokio's default, which `TOKIO_WORKER_THREADS`
+    /// sets, as for the request runtime; else one per core), unless the current runtime
     /// is a `current_thread` one (see the module docs). Moved connections go on `tracker`,
     /// which the shutdown waits for.
     pub(crate) fn start(threads: usize, tracker: &TaskTracker) -> io::Result<Option<(Self, Mover)>> {
