@@ -22,7 +22,10 @@
 //! `main` stops that one after. The moved connection's timers are this runtime's.
 //!
 //! A service on a `current_thread` runtime (the paused-time tests) has one thread by choice:
-//! there, subscribed connections stay where they are, and nothing here is made.
+//! there, subscribed connections stay where they are, and nothing here is made. The HTTP
+//! front's event streams stay on the request runtime too: hyper polls an HTTP/1.1 response
+//! body in its connection's task, and spawns HTTP/2's streams where the front's executor says
+//! (`http/mod.rs`), not knowing which will subscribe.
 
 use std::future::Future;
 use std::io;
