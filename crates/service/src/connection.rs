@@ -393,8 +393,10 @@ impl State {
     ///
     /// It lets the messages sent with `push` come first: a yield puts this task at the back of
     /// the queue (tokio's `yield_now` docs), behind a publisher's or the relay's reader's next
-    /// sends, so one write carries more lines (bench: 100 subscribers, 10.3M -> 12.0M msg/s; two
-    /// replicas through Redis, 5.0M -> 5.6M).
+    /// sends on the same runtime, and gives one on another runtime (a subscriber's, on the
+    /// subscriber threads) the time to send them, so one write carries more lines (bench, 100
+    /// subscribers: on one runtime, 10.3M -> 12.0M msg/s; on the subscriber threads, 6.4-6.5M
+    /// without it, 6.5-8.5M with it; two replicas through Redis, 5.0M -> 5.6M).
     async fn encode_pushes(&mut self, handler: &Handler, push: Push) -> Result<(), ConnectionError> {
         tokio::task::yield_now().await;
         let mut messages = u64::from(handler.push(&mut self.codec, push, &mut self.output)?);
