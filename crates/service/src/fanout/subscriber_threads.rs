@@ -6,9 +6,9 @@
 //! meanwhile: tokio has no task priorities, and a worker's run queue is first in, first out
 //! (tokio's `runtime` module docs, "Multi-Thread Scheduler"). One publisher to 1,000 subscribers
 //! made a bystander's PING wait for their writes (bench: `bystander_p99_one_publisher`, 5 to 20
-//! times its p99 with nobody publishing, 2.0 to 2.7 since). So a connection moves here when it
-//! first subscribes ([`Mover::serve`]), with everything it has in flight, and stays until it
-//! closes:
+//! times its p99 with nobody publishing; 2.2 to 3.0 since, over five runs). So a connection
+//! moves here when it first subscribes ([`Mover::serve`]), with everything it has in flight,
+//! and stays until it closes:
 //!
 //! * the request runtime's queues then hold requests only, and
 //! * on Linux these threads run ten `nice` steps lower (as the CPU pool's do, see
