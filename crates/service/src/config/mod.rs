@@ -207,8 +207,8 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value = "0", value_parser = clap::value_parser!(u16).range(0..=1024).map(usize::from))]
     pub cpu_threads: usize,
 
-    /// Threads that serve subscribed connections, at a lower priority than those that answer
-    /// requests, so that deliveries do not delay other clients' answers; 0 means as many as
+    /// Threads that serve subscribed connections, at a lower priority (on Linux) than those that
+    /// answer requests, so that deliveries do not delay other clients' answers; 0 means as many as
     /// the request runtime has (`TOKIO_WORKER_THREADS`, else one per core).
     #[arg(long, value_name = "N", default_value = "0", value_parser = clap::value_parser!(u16).range(0..=1024).map(usize::from))]
     pub subscriber_threads: usize,

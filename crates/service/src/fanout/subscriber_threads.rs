@@ -3,8 +3,8 @@
 //!
 //! A PUBLISH wakes the task of every subscriber at once, and each then writes to its socket. On
 //! the runtime that answers requests, those wakes would queue ahead of any request that arrives
-//! meanwhile: tokio has no task priorities, and a worker's run queue is first in, first out
-//! (tokio's `runtime` module docs, "Multi-Thread Scheduler"). One publisher to 1,000 subscribers
+//! meanwhile: tokio has no task priorities, and a worker's queues are first in, first out
+//! (tokio's `runtime` module docs, "Multi threaded runtime"). One publisher to 1,000 subscribers
 //! made a bystander's PING wait for their writes (bench: `bystander_p99_one_publisher`, 5 to 20
 //! times its p99 with nobody publishing; 2.2 to 3.0 since, over five runs). So a connection
 //! moves here when it first subscribes ([`Mover::serve`]), with everything it has in flight,
