@@ -76,6 +76,26 @@ async fn after_a_good_handshake_a_peer_that_stops_reading_is_dropped_at_the_writ
     harness.stop().await;
 }
 
+/// On a multi-threaded runtime a subscriber moves to the subscriber threads, its TLS session
+/// with it (see `fanout/subscriber_threads.rs`): it still gets what is published, is still
+/// answered, and still closes at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_over_tls_is_served_after_it_moves() {
+    let pki = Pki::new();
+    let server = TestServer::start(tls_config(&pki, false));
+    let tls = pki.client_tls(None);
+    let mut subscriber = server.tls_client(&tls).await.unwrap();
+    let mut publisher = server.tls_client(&tls).await.unwrap();
+    assert_eq!(subscriber.request("SUBSCRIBE news").await.unwrap(), "OK 1");
+    for text in ["one", "two"] {
+        assert_eq!(publisher.request(&format!("PUBLISH news {text}")).await.unwrap(), "OK 1");
+        assert_eq!(subscriber.next_push(Some(TEST_TIMEOUT)).await.unwrap(), format!("MSG news {text}"));
+    }
+    assert_eq!(subscriber.request("PING").await.unwrap(), "OK PONG");
+    server.stop().await;
+    assert!(subscriber.next_push(Some(TEST_TIMEOUT)).await.is_err(), "closed at shutdown");
+}
+
 #[tokio::test]
 async fn ping_pipelining_and_graceful_shutdown_work_over_tls() {
     let pki = Pki::new();
