@@ -59,18 +59,19 @@ pub(crate) async fn figures(binary: &Path) -> Vec<Figure> {
     figures
 }
 
-/// Opens connections to `addr` until `held` has `count`, each answering one PING (so the server
-/// has set the connection up: buffers, timers), and keeps them open.
-pub(crate) async fn hold(
-    held: &mut Vec<service::Client<tokio::net::TcpStream>>,
-    addr: SocketAddr,
-    count: usize,
-) {
+/// Opens connections to `addr` until `held` has `count` ([`open`]), and keeps them open.
+async fn hold(held: &mut Vec<service::Client<tokio::net::TcpStream>>, addr: SocketAddr, count: usize) {
     while held.len() < count {
-        let mut client = service::Client::connect(addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect");
-        assert_eq!(client.request("PING").await.expect("an answer"), "OK PONG");
-        held.push(client);
+        held.push(open(addr).await);
     }
+}
+
+/// A connection to `addr` that has answered one PING (so the server has set it up: buffers,
+/// timers).
+pub(crate) async fn open(addr: SocketAddr) -> service::Client<tokio::net::TcpStream> {
+    let mut client = service::Client::connect(addr, TEST_TIMEOUT, TEST_TIMEOUT).await.expect("connect");
+    assert_eq!(client.request("PING").await.expect("an answer"), "OK PONG");
+    client
 }
 
 /// Raises this process's soft limit on open files to its hard limit (children inherit it), and

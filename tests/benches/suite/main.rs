@@ -324,10 +324,9 @@ async fn throughput(service: SocketAddr) -> Vec<Figure> {
     let servers = [service, bare.addr];
     let redis_addr = redis.as_ref().map(|redis| redis.addr);
     let (depth1, depth16) = (rounds(&servers, redis_addr, 1).await, rounds(&servers, redis_addr, 16).await);
-    let bare_row = BARE_ROW;
     let (at_1, at_16) = (paired(&depth1, 1), paired(&depth16, 1));
     for (name, figure) in [("throughput_vs_bare_depth1", at_1), ("throughput_vs_bare_depth16", at_16)] {
-        figures.push(Figure::rounds(name, bare_row, figure, "req/s", Goal::AtLeast(0.9)));
+        figures.push(Figure::rounds(name, BARE_ROW, figure, "req/s", Goal::AtLeast(0.9)));
     }
     match &redis {
         Some(_) => {
@@ -406,15 +405,30 @@ async fn timer_overshoot(service: SocketAddr) -> Figure {
     )
 }
 
-/// Memory per idle connection: the service's resident memory, before and after 1,000
-/// connections that each answered one PING.
+/// Memory per idle connection: among 1,000 that each answered one PING ([`bytes_per_connection`]).
 async fn memory_per_connection(service: &peers::Process) -> Figure {
-    let before = service.resident_bytes().await;
-    let mut idle = Vec::new();
-    idle::hold(&mut idle, service.addr, 1000).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let per_connection = service.resident_bytes().await.saturating_sub(before) as f64 / 1000.0;
+    let per_connection = bytes_per_connection(service, 1000, || idle::open(service.addr)).await;
     Figure::alone("bytes_per_idle_connection", MEMORY_ROW, per_connection, "bytes", Goal::AtMost(16384.0))
+}
+
+/// The service's resident memory per connection: before, and 200 ms after `count` connections
+/// that `open` makes one after the other and that stay open meanwhile (the plain figure's, and
+/// TLS's in `tls.rs`).
+pub(crate) async fn bytes_per_connection<C, F>(
+    service: &peers::Process,
+    count: usize,
+    mut open: impl FnMut() -> F,
+) -> f64
+where
+    F: Future<Output = C>,
+{
+    let before = service.resident_bytes().await;
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        held.push(open().await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    service.resident_bytes().await.saturating_sub(before) as f64 / count as f64
 }
 
 /// The figures of the CPU crate's bridges, in this process: no server is involved.

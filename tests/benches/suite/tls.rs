@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use service::load::LoadPlan;
 use service::tls::ClientTls;
@@ -15,7 +15,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::client::TlsStream;
 
 use crate::{
-    CONNECTIONS, Figure, Goal, ROUND, ROUNDS, SERVICE_FLAGS, instructions, load, paired, peers, plan,
+    CONNECTIONS, Figure, Goal, ROUND, ROUNDS, SERVICE_FLAGS, bytes_per_connection, instructions, load,
+    paired, peers, plan,
 };
 
 /// Connections opening and closing at once in the handshake figure.
@@ -96,18 +97,11 @@ async fn instructions_per_handshake(binary: &Path, flags: &[&str], client: &Clie
     Some(per_handshake as f64)
 }
 
-/// The service's resident memory per idle TLS connection: before and after
-/// [`IDLE_CONNECTIONS`] that each shook hands and answered one PING (as the plain figure is
-/// taken, in `main.rs`).
+/// The service's resident memory per idle TLS connection: among [`IDLE_CONNECTIONS`] that each
+/// shook hands and answered one PING, taken as the plain figure is ([`bytes_per_connection`]).
 async fn memory_per_connection(service: &peers::Process, client: &ClientTls) -> f64 {
-    let before = service.resident_bytes().await;
     let addr = service.addr.to_string();
-    let mut idle = Vec::new();
-    for _ in 0..IDLE_CONNECTIONS {
-        idle.push(shake_hands(&addr, client).await);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    service.resident_bytes().await.saturating_sub(before) as f64 / IDLE_CONNECTIONS as f64
+    bytes_per_connection(service, IDLE_CONNECTIONS, || shake_hands(&addr, client)).await
 }
 
 /// Full handshakes a second, each followed by one PING ([`shake_hands`]), from [`HANDSHAKERS`]
