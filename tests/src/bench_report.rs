@@ -166,9 +166,16 @@ pub fn table(report: &Value, parts: Parts<'_>) -> Result<String, String> {
 
 /// `readme` with `table` between [`BEGIN`] and [`END`] in place of what was there.
 pub fn with_table(readme: &str, table: &str) -> Result<String, String> {
-    let start = readme.find(BEGIN).ok_or("no bench table's first line")? + BEGIN.len();
-    let end = readme[start..].find(END).ok_or("no bench table's last line")? + start;
+    let (start, end) = between(readme, BEGIN, END, "bench table")?;
     Ok(format!("{}\n{table}{}", &readme[..start], &readme[end..]))
+}
+
+/// Where the text between the lines `begin` and `end` of `text` starts and ends (`what` names
+/// it in the error).
+fn between(text: &str, begin: &str, end: &str, what: &str) -> Result<(usize, usize), String> {
+    let start = text.find(begin).ok_or(format!("no {what}'s first line"))? + begin.len();
+    let stop = text[start..].find(end).ok_or(format!("no {what}'s last line"))? + start;
+    Ok((start, stop))
 }
 
 /// The table of instructions per PING per release, from the workspace's root.
@@ -202,22 +209,14 @@ pub fn release_row(report: &Value, version: &str) -> Option<String> {
 /// in place of the row of the same version, or else after the last row, so that the rows of
 /// earlier releases stay and a regression shows in a diff.
 pub fn with_release_row(page: &str, row: &str) -> Result<String, String> {
-    let start = page.find(RELEASES_BEGIN).ok_or("no table of releases' first line")? + RELEASES_BEGIN.len();
-    let end = page[start..].find(RELEASES_END).ok_or("no table of releases' last line")? + start;
+    let (start, end) = between(page, RELEASES_BEGIN, RELEASES_END, "release table")?;
     let key = |line: &str| line.split('|').nth(1).map(str::trim).map(str::to_owned);
     let mut lines: Vec<&str> = page[start..end].lines().filter(|line| !line.is_empty()).collect();
     match lines.iter().position(|line| key(line) == key(row)) {
         Some(index) => lines[index] = row,
         None => lines.push(row),
     }
-    Ok(format!(
-        "{}
-{}
-{}",
-        &page[..start],
-        lines.join("\n"),
-        &page[end..]
-    ))
+    Ok(format!("{}\n{}\n{}", &page[..start], lines.join("\n"), &page[end..]))
 }
 
 /// `1234.6` as `1,235`.
