@@ -303,9 +303,7 @@ impl App {
     /// `abort` is cancelled) for in-flight work, then abort what is left and wait for every task;
     /// the watchdog and the admin endpoints last.
     pub async fn stop(self) {
-        let Self {
-            shared, health, tracker, background, background_stop, tls, mut subscriber_threads, ..
-        } = self;
+        let Self { shared, health, tracker, background, background_stop, tls, subscriber_threads, .. } = self;
         let Shared { shutdown, config, .. } = &*shared;
         shutdown.begin.cancel();
         health.send_modify(|health| health.shutting_down = true);
@@ -322,8 +320,9 @@ impl App {
             shutdown.abort.cancel();
             tracker.wait().await;
         }
-        if let Some(threads) = &mut subscriber_threads {
-            threads.stop();
+        if let Some(threads) = subscriber_threads {
+            drop(threads);
+            tracing::info!("subscriber threads stopped");
         }
         if let Some((acceptor, _)) = &tls {
             acceptor.flush_log();

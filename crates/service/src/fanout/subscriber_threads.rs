@@ -35,9 +35,11 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::connection::ConnectionError;
 
-/// The runtime subscribed connections move to; [`App`](crate::App) owns it and stops it.
+/// The runtime subscribed connections move to; [`App`](crate::App) owns it, and stops it by
+/// dropping it once every connection has ended: with no task left to wait for, its threads exit
+/// on their own.
 pub(crate) struct SubscriberThreads {
-    /// `None` once stopped.
+    /// Taken by the drop (`shutdown_background`, since a runtime dropped in async code panics).
     runtime: Option<Runtime>,
 }
 
@@ -66,15 +68,6 @@ impl SubscriberThreads {
             builder.thread_name("subscribers").on_thread_start(cpu::lower_priority).enable_all().build()?;
         let mover = Mover { handle: runtime.handle().clone(), tracker: tracker.clone() };
         Ok(Some((Self { runtime: Some(runtime) }, mover)))
-    }
-
-    /// Stops the threads, once every connection has ended: with no task left to wait for, they
-    /// exit on their own. (`shutdown_background`, since a runtime dropped in async code panics.)
-    pub(crate) fn stop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-            tracing::info!("subscriber threads stopped");
-        }
     }
 }
 
@@ -112,7 +105,8 @@ impl Mover {
                 Ok(served) => served,
                 // A panic is the connection's, as if it had not moved.
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                // Only if the threads stopped first, which `App::stop` does after every connection.
+                // Only if the threads stopped first, which `App::stop` has them do after every
+                // connection.
                 Err(error) => Err(ConnectionError::Io(io::Error::other(error))),
             }
         }
@@ -131,13 +125,13 @@ mod tests {
     fn a_moved_connection_runs_on_the_subscriber_threads_until_they_stop() {
         multi_thread().block_on(async {
             let tracker = TaskTracker::new();
-            let (mut threads, mover) = SubscriberThreads::start(2, &tracker).unwrap().expect("threads");
+            let (threads, mover) = SubscriberThreads::start(2, &tracker).unwrap().expect("threads");
             let on = mover.serve(async {
                 assert_eq!(std::thread::current().name(), Some("subscribers"));
                 Ok(())
             });
             assert!(on.await.is_ok());
-            threads.stop();
+            drop(threads);
             let error = mover.serve(async { Ok(()) }).await.expect_err("no threads to run on");
             assert!(matches!(error, ConnectionError::Io(_)), "{error}");
         });
