@@ -16,10 +16,10 @@
 //!
 //! Every task is spawned on a `TaskTracker`, so "is everything finished?" is `tracker.wait()`;
 //! no task is detached, and the process exits 0 once the trackers are empty. The subscriber
-//! threads (see `fanout/subscriber_threads.rs`) stop then, with no task left on them. One kind of work
-//! is kept out of them on purpose: a blocking read of the TLS files, which cannot be stopped
-//! once stuck in the kernel; `tls::server::Reads` holds its handle, and `main` waits for it at
-//! most 100 ms.
+//! threads (see `fanout/subscriber_threads.rs`) stop then, with no task left on them. One kind
+//! of work is kept out of the trackers on purpose: a blocking read of the TLS files, which
+//! cannot be stopped once stuck in the kernel; `tls::server::Reads` holds its handle, and
+//! `main` waits for it at most 100 ms.
 
 use futures_util::FutureExt as _;
 use futures_util::future::{FusedFuture as _, OptionFuture};

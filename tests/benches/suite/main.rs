@@ -2,7 +2,8 @@
 //!
 //! Each figure is measured beside its baseline in the same run, with the same client
 //! (`service::load`; for fan-out, one that speaks both the service's lines and redis-server's
-//! RESP), alternating the sides round by round, so a noisy machine moves the ratio little. The servers run as users run them, each in a process of its own ([`peers`]): the
+//! RESP), alternating the sides round by round, so a noisy machine moves the ratio little. The
+//! servers run as users run them, each in a process of its own ([`peers`]): the
 //! service's release binary, the bare tokio line server, redis-server, rotel's collector for
 //! the traces figures, and the bare hyper server and a bare axum router for the HTTP figures.
 //! This process is the load client, but for HTTP, which `wrk` loads. The instruction counts

@@ -1,7 +1,7 @@
 //! The routes in process, through `tower::ServiceExt::oneshot`: routing, the status of each
-//! error code, an answer's JSON, the body limit, the request timeout at its exact instant (paused
-//! time), load shedding, and the event stream. A command of the tests' own (`WAIT`, on a tokio timer) stands
-//! for a slow one, so removing the examples keeps these green.
+//! error code, an answer's JSON, the body limit, the request timeout at its exact instant
+//! (paused time), load shedding, and the event stream. A command of the tests' own (`WAIT`, on
+//! a tokio timer) stands for a slow one, so removing the examples keeps these green.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
