@@ -1,6 +1,6 @@
 //! The running service minus its listeners: the job queue, the CPU pool, the watchdog, the
-//! topics (and their relay, with `--fanout-url`), the counters and metrics, the health state,
-//! the shutdown tokens and the trackers that every task is spawned on.
+//! topics (and their relay, with `--fanout-url`), the subscriber threads, the counters and
+//! metrics, the health state, the shutdown tokens and the trackers that every task is spawned on.
 //!
 //! [`App::start_with`] makes them once: what every part reads goes into one shared core
 //! (`crate::shared::Shared`, an `Arc`), which the connection handler, each connection's command

@@ -30,6 +30,10 @@
 //!   line, and only one that a local PUBLISH could have produced ([`message_text`]); anything
 //!   else is counted and missed (`LAG`), never passed on.
 //!
+//! On a multi-threaded runtime, a connection that subscribes is served on threads of its own
+//! from then on, at a lower priority, so that deliveries do not delay other clients' answers
+//! (see `fanout/subscriber_threads.rs`).
+//!
 //! The map of topics sits behind a `std::sync::Mutex`, held only to look up, create or remove a
 //! channel and never across an `.await` (tokio's docs on `Mutex`: a blocking mutex is the right
 //! choice for short critical sections without awaits).
